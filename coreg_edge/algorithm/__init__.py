@@ -1,0 +1,1 @@
+"""The Co-Reg algorithm as pure tensor functions (no I/O)."""

@@ -1,0 +1,15 @@
+"""Annotation: CLIP (or the synthetic protocol) -> candidate-label sets."""
+
+from coreg_edge.annotate.api import ANNOTATORS, annotate
+from coreg_edge.annotate.modes import MODES, candidate_sets
+from coreg_edge.annotate.templates import DEFAULT_TEMPLATES, IMAGENET_TEMPLATES, load_templates
+
+__all__ = [
+    "ANNOTATORS",
+    "MODES",
+    "DEFAULT_TEMPLATES",
+    "IMAGENET_TEMPLATES",
+    "annotate",
+    "candidate_sets",
+    "load_templates",
+]

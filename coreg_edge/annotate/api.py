@@ -1,0 +1,172 @@
+"""`annotate()`: DATA + class names -> one annotation file. The CLI and notebooks both call this."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from coreg_edge import __version__
+from coreg_edge.annotate.classes import resolve_classes
+from coreg_edge.annotate.clip import DEFAULT_CLIP_MODEL, DEFAULT_PRETRAINED, ClipAnnotator, load_clip
+from coreg_edge.annotate.modes import MODES, candidate_sets
+from coreg_edge.annotate.synthetic import synthetic_candidates
+from coreg_edge.annotate.templates import load_templates
+from coreg_edge.annotation_file import Annotation
+from coreg_edge.data import ImageSource, open_source
+from coreg_edge.errors import UserError
+from coreg_edge.runtime.image import ImageDecodeError
+from coreg_edge.utils import progress, resolve_device
+
+ANNOTATORS = ("clip", "synthetic")
+
+
+class _Skips:
+    """Collects unreadable items: a warning each, or an error with --strict."""
+
+    def __init__(self, strict: bool):
+        self.strict = strict
+        self.items: list[dict[str, str]] = []
+        self.indices: set[int] = set()
+
+    def add(self, index: int, item: str, reason: str) -> None:
+        if self.strict:
+            raise UserError(f"unreadable image: {reason} (drop --strict to skip such images)")
+        warnings.warn(f"skipping unreadable image: {reason}", stacklevel=2)
+        self.items.append({"item": item, "reason": reason})
+        self.indices.add(index)
+
+
+def annotate(
+    data: str,
+    out: str | Path | None = None,
+    *,
+    classes: str | list[str] | None = None,
+    annotator: str = "clip",
+    clip_model: str = DEFAULT_CLIP_MODEL,
+    pretrained: str | None = DEFAULT_PRETRAINED,
+    mode: str = "union-top1",
+    k: int = 5,
+    ratio: float = 0.5,
+    templates: str = "default",
+    partial_rate: float = 0.3,
+    noise_rate: float = 0.0,
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int = 128,
+    workers: int = 0,
+    strict: bool = False,
+    download: bool = False,
+    data_dir: str | Path | None = None,
+    channels: int | None = None,
+    quiet: bool = False,
+) -> Annotation:
+    """Annotate DATA with candidate-label sets and (when `out` is given) write the file atomically.
+
+    `annotator="clip"`: open_clip zero-shot votes of every template, combined by `mode`.
+    `annotator="synthetic"`: the benchmark protocol (needs ground truth): partial rate q, noise rate eta.
+    """
+    if annotator not in ANNOTATORS:
+        raise UserError(f"--annotator must be one of {', '.join(ANNOTATORS)} (got {annotator!r})")
+    if mode not in MODES:
+        raise UserError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
+    if k < 1 or not 0.0 < ratio <= 1.0 or batch_size < 1:
+        raise UserError("--k and --batch-size must be >= 1 and --ratio within (0, 1]")
+    source = open_source(data, download=download, data_dir=data_dir, channels=channels)
+    class_names, prompt_names, labels = resolve_classes(classes, source)
+    skips = _Skips(strict)
+    identity: dict = {"kind": annotator, "model": None, "pretrained": None, "mode": None, "k": None,
+                      "ratio": None, "partial_rate": None, "noise_rate": None, "seed": seed}  # fmt: skip
+
+    if annotator == "synthetic":
+        if not (labels >= 0).all():
+            raise UserError(
+                f"the synthetic annotator needs ground truth, and {data} has none "
+                "(use a folder with one sub-folder per class, or a built-in dataset)"
+            )
+        if not (0.0 <= partial_rate <= 1.0 and 0.0 <= noise_rate <= 1.0):
+            raise UserError("--partial-rate and --noise-rate must be within [0, 1]")
+        if source.can_fail:
+            for i in progress(range(len(source)), desc="checking images", quiet=quiet):
+                try:
+                    source.load(i)
+                except ImageDecodeError as exc:
+                    skips.add(i, source.item_ids[i], str(exc))
+        candidates = synthetic_candidates(labels, len(class_names), partial_rate, noise_rate, seed)
+        votes = np.zeros((len(source), 0), dtype=np.int16)
+        probs = np.zeros((len(source), 0), dtype=np.float32)
+        template_list: list[str] = []
+        identity.update(partial_rate=partial_rate, noise_rate=noise_rate)
+    else:
+        template_list = load_templates(templates)
+        bundle = load_clip(clip_model, pretrained, resolve_device(device))
+        clip = ClipAnnotator(bundle, template_list, prompt_names)
+        votes, probs = _run_clip(clip, source, batch_size, workers, skips, quiet)
+        candidates = candidate_sets(mode, votes=votes, probs=probs, k=k, ratio_threshold=ratio)
+        identity.update(model=clip_model, pretrained=pretrained, mode=mode,
+                        k=k if mode != "union-top1" else None, ratio=ratio if mode == "ratio" else None)  # fmt: skip
+
+    keep = np.asarray([i for i in range(len(source)) if i not in skips.indices], dtype=np.int64)
+    if len(keep) == 0:
+        raise UserError(f"{data}: no readable images")
+    annotation = Annotation(
+        candidates=candidates[keep],
+        labels=labels[keep],
+        item_ids=[source.item_ids[i] for i in keep],
+        class_names=class_names,
+        votes=votes[keep],
+        zero_shot_probs=probs[keep],
+        templates=template_list,
+        annotator=identity,
+        data=source.describe(),
+        skipped=skips.items,
+        extra={"prompt_names": prompt_names, "coreg_edge_version": __version__},
+    )
+    if out is not None:
+        annotation.save(out)
+    return annotation
+
+
+def _run_clip(
+    clip: ClipAnnotator, source: ImageSource, batch_size: int, workers: int, skips: _Skips, quiet: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encode every readable image once; unreadable ones get placeholder rows dropped later."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    preprocess = clip.bundle.preprocess
+
+    class _Images(Dataset):
+        def __len__(self) -> int:
+            return len(source)
+
+        def __getitem__(self, i: int):
+            try:
+                return i, preprocess(source.load(i)), ""
+            except ImageDecodeError as exc:
+                return i, None, str(exc)
+
+    def collate(batch):
+        good = [(i, x) for i, x, _ in batch if x is not None]
+        bad = [(i, why) for i, x, why in batch if x is None]
+        images = torch.stack([x for _, x in good]) if good else None
+        return [i for i, _ in good], images, bad
+
+    loader = DataLoader(
+        _Images(), batch_size=batch_size, num_workers=workers, collate_fn=collate,
+        pin_memory=clip.bundle.device.startswith("cuda"),
+    )  # fmt: skip
+    n, t, c = len(source), len(clip.templates), clip.num_classes
+    votes = np.zeros((n, t), dtype=np.int16)
+    probs = np.full((n, c), 1.0 / c, dtype=np.float32)
+    clip.text_features()  # once, before the image loop
+    for indices, images, bad in progress(loader, desc="annotating", total=len(loader), quiet=quiet):
+        for i, why in bad:
+            skips.add(i, source.item_ids[i], why)
+        if images is None:
+            continue
+        batch_votes, batch_probs = clip.vote(clip.encode_images(images))
+        votes[indices] = batch_votes
+        probs[indices] = batch_probs
+    return votes, probs

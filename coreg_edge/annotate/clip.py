@@ -1,0 +1,195 @@
+"""CLIP as a noisy partial annotator (COREG_SPEC.md section 1), on open_clip.
+
+Text features for every (template, class) prompt are computed once; each image is encoded once; all
+templates vote through one matrix product (B, D) x (D, T*C). That makes the 27 templates nearly free
+next to the image encoder (see benchmarks/annotate_overhead.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coreg_edge.errors import UserError, require
+
+DEFAULT_CLIP_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+LOGIT_SCALE = 100.0  # the spec's softmax(100 * cos), independent of a checkpoint's learned scale
+
+
+def network_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
+    """A bounded reachability probe (DNS can hang; a thread caps it) so offline failures are fast."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """Make huggingface_hub answer from its cache only, instantly, instead of retrying for ~40 s."""
+    import huggingface_hub.constants as hub_constants
+
+    previous = (hub_constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE"))
+    hub_constants.HF_HUB_OFFLINE = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = previous[0]
+        if previous[1] is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous[1]
+
+
+@dataclass
+class ClipBundle:
+    """What the open_clip factory hands back, plus how it was identified (for the annotation file)."""
+
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    model_name: str
+    pretrained: str
+    device: str
+
+
+def load_clip(
+    model: str = DEFAULT_CLIP_MODEL, pretrained: str | None = DEFAULT_PRETRAINED, device: str = "cpu"
+) -> ClipBundle:
+    """open_clip model from a name or a model-config JSON, weights from a tag or a local checkpoint.
+
+    With no network and no cached weights this fails at once with one line naming the fix.
+    """
+    open_clip = require("open_clip", "the CLIP annotator")
+    name = model
+    config_path = Path(model)
+    if model.endswith(".json"):
+        if not config_path.is_file():
+            raise UserError(f"--clip-model {model}: no such model-config file")
+        try:
+            open_clip.add_model_config(config_path)
+        except (ValueError, KeyError, OSError) as exc:
+            raise UserError(f"--clip-model {model}: not a valid open_clip model config ({exc})") from exc
+        name = config_path.stem
+    if name not in open_clip.list_models():
+        raise UserError(f"--clip-model {model}: unknown open_clip model (see open_clip.list_models())")
+
+    offline = False
+    weights: str | None = pretrained or None
+    if weights:
+        looks_like_path = os.sep in weights or Path(weights).suffix in (".pt", ".pth", ".bin", ".safetensors")
+        if Path(weights).is_file():
+            weights = str(Path(weights).resolve())
+        elif looks_like_path:
+            raise UserError(f"--pretrained {pretrained}: no such checkpoint file")
+        else:
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            if weights not in tags:
+                raise UserError(
+                    f"--pretrained {weights}: not a known tag for {name} "
+                    f"(known: {', '.join(tags) or 'none'}); or give a local checkpoint file"
+                )
+            offline = not network_reachable()
+    guard = _hub_offline() if offline else contextlib.nullcontext()
+    logging.disable(logging.ERROR)  # open_clip logs its own failure before raising; we say it once
+    try:
+        with guard:
+            clip_model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=weights, device=device
+            )
+    except RuntimeError as exc:
+        if offline or "download" in str(exc).lower():
+            raise UserError(
+                f"cannot get CLIP weights {name}/{weights}: no network and not in the open_clip cache; "
+                "pass --pretrained /path/to/checkpoint.pt, or pre-download them on a networked machine "
+                "(open_clip.create_model_and_transforms) and copy ~/.cache/huggingface here"
+            ) from exc
+        raise UserError(f"cannot load CLIP {name} with weights {weights}: {exc}") from exc
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(
+            f"cannot load CLIP {name} with weights {weights}: {str(exc).splitlines()[0]}"
+        ) from exc
+    finally:
+        logging.disable(logging.NOTSET)
+    clip_model.eval()
+    return ClipBundle(
+        clip_model, preprocess, open_clip.get_tokenizer(name), name, str(pretrained or ""), device
+    )
+
+
+class ClipAnnotator:
+    """Prompt features once; per image one encode + one matrix product for all T templates."""
+
+    def __init__(
+        self, bundle: ClipBundle, templates: list[str], prompt_names: list[str], text_batch_size: int = 256
+    ):
+        self.bundle = bundle
+        self.templates = templates
+        self.prompt_names = prompt_names
+        self.text_batch_size = text_batch_size
+        self._text_features = None  # (D, T*C), computed lazily once
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.prompt_names)
+
+    def _autocast(self):
+        import torch
+
+        if self.bundle.device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def text_features(self):
+        """(D, T*C) normalised prompt features, template-major: column t*C + c is template t, class c."""
+        import torch
+
+        if self._text_features is None:
+            prompts = [t.format(name) for t in self.templates for name in self.prompt_names]
+            chunks = []
+            with torch.inference_mode(), self._autocast():
+                for start in range(0, len(prompts), self.text_batch_size):
+                    tokens = self.bundle.tokenizer(prompts[start : start + self.text_batch_size])
+                    feats = self.bundle.model.encode_text(tokens.to(self.bundle.device)).float()
+                    chunks.append(torch.nn.functional.normalize(feats, dim=-1))
+            self._text_features = torch.cat(chunks).T.contiguous()
+        return self._text_features
+
+    def encode_images(self, images):
+        """(B, 3, H, W) preprocessed -> (B, D) normalised float32 image features."""
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            feats = self.bundle.model.encode_image(images.to(self.bundle.device, non_blocking=True)).float()
+        return torch.nn.functional.normalize(feats, dim=-1)
+
+    def vote(self, image_features):
+        """(B, D) -> votes (B, T) int16 and template-averaged probabilities (B, C) float32."""
+        import torch
+
+        with torch.inference_mode():
+            logits = LOGIT_SCALE * image_features @ self.text_features()
+            logits = logits.view(len(image_features), len(self.templates), self.num_classes)
+            votes = logits.argmax(-1).to(torch.int16)
+            probs = logits.softmax(-1).mean(1)
+        return votes.cpu().numpy(), probs.cpu().numpy().astype(np.float32)

@@ -1,0 +1,39 @@
+"""The field's synthetic noisy partial annotator (COREG_SPEC.md section 2), for benchmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def synthetic_candidates(
+    labels: np.ndarray,
+    num_classes: int,
+    partial_rate: float,
+    noise_rate: float,
+    seed: int = 0,
+) -> np.ndarray:
+    """Uniform partial rate q, then noise rate eta.
+
+    Every wrong label joins the set independently with probability q (the true label is always in);
+    then with probability eta the true label is swapped for a random label outside the set, so the set
+    size is unchanged. A set that already holds every class cannot be made noisy and is left as is.
+    Expected mean set size 1 + (C - 1) q; coverage about 1 - eta.
+    """
+    if not 0.0 <= partial_rate <= 1.0 or not 0.0 <= noise_rate <= 1.0:
+        raise ValueError("partial_rate and noise_rate must be within [0, 1]")
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    candidates = rng.random((n, num_classes)) < partial_rate
+    rows = np.arange(n)
+    candidates[rows, labels] = True
+    flip = rng.random(n) < noise_rate
+    # One uniform draw per item picks the replacement among the labels outside the set.
+    pick = rng.random(n)
+    for i in np.flatnonzero(flip):
+        outside = np.flatnonzero(~candidates[i])
+        if len(outside) == 0:
+            continue
+        candidates[i, labels[i]] = False
+        candidates[i, outside[int(pick[i] * len(outside))]] = True
+    return candidates

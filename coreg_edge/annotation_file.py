@@ -1,0 +1,218 @@
+"""The annotation file: one self-describing `.npz` (CONTRACTS.md), saved atomically, validated on load.
+
+Arrays: candidates bool (N, C), votes int16 (N, T), zero_shot_probs float32 (N, C) or (N, 0),
+labels int64 (N,), item_ids str (N,), meta str (JSON). Read with allow_pickle=False: a downloaded
+annotation file can never execute code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coreg_edge.errors import UserError
+from coreg_edge.utils import atomic_path
+
+FORMAT_VERSION = 1
+ARRAY_KEYS = ("candidates", "votes", "zero_shot_probs", "labels", "item_ids", "meta")
+META_KEYS = ("format_version", "class_names", "templates", "annotator", "data", "skipped", "stats")
+
+
+class AnnotationFormatError(UserError):
+    """A file that is not a valid coreg-edge annotation file; the message names what is wrong."""
+
+
+@dataclass
+class Annotation:
+    """Candidate sets for N items over C classes, with everything needed to train on them."""
+
+    candidates: np.ndarray
+    labels: np.ndarray
+    item_ids: list[str]
+    class_names: list[str]
+    votes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int16))
+    zero_shot_probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    templates: list[str] = field(default_factory=list)
+    annotator: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # more meta keys, kept as they are
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        if self.votes.size == 0 and self.votes.shape[0] != n:
+            self.votes = np.zeros((n, 0), dtype=np.int16)
+        if self.zero_shot_probs.size == 0 and self.zero_shot_probs.shape[0] != n:
+            self.zero_shot_probs = np.zeros((n, 0), dtype=np.float32)
+
+    @property
+    def num_items(self) -> int:
+        return int(self.candidates.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.candidates.shape[1])
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.num_items) and bool((self.labels >= 0).all())
+
+    def stats(self) -> dict[str, Any]:
+        """mean set size, coverage (true label in the set) and zero-shot accuracy; None where unknown."""
+        known = self.labels >= 0
+        coverage = None
+        zero_shot = None
+        if known.any():
+            rows = np.flatnonzero(known)
+            coverage = float(self.candidates[rows, self.labels[rows]].mean())
+            if self.zero_shot_probs.shape[1]:
+                zero_shot = float((self.zero_shot_probs[rows].argmax(1) == self.labels[rows]).mean())
+        return {
+            "num_items": self.num_items,
+            "num_classes": self.num_classes,
+            "num_templates": int(self.votes.shape[1]),
+            "mean_candidates": float(self.candidates.sum(1).mean()) if self.num_items else 0.0,
+            "coverage": coverage,
+            "zero_shot_accuracy": zero_shot,
+            "labelled_items": int(known.sum()),
+            "skipped_items": len(self.skipped),
+        }
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "format_version": FORMAT_VERSION,
+            "class_names": list(self.class_names),
+            "templates": list(self.templates),
+            "annotator": self.annotator,
+            "data": self.data,
+            "skipped": self.skipped,
+            "stats": self.stats(),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Validate, then write atomically (temporary name, renamed when complete)."""
+        validate(self, source=str(path))
+        path = Path(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                candidates=self.candidates.astype(bool),
+                votes=self.votes.astype(np.int16),
+                zero_shot_probs=self.zero_shot_probs.astype(np.float32),
+                labels=self.labels.astype(np.int64),
+                item_ids=np.asarray(self.item_ids, dtype=str),
+                meta=np.asarray(json.dumps(self.meta())),
+            )
+        return path
+
+
+def validate(ann: Annotation, source: str = "annotation") -> None:
+    """Raise AnnotationFormatError naming the first inconsistency."""
+
+    def fail(msg: str) -> None:
+        raise AnnotationFormatError(f"{source}: {msg}")
+
+    n, c = ann.candidates.shape if ann.candidates.ndim == 2 else (-1, -1)
+    if ann.candidates.ndim != 2 or ann.candidates.dtype != bool:
+        fail(f"'candidates' must be a bool (N, C) matrix (got {ann.candidates.dtype} {ann.candidates.shape})")
+    if c < 2:
+        fail(f"'candidates' has {c} class(es); at least 2 are needed")
+    if len(ann.class_names) != c:
+        fail(f"meta.class_names has {len(ann.class_names)} names but 'candidates' has {c} columns")
+    if len(ann.item_ids) != n:
+        fail(f"'item_ids' has {len(ann.item_ids)} entries but 'candidates' has {n} rows")
+    if len(set(ann.item_ids)) != n:
+        fail("'item_ids' are not unique")
+    if n and not ann.candidates.any(axis=1).all():
+        fail(f"{int((~ann.candidates.any(axis=1)).sum())} item(s) have an empty candidate set")
+    if ann.labels.shape != (n,) or not np.issubdtype(ann.labels.dtype, np.integer):
+        fail(f"'labels' must be int64 (N,) = ({n},) (got {ann.labels.dtype} {ann.labels.shape})")
+    if n and (ann.labels.min() < -1 or ann.labels.max() >= c):
+        fail(f"'labels' must be -1 (unknown) or a class index below {c}")
+    if ann.votes.ndim != 2 or ann.votes.shape[0] != n:
+        fail(f"'votes' must be (N, T) with N = {n} (got {ann.votes.shape})")
+    if ann.votes.size and (ann.votes.min() < 0 or ann.votes.max() >= c):
+        fail(f"'votes' must be class indices below {c}")
+    if ann.votes.shape[1] != len(ann.templates):
+        fail(
+            f"'votes' has {ann.votes.shape[1]} template columns but meta.templates lists {len(ann.templates)}"
+        )
+    if (
+        ann.zero_shot_probs.ndim != 2
+        or ann.zero_shot_probs.shape[0] != n
+        or ann.zero_shot_probs.shape[1] not in (0, c)
+    ):
+        fail(f"'zero_shot_probs' must be (N, C) or (N, 0) (got {ann.zero_shot_probs.shape})")
+    if ann.zero_shot_probs.size and not np.isfinite(ann.zero_shot_probs).all():
+        fail("'zero_shot_probs' holds NaN or infinite values")
+
+
+def load(path: str | os.PathLike[str]) -> Annotation:
+    """Read and validate an annotation file; every problem is one AnnotationFormatError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationFormatError(f"{path}: no such annotation file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [key for key in ARRAY_KEYS if key not in npz.files]
+            if missing:
+                raise AnnotationFormatError(
+                    f"{path}: not a coreg-edge annotation file (missing {', '.join(missing)})"
+                )
+            arrays = {key: npz[key] for key in ARRAY_KEYS}
+    except AnnotationFormatError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise AnnotationFormatError(f"{path}: not a readable .npz annotation file ({exc})") from exc
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except json.JSONDecodeError as exc:
+        raise AnnotationFormatError(f"{path}: 'meta' is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise AnnotationFormatError(f"{path}: 'meta' must be a JSON object")
+    missing_meta = [key for key in META_KEYS if key not in meta]
+    if missing_meta:
+        raise AnnotationFormatError(f"{path}: meta lacks {', '.join(missing_meta)}")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise AnnotationFormatError(
+            f"{path}: format_version {meta['format_version']} is not supported (this coreg-edge reads {FORMAT_VERSION})"
+        )
+    if arrays["item_ids"].dtype.kind != "U":
+        raise AnnotationFormatError(f"{path}: 'item_ids' must be strings")
+    known = set(META_KEYS)
+    ann = Annotation(
+        candidates=arrays["candidates"],
+        labels=arrays["labels"].astype(np.int64)
+        if np.issubdtype(arrays["labels"].dtype, np.integer)
+        else arrays["labels"],
+        item_ids=[str(x) for x in arrays["item_ids"].tolist()],
+        class_names=list(meta["class_names"]),
+        votes=arrays["votes"],
+        zero_shot_probs=arrays["zero_shot_probs"],
+        templates=list(meta["templates"]),
+        annotator=dict(meta["annotator"]),
+        data=dict(meta["data"]),
+        skipped=list(meta["skipped"]),
+        extra={k: v for k, v in meta.items() if k not in known},
+    )
+    validate(ann, source=str(path))
+    return ann
+
+
+def describe(ann: Annotation) -> dict[str, Any]:
+    """The `info --json` summary of an annotation file."""
+    return {
+        "kind": "annotation",
+        **ann.stats(),
+        "class_names": ann.class_names,
+        "annotator": ann.annotator,
+        "data": ann.data,
+        "format_version": FORMAT_VERSION,
+    }

@@ -1,0 +1,47 @@
+"""The `coreg-edge` command line: a click group whose commands load lazily.
+
+Each command lives in its own module and imports heavy libraries (torch, open_clip, timm) only inside
+its body, so `--help`, `predict`, `bench` and `info` on an ONNX file work on a device install.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from coreg_edge import __version__
+
+# name -> "module:attribute"; a command is imported only when it is invoked or listed in --help.
+COMMANDS: dict[str, str] = {
+    "annotate": "coreg_edge.cli.annotate:annotate",
+    "info": "coreg_edge.cli.info:info",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="coreg-edge")
+def cli() -> None:
+    """Label-free edge classifiers: annotate with CLIP, train Co-Reg, export ONNX int8, run on a device.
+
+    \b
+    Stages:
+      coreg-edge annotate DATA --classes ... --out ann.npz
+      coreg-edge info ann.npz --json
+    """
+
+
+def main() -> None:
+    cli(prog_name="coreg-edge")

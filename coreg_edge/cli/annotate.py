@@ -1,0 +1,73 @@
+"""`coreg-edge annotate`: DATA + class names -> candidate-label sets (ann.npz)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from coreg_edge.cli.common import common_options, echo, handle_errors
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  coreg-edge annotate photos/ --classes cat,dog,bird --out ann.npz
+  coreg-edge annotate cifar10 --download --pretrained openai --out cifar10.npz
+  coreg-edge annotate photos/ --classes names.txt --clip-model tiny.json --pretrained tiny.pt --out ann.npz
+  coreg-edge annotate digits --annotator synthetic --partial-rate 0.3 --noise-rate 0.2 --out digits.npz
+"""
+)
+@click.argument("data")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(dir_okay=False), help="Annotation file to write (.npz)."
+)
+@click.option(
+    "--classes",
+    help="Class names: a,b,c or a text file (one per line). Default: sub-folders / built-in names.",
+)
+@click.option("--annotator", type=click.Choice(["clip", "synthetic"]), default="clip", show_default=True)
+@click.option(
+    "--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name or model-config JSON."
+)
+@click.option("--pretrained", default="laion2b_s34b_b79k", show_default=True,
+              help="open_clip weight tag (e.g. openai) or a local checkpoint file.")  # fmt: skip
+@click.option("--mode", type=click.Choice(["union-top1", "topk", "ratio"]), default="union-top1", show_default=True,
+              help="How template votes become a candidate set.")  # fmt: skip
+@click.option(
+    "--k", type=int, default=5, show_default=True, help="topk/ratio: how many top classes to consider."
+)
+@click.option("--ratio", type=float, default=0.5, show_default=True, help="ratio: keep p >= ratio * top p.")
+@click.option("--templates", default="default", show_default=True,
+              help="default (the paper's 27), imagenet (CLIP's 80), or a text file (one per line, with {}).")  # fmt: skip
+@click.option("--partial-rate", type=float, default=0.3, show_default=True, help="synthetic: q.")
+@click.option("--noise-rate", type=float, default=0.0, show_default=True, help="synthetic: eta.")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="Image-decoding worker processes.")
+@click.option("--strict", is_flag=True, help="Unreadable images are an error instead of skipped and listed.")
+@click.option("--download", is_flag=True, help="Download a built-in torchvision dataset if it is not cached.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Cache folder of built-in datasets.")
+@click.option("--json", "as_json", is_flag=True, help="Print the annotation statistics as JSON on stdout.")
+@common_options
+@handle_errors
+def annotate(data: str, out: str, as_json: bool, device: str, seed: int, quiet: bool, **options) -> None:
+    """Label DATA with candidate-label sets: an image folder or a built-in dataset name.
+
+    DATA is a folder (flat: unlabeled; one sub-folder per class: labels kept for evaluation), or
+    digits, digits:test, cifar10[:train|:test], cifar100, svhn, fmnist, eurosat, gtsrb.
+    """
+    from coreg_edge.annotate import annotate as run_annotate
+
+    annotation = run_annotate(data, out, device=device, seed=seed, quiet=quiet, **options)
+    stats = annotation.stats()
+    if as_json:
+        click.echo(json.dumps({"out": out, **stats}))
+        return
+    coverage = "n/a" if stats["coverage"] is None else f"{stats['coverage']:.1%}"
+    zero_shot = "n/a" if stats["zero_shot_accuracy"] is None else f"{stats['zero_shot_accuracy']:.1%}"
+    echo(
+        f"wrote {out}: {stats['num_items']} items, {stats['num_classes']} classes, "
+        f"mean set size {stats['mean_candidates']:.2f}, coverage {coverage}, zero-shot accuracy {zero_shot}"
+        + (f", {stats['skipped_items']} unreadable skipped" if stats["skipped_items"] else ""),
+        quiet,
+    )

@@ -1,0 +1,28 @@
+"""Errors a user can fix. The CLI prints them as one line on stderr and exits non-zero."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input or environment: the message alone tells the user what is wrong and what to do."""
+
+    exit_code = 1
+
+
+class MissingExtraError(UserError):
+    """A host-only feature was used on a device install (no torch & co.)."""
+
+    def __init__(self, what: str, module: str):
+        super().__init__(
+            f"{what} needs the training extras ({module} is not installed): pip install 'coreg-edge[train]'"
+        )
+
+
+def require(module: str, what: str):
+    """Import `module` or raise a one-line MissingExtraError naming the install to fix it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised on device installs
+        raise MissingExtraError(what, module) from exc

@@ -1,0 +1,1 @@
+"""The device side: numpy + onnxruntime + pillow only (no torch, timm, open_clip or onnx)."""

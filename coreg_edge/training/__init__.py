@@ -1,0 +1,1 @@
+"""Training: trainer, methods, checkpoints, peer selection."""

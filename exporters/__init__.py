@@ -1,0 +1,1 @@
+"""Export: ONNX fp32 and int8 QDQ, parity checks (installed as coreg_edge.exporters)."""

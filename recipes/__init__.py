@@ -1,0 +1,1 @@
+"""Built-in recipes (TOML), installed as coreg_edge.recipes package data."""

@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny random open_clip model on disk, small image folders, a CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> tuple[Path, Path]:
+    """(config JSON, checkpoint): a randomly initialised open_clip model loaded the way a user loads one."""
+    import open_clip
+    import torch
+
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    config = folder / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP_CONFIG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-clip")
+    checkpoint = folder / "tiny.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return config, checkpoint
+
+
+def write_images(folder: Path, count: int, size=(40, 30), seed: int = 0, mode: str = "RGB") -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        array = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        path = folder / f"img_{i:03d}.png"
+        Image.fromarray(array).convert(mode).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def class_folder(tmp_path) -> Path:
+    """Three classes, four images each, in mixed modes (RGB, grayscale, palette, RGBA)."""
+    root = tmp_path / "labelled"
+    for label, (name, mode) in enumerate([("cat", "RGB"), ("dog", "L"), ("bird", "RGBA")]):
+        write_images(root / name, 4, seed=label, mode=mode)
+    write_images(root / "tmp", 1, seed=9, mode="P")[0].rename(root / "bird" / "palette.png")
+    (root / "tmp").rmdir()
+    return root
+
+
+@pytest.fixture
+def flat_folder(tmp_path) -> Path:
+    root = tmp_path / "flat"
+    write_images(root, 6)
+    return root
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def cli():
+    from coreg_edge.cli import cli as group
+
+    return group

@@ -1,0 +1,140 @@
+"""`coreg-edge annotate` through the CLI: tiny CLIP from a config file, and the synthetic annotator."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from coreg_edge.annotate.modes import ratio, topk
+from coreg_edge.annotate.templates import DEFAULT_TEMPLATES
+from coreg_edge.annotation_file import load
+
+
+def _clip_args(tiny_clip):
+    config, checkpoint = tiny_clip
+    return ["--clip-model", str(config), "--pretrained", str(checkpoint)]
+
+
+def test_tiny_clip_candidates_are_union_of_votes(runner, cli, tiny_clip, class_folder, tmp_path):
+    out = tmp_path / "ann.npz"
+    result = runner.invoke(
+        cli, ["annotate", str(class_folder), "--out", str(out), "-q", *_clip_args(tiny_clip)]
+    )
+    assert result.exit_code == 0, result.output
+    ann = load(out)
+    assert ann.num_items == 13 and ann.num_classes == 3
+    assert ann.votes.shape == (13, 27) and ann.votes.dtype == np.int16
+    union = np.zeros_like(ann.candidates)
+    for row, votes in enumerate(ann.votes):
+        union[row, votes] = True
+    assert (ann.candidates == union).all()
+    assert np.allclose(ann.zero_shot_probs.sum(1), 1.0, atol=1e-5)
+    assert ann.templates == list(DEFAULT_TEMPLATES)
+    assert ann.class_names == ["bird", "cat", "dog"]  # sorted sub-folders
+    assert ann.annotator["kind"] == "clip" and ann.annotator["mode"] == "union-top1"
+    assert ann.data["source"] == "folder"
+    assert sorted(set(ann.labels.tolist())) == [0, 1, 2]
+    stats = ann.stats()
+    assert stats["num_templates"] == 27 and 0.0 <= stats["coverage"] <= 1.0
+
+
+def test_topk_and_ratio_modes_follow_stored_probabilities(runner, cli, tiny_clip, class_folder, tmp_path):
+    for mode, extra, rule in [
+        ("topk", ["--k", "2"], lambda p: topk(p, 2)),
+        ("ratio", ["--ratio", "0.9", "--k", "3"], lambda p: ratio(p, 0.9, 3)),
+    ]:
+        out = tmp_path / f"{mode}.npz"
+        args = [
+            "annotate",
+            str(class_folder),
+            "--out",
+            str(out),
+            "-q",
+            "--mode",
+            mode,
+            *extra,
+            *_clip_args(tiny_clip),
+        ]
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        ann = load(out)
+        assert (ann.candidates == rule(ann.zero_shot_probs)).all()
+        if mode == "topk":
+            assert (ann.candidates.sum(1) == 2).all()
+
+
+def test_text_encoder_runs_once_per_prompt(runner, cli, tiny_clip, class_folder, tmp_path, monkeypatch):
+    from open_clip.model import CLIP
+
+    encoded = {"text_rows": 0, "image_rows": 0}
+    original_text, original_image = CLIP.encode_text, CLIP.encode_image
+
+    def count_text(self, text, *a, **kw):
+        encoded["text_rows"] += len(text)
+        return original_text(self, text, *a, **kw)
+
+    def count_image(self, image, *a, **kw):
+        encoded["image_rows"] += len(image)
+        return original_image(self, image, *a, **kw)
+
+    monkeypatch.setattr(CLIP, "encode_text", count_text)
+    monkeypatch.setattr(CLIP, "encode_image", count_image)
+    out = tmp_path / "ann.npz"
+    args = [
+        "annotate",
+        str(class_folder),
+        "--out",
+        str(out),
+        "-q",
+        "--batch-size",
+        "4",
+        *_clip_args(tiny_clip),
+    ]
+    assert runner.invoke(cli, args).exit_code == 0
+    assert encoded["text_rows"] == 27 * 3  # (templates x classes), not per image or per batch
+    assert encoded["image_rows"] == 13  # each image once
+
+
+def test_template_file_and_flat_folder_with_classes(runner, cli, tiny_clip, flat_folder, tmp_path):
+    templates = tmp_path / "templates.txt"
+    templates.write_text("# mine\na photo of a {}\nan image of {}\n")
+    out = tmp_path / "ann.npz"
+    args = ["annotate", str(flat_folder), "--classes", "red,green,blue", "--templates", str(templates),
+            "--out", str(out), "-q", *_clip_args(tiny_clip)]  # fmt: skip
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    ann = load(out)
+    assert ann.templates == ["a photo of a {}", "an image of {}"]
+    assert (ann.labels == -1).all() and ann.stats()["coverage"] is None
+    assert ann.votes.shape == (6, 2)
+
+
+def test_synthetic_on_digits_statistics_and_reproducibility(runner, cli, tmp_path):
+    paths = [tmp_path / "a.npz", tmp_path / "b.npz"]
+    for path in paths:
+        args = ["annotate", "digits", "--annotator", "synthetic", "--partial-rate", "0.3", "--noise-rate", "0.2",
+                "--seed", "5", "--out", str(path), "-q"]  # fmt: skip
+        assert runner.invoke(cli, args).exit_code == 0
+    assert paths[0].read_bytes() == paths[1].read_bytes()  # same seed, same file
+    ann = load(paths[0])
+    stats = ann.stats()
+    assert ann.num_items == 1437 and ann.item_ids[0] == "digits:train/0"
+    assert abs(stats["mean_candidates"] - 3.7) < 0.15
+    assert abs(stats["coverage"] - 0.8) < 0.04
+    assert stats["num_templates"] == 0 and stats["zero_shot_accuracy"] is None
+    assert ann.votes.shape == (1437, 0) and ann.zero_shot_probs.shape == (1437, 0)
+    assert ann.annotator["partial_rate"] == 0.3 and ann.annotator["seed"] == 5
+
+
+def test_info_json_on_annotation(runner, cli, tmp_path):
+    out = tmp_path / "d.npz"
+    runner.invoke(cli, ["annotate", "digits:test", "--annotator", "synthetic", "--out", str(out), "-q"])
+    result = runner.invoke(cli, ["info", str(out), "--json"])
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout)
+    assert summary["num_items"] == 360 and summary["num_classes"] == 10
+    assert summary["num_templates"] == 0 and summary["zero_shot_accuracy"] is None
+    assert summary["coverage"] == pytest.approx(1.0)  # eta = 0 by default
+    assert summary["mean_candidates"] > 1.0

@@ -35,7 +35,9 @@ def convert_mode(image: Image.Image, channels: int = 3) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
         peak = max(float(array.max()), 1.0)
-        image = Image.fromarray((array * (255.0 / (65535.0 if peak > 255 else 255.0))).clip(0, 255).astype(np.uint8))
+        image = Image.fromarray(
+            (array * (255.0 / (65535.0 if peak > 255 else 255.0))).clip(0, 255).astype(np.uint8)
+        )
     return image.convert(target)
 
 
@@ -61,7 +63,10 @@ def to_pil(image: Image.Image | np.ndarray | str | os.PathLike[str], channels: i
         if image.dtype != np.uint8:
             raise UserError(f"numpy images must be uint8 (got {image.dtype})")
         if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)):
-            return convert_mode(Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image), channels)
+            return convert_mode(
+                Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image),
+                channels,
+            )
         raise UserError(f"numpy images must be HxW or HxWx3 (got shape {image.shape})")
     return load_image(image, channels)
 

@@ -1,0 +1,190 @@
+"""`coreg-edge predict`: classify image files and folders with an exported ONNX model (onnxruntime only)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Sequence
+
+import click
+from tqdm import tqdm
+
+from coreg_edge.cli.common import common_options, handle_errors
+from coreg_edge.runtime.classifier import Classifier, Prediction
+from coreg_edge.runtime.image import IMAGE_EXTENSIONS, find_images
+from coreg_edge.runtime.session import providers_for_device
+
+FORMATS = ("table", "json", "csv")
+
+
+def _round(prob: float) -> float:
+    return round(prob, 6)
+
+
+def _json_line(path: str, prediction: Prediction) -> str:
+    if not prediction.ok:
+        return json.dumps({"path": path, "error": prediction.error}, ensure_ascii=False)
+    top = [{"label": t.label, "index": t.index, "prob": _round(t.prob)} for t in prediction.top]
+    return json.dumps({"path": path, "top": top}, ensure_ascii=False)
+
+
+def _csv_header(k: int) -> list[str]:
+    columns = ["path"]
+    for rank in range(1, k + 1):
+        columns += [f"label_{rank}", f"index_{rank}", f"prob_{rank}"]
+    return [*columns, "error"]
+
+
+def _csv_row(path: str, prediction: Prediction, k: int) -> list[str]:
+    if not prediction.ok:
+        return [path, *[""] * (3 * k), prediction.error or ""]
+    cells = [path]
+    for t in prediction.top:
+        cells += [t.label, str(t.index), f"{_round(t.prob)}"]
+    return [*cells, ""]
+
+
+def _table(rows: Sequence[tuple[str, Prediction]], k: int) -> str:
+    """Aligned columns: path, then label and probability per rank; a failed image shows its error instead."""
+    header = ["path"] + [cell for rank in range(1, k + 1) for cell in (f"top-{rank}", "prob")]
+    cells = {
+        index: [path] + [cell for t in prediction.top for cell in (t.label, f"{t.prob:.4f}")]
+        for index, (path, prediction) in enumerate(rows)
+        if prediction.ok
+    }
+    widths = [max(len(row[i]) for row in [header, *cells.values()]) for i in range(len(header))]
+    widths[0] = max([widths[0], *(len(path) for path, _ in rows)])
+
+    def line(row: list[str]) -> str:
+        # Probabilities (even columns after the path) align right, text aligns left.
+        return "  ".join(
+            c.rjust(w) if i and i % 2 == 0 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    lines = [line(header)]
+    for index, (path, prediction) in enumerate(rows):
+        lines.append(
+            line(cells[index]) if index in cells else f"{path.ljust(widths[0])}  ERROR: {prediction.error}"
+        )
+    return "\n".join(lines)
+
+
+EPILOG = f"""\b
+Examples:
+  coreg-edge predict dist/cifar10/model.int8.onnx photo.jpg
+  coreg-edge predict model.onnx photos/ --format json > predictions.jsonl
+  coreg-edge predict model.onnx a.png b.png --topk 3 --format csv
+  coreg-edge predict foreign.onnx img.jpg --classes cat,dog --input-size 224 \\
+      --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
+
+\b
+Folders are searched recursively for {", ".join(IMAGE_EXTENSIONS)} (sorted, hidden files skipped).
+Exit status: 0 all images classified, 1 some failed (each reported in the output), 2 usage error.
+"""
+
+
+@click.command(epilog=EPILOG)
+@click.argument("model", type=click.Path(path_type=str))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str), metavar="INPUT...")
+@click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True, help="Classes per image.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table for people; json = JSON lines {path, top: [{label, index, prob}]} or {path, error}; csv = one row per image.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per model call."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="onnxruntime intra-op threads [default: physical cores].",
+)
+@click.option(
+    "--provider",
+    default=None,
+    help="onnxruntime execution providers, comma-separated (cpu, cuda, tensorrt, openvino, coreml, dml, ...); "
+    "default from --device (auto = CUDA when this onnxruntime has it, else CPU).",
+)
+@click.option(
+    "--classes",
+    default=None,
+    help="Class names a,b,c or a FILE (one per line), for an ONNX without coreg_edge metadata.",
+)
+@click.option("--input-size", default=None, help="Model input size N or HxW, for an ONNX without metadata.")
+@click.option(
+    "--mean", default=None, help="Normalisation mean, e.g. 0.485,0.456,0.406, for an ONNX without metadata."
+)
+@click.option(
+    "--std", default=None, help="Normalisation std, e.g. 0.229,0.224,0.225, for an ONNX without metadata."
+)
+@common_options
+@handle_errors
+def predict(
+    model: str,
+    inputs: tuple[str, ...],
+    topk: int,
+    fmt: str,
+    batch_size: int,
+    threads: int | None,
+    provider: str | None,
+    classes: str | None,
+    input_size: str | None,
+    mean: str | None,
+    std: str | None,
+    device: str,
+    seed: int,
+    quiet: bool,
+) -> None:
+    """Classify image files and folders (INPUT...) with MODEL.onnx; prints the top-k classes per image.
+
+    Needs only onnxruntime, numpy and pillow (the device install). Preprocessing and class names come
+    from the model's own metadata.
+    """
+    paths = find_images(list(inputs))
+    if not paths:
+        raise click.UsageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(inputs)}")
+    classifier = Classifier(
+        model,
+        threads=threads,
+        providers=provider if provider else providers_for_device(device),
+        class_names=classes,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        batch_size=batch_size,
+    )
+    k = min(topk, classifier.num_classes)
+    writer = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
+    if writer is not None:
+        writer.writerow(_csv_header(k))
+    rows: list[tuple[str, Prediction]] = []
+    failed = 0
+    bar = tqdm(total=len(paths), unit="img", file=sys.stderr, disable=quiet or len(paths) <= batch_size)
+    with bar:
+        predictions = classifier.iter_predict(paths, topk=topk, batch_size=batch_size, skip_errors=True)
+        for path, prediction in zip(paths, predictions, strict=True):
+            failed += not prediction.ok
+            shown = str(path)
+            if fmt == "json":
+                click.echo(_json_line(shown, prediction))
+            elif writer is not None:
+                writer.writerow(_csv_row(shown, prediction, k))
+            else:
+                rows.append((shown, prediction))
+            bar.update()
+    if fmt == "table":
+        click.echo(_table(rows, k))
+    sys.stdout.flush()
+    if failed:
+        click.echo(
+            f"Error: {failed} of {len(paths)} inputs could not be classified (see their error entries)",
+            err=True,
+        )
+        click.get_current_context().exit(1)

@@ -1,0 +1,241 @@
+"""Latency and throughput of an ONNX model on this machine; optionally against a second model.
+
+Input is random, normalised, of the model's own (C, H, W): latency of a fixed-shape CNN does not depend on
+pixel values. With `vs`, the two models are timed INTERLEAVED (A B, B A, A B, ... per iteration) so
+thermal drift, frequency changes and background load hit both equally, and idle worker threads do not spin
+(they would steal cores from the other session).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from coreg_edge.errors import UserError
+from coreg_edge.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product
+from coreg_edge.runtime.metadata import MetadataOverrides
+from coreg_edge.runtime.preprocess import PreprocessConfig
+from coreg_edge.runtime.session import LoadedModel, load_model
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-batch-size latency percentiles (ms) and throughput (images/s = batch size / mean latency)."""
+
+    batch_size: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    images_per_s: float
+
+    @classmethod
+    def from_seconds(cls, batch_size: int, seconds: Sequence[float]) -> LatencyStats:
+        ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+        return cls(
+            batch_size, round(p50, 4), round(p90, 4), round(p99, 4), round(batch_size * 1000.0 / ms.mean(), 2)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "p50_ms": self.p50_ms,
+            "p90_ms": self.p90_ms,
+            "p99_ms": self.p99_ms,
+            "images_per_s": self.images_per_s,
+        }
+
+
+@dataclass(frozen=True)
+class ModelBench:
+    """One model's results and the conditions they were measured under."""
+
+    model: str
+    bytes: int
+    provider: str
+    threads: int
+    cpu_flags: tuple[str, ...]
+    results: tuple[LatencyStats, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "bytes": self.bytes,
+            "provider": self.provider,
+            "threads": self.threads,
+            "cpu_flags": list(self.cpu_flags),
+            "results": [result.to_dict() for result in self.results],
+        }
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """What `coreg-edge bench --json` prints: the model's fields, plus `vs` and `ratios` when comparing."""
+
+    main: ModelBench
+    vs: ModelBench | None = None
+    warmup: int = 0
+    iters: int = 0
+
+    @property
+    def ratios(self) -> list[dict[str, Any]]:
+        """Per batch size, vs / model for each latency percentile and for throughput."""
+        if self.vs is None:
+            return []
+        rows = []
+        for a, b in zip(self.main.results, self.vs.results, strict=True):
+            rows.append(
+                {
+                    "batch_size": a.batch_size,
+                    "p50_ratio": _ratio(b.p50_ms, a.p50_ms),
+                    "p90_ratio": _ratio(b.p90_ms, a.p90_ms),
+                    "p99_ratio": _ratio(b.p99_ms, a.p99_ms),
+                    "images_per_s_ratio": _ratio(b.images_per_s, a.images_per_s),
+                }
+            )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.main.to_dict()
+        if self.vs is not None:
+            out["vs"] = self.vs.to_dict()
+            out["ratios"] = self.ratios
+        return out
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 4) if denominator > 0 else None
+
+
+def random_input(config: PreprocessConfig, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """A float32 (N, C, H, W) batch distributed like real normalised images: uniform [0, 1) then (x-mean)/std."""
+    pixels = rng.random((batch_size, *config.shape), dtype=np.float32)
+    mean = np.asarray(config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(config.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return (pixels - mean) / std
+
+
+def _check(batch_sizes: Sequence[int], warmup: int, iters: int, models: Sequence[LoadedModel]) -> None:
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise UserError(f"--batch-sizes must be positive integers (got {list(batch_sizes)})")
+    if warmup < 0 or iters < 1:
+        raise UserError(f"--warmup must be >= 0 and --iters >= 1 (got {warmup}, {iters})")
+    for model in models:
+        wrong = [size for size in batch_sizes if model.fixed_batch and size != model.fixed_batch]
+        if wrong:
+            raise UserError(
+                f"{model.path} has a fixed batch size of {model.fixed_batch}; use --batch-sizes {model.fixed_batch}"
+            )
+
+
+def run_bench(
+    model: str | os.PathLike[str],
+    *,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    threads: int | None = None,
+    warmup: int = 5,
+    iters: int = 50,
+    vs: str | os.PathLike[str] | None = None,
+    providers: str | Sequence[str] | None = None,
+    input_size: tuple[int, int] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> BenchReport:
+    """Time `model` (and `vs`, interleaved) at each batch size; `iters` timed runs after `warmup` untimed ones."""
+    overrides = MetadataOverrides(input_size=input_size)
+    opened = [
+        load_model(
+            path,
+            threads=threads,
+            providers=providers,
+            overrides=overrides,
+            need_class_names=False,
+            need_normalisation=False,
+            spinning=vs is None,
+        )
+        for path in ([model] if vs is None else [model, vs])
+    ]
+    _check(batch_sizes, warmup, iters, opened)
+    rng = np.random.default_rng(seed)
+    seconds: list[dict[int, list[float]]] = [{} for _ in opened]
+    bar = tqdm(
+        total=len(batch_sizes) * (warmup + iters),
+        desc="bench",
+        unit="iter",
+        disable=not progress,
+        file=sys.stderr,
+    )
+    with bar:
+        for size in batch_sizes:
+            inputs = [random_input(m.config, size, rng) for m in opened]
+            for _ in range(warmup):
+                for m, x in zip(opened, inputs, strict=True):
+                    m.run(x)
+                bar.update()
+            for j in range(len(opened)):
+                seconds[j][size] = []
+            for i in range(iters):
+                # Alternate the order too, so neither model always runs right after the other.
+                for j in range(len(opened)) if i % 2 == 0 else reversed(range(len(opened))):
+                    start = time.perf_counter()
+                    opened[j].run(inputs[j])
+                    seconds[j][size].append(time.perf_counter() - start)
+                bar.update()
+    flags = cpu_flags()
+    benches = [
+        ModelBench(
+            model=str(m.path),
+            bytes=m.bytes,
+            provider=m.provider,
+            threads=m.threads,
+            cpu_flags=flags,
+            results=tuple(LatencyStats.from_seconds(size, seconds[j][size]) for size in batch_sizes),
+        )
+        for j, m in enumerate(opened)
+    ]
+    return BenchReport(
+        main=benches[0], vs=benches[1] if len(benches) > 1 else None, warmup=warmup, iters=iters
+    )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.2f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+
+
+def format_report(report: BenchReport) -> str:
+    """A plain-text table: a header (machine, provider, threads, int8 flags) and one row per batch size."""
+    main, vs = report.main, report.vs
+    flags = " ".join(main.cpu_flags) or "none detected"
+    lines = [
+        f"cpu       {cpu_name()} | int8 flags: {flags}",
+        f"provider  {main.provider} | threads {main.threads} | {report.warmup} warm-up + {report.iters} timed iterations",
+        f"model     {main.model} ({_megabytes(main.bytes)})",
+    ]
+    if not has_int8_dot_product(main.cpu_flags):
+        lines.append("note      no VNNI / dot-product instructions: int8 may not beat fp32 on this CPU")
+    if vs is None:
+        lines.append(f"{'batch':>5}  {'p50 ms':>9}  {'p90 ms':>9}  {'p99 ms':>9}  {'images/s':>10}")
+        for r in main.results:
+            lines.append(
+                f"{r.batch_size:>5}  {r.p50_ms:>9.3f}  {r.p90_ms:>9.3f}  {r.p99_ms:>9.3f}  {r.images_per_s:>10.1f}"
+            )
+        return "\n".join(lines)
+    lines.append(f"vs        {vs.model} ({_megabytes(vs.bytes)}; size ratio {vs.bytes / main.bytes:.3f})")
+    lines.append("          measured interleaved; ratios are vs / model (p50 < 1: vs is faster)")
+    lines.append(
+        f"{'batch':>5}  {'p50 ms':>9}  {'vs p50':>9}  {'p50 ratio':>9}  {'images/s':>10}  {'vs img/s':>10}  {'speed-up':>8}"
+    )
+    for a, b, ratio in zip(main.results, vs.results, report.ratios, strict=True):
+        speedup = a.p50_ms / b.p50_ms if b.p50_ms > 0 else float("nan")
+        lines.append(
+            f"{a.batch_size:>5}  {a.p50_ms:>9.3f}  {b.p50_ms:>9.3f}  {ratio['p50_ratio'] or float('nan'):>9.3f}  "
+            f"{a.images_per_s:>10.1f}  {b.images_per_s:>10.1f}  {speedup:>7.2f}x"
+        )
+    return "\n".join(lines)

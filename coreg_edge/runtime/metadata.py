@@ -1,0 +1,282 @@
+"""The `coreg_edge` metadata inside an exported ONNX file: read, validate, complete with user overrides.
+
+The exporter writes ONE `metadata_props` entry, key `coreg_edge`, whose value is a JSON object
+(CONTRACTS.md, "ONNX model"). A device reads it with onnxruntime's `custom_metadata_map`, so the file alone
+says how to preprocess and how to name the outputs. A foreign ONNX (or one exported by hand) has no such
+entry: the user then supplies what is missing (`--classes`, `--input-size`, `--mean`, `--std`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coreg_edge.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from coreg_edge.runtime.preprocess import PreprocessConfig
+
+METADATA_KEY = "coreg_edge"
+METADATA_FORMAT_VERSION = 1
+
+# What each missing piece is called in messages, and the override that supplies it.
+_OVERRIDES = {
+    "class names": "--classes a,b,c|FILE",
+    "input size": "--input-size N",
+    "mean": "--mean M[,M,M]",
+    "std": "--std S[,S,S]",
+}
+
+
+class ModelError(UserError):
+    """A model file that cannot be used as given."""
+
+
+class ModelNotFoundError(ModelError):
+    """The model path does not exist."""
+
+
+class NotOnnxError(ModelError):
+    """The file exists but onnxruntime cannot load it as an ONNX model."""
+
+
+class MetadataError(ModelError):
+    """The `coreg_edge` metadata (or an override) is malformed or contradicts the model's shapes."""
+
+
+class MissingMetadataError(MetadataError):
+    """The model lacks metadata the runtime needs; the message names it and the overrides that supply it."""
+
+    def __init__(self, source: str, missing: Sequence[str], has_entry: bool):
+        self.missing = tuple(missing)
+        what = (
+            f"its {METADATA_KEY} metadata lacks"
+            if has_entry
+            else f"it has no {METADATA_KEY} metadata: missing"
+        )
+        hint = " ".join(_OVERRIDES[name] for name in self.missing)
+        super().__init__(f"{source}: {what} {', '.join(self.missing)}; to run it anyway pass {hint}")
+
+
+@dataclass(frozen=True)
+class MetadataOverrides:
+    """Values the user supplies for a model without (or with wrong) metadata; None keeps the model's own."""
+
+    class_names: tuple[str, ...] | None = None
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_strings(
+        cls,
+        classes: str | None = None,
+        input_size: str | None = None,
+        mean: str | None = None,
+        std: str | None = None,
+    ) -> MetadataOverrides:
+        """Parse the CLI spellings: `a,b,c` or a file (one name per line, or a JSON list), `N` or `HxW`, `m[,m,m]`."""
+        return cls(
+            class_names=parse_class_names(classes) if classes else None,
+            input_size=parse_size(input_size) if input_size else None,
+            mean=parse_floats(mean, "--mean") if mean else None,
+            std=parse_floats(std, "--std") if std else None,
+        )
+
+
+def parse_class_names(value: str | Sequence[str]) -> tuple[str, ...]:
+    """`a,b,c`, or a path to a text file (one name per line) or a JSON list; names are stripped."""
+    if not isinstance(value, str):
+        names = [str(name).strip() for name in value]
+    elif Path(value).is_file():
+        text = Path(value).read_text(encoding="utf-8")
+        if text.lstrip().startswith("["):
+            try:
+                names = [str(name).strip() for name in json.loads(text)]
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise UserError(f"--classes {value}: not a JSON list of names ({exc})") from exc
+        else:
+            names = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    else:
+        names = [name.strip() for name in value.split(",")]
+    if not names or any(not name for name in names):
+        raise UserError(
+            f"--classes {value!s}: give non-empty names, e.g. --classes cat,dog or a file with one per line"
+        )
+    if len(set(names)) != len(names):
+        raise UserError(f"--classes: duplicate class names in {value!s}")
+    return tuple(names)
+
+
+def parse_size(value: str | int | Sequence[int]) -> tuple[int, int]:
+    """`N` (square), `HxW` or `H,W` -> (H, W), both positive."""
+    try:
+        if isinstance(value, int):
+            parts = [value]
+        elif isinstance(value, str):
+            parts = [int(part) for part in value.lower().replace("x", ",").split(",")]
+        else:
+            parts = [int(part) for part in value]
+    except ValueError as exc:
+        raise UserError(f"--input-size {value}: expected N or HxW, e.g. 224 or 160x224") from exc
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise UserError(f"--input-size {value}: expected N or HxW with positive sizes")
+    return parts[0], parts[1]
+
+
+def parse_floats(value: str | float | Sequence[float], name: str) -> tuple[float, ...]:
+    """`0.5` or `0.485,0.456,0.406` -> a tuple of finite floats."""
+    try:
+        if isinstance(value, str):
+            numbers = tuple(float(part) for part in value.split(","))
+        elif isinstance(value, (int, float)):
+            numbers = (float(value),)
+        else:
+            numbers = tuple(float(part) for part in value)
+    except ValueError as exc:
+        raise UserError(
+            f"{name} {value}: expected numbers separated by commas, e.g. 0.5 or 0.485,0.456,0.406"
+        ) from exc
+    if not numbers or not all(math.isfinite(number) for number in numbers):
+        raise UserError(f"{name} {value}: expected finite numbers")
+    return numbers
+
+
+def parse_metadata(custom_metadata_map: Mapping[str, str], source: str) -> dict[str, Any] | None:
+    """The JSON object under key `coreg_edge`, or None when the model has no such entry."""
+    raw = custom_metadata_map.get(METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise MetadataError(f"{source}: the {METADATA_KEY} metadata is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise MetadataError(f"{source}: the {METADATA_KEY} metadata is not a JSON object")
+    version = meta.get("format_version", METADATA_FORMAT_VERSION)
+    if not isinstance(version, int) or version > METADATA_FORMAT_VERSION:
+        raise MetadataError(
+            f"{source}: metadata format_version {version!r} is newer than this coreg-edge understands "
+            f"({METADATA_FORMAT_VERSION}); upgrade: pip install -U coreg-edge"
+        )
+    return meta
+
+
+def _static(dim: Any) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def resolve_metadata(
+    found: Mapping[str, Any] | None,
+    overrides: MetadataOverrides | None = None,
+    *,
+    input_shape: Sequence[Any] = (),
+    output_shape: Sequence[Any] = (),
+    source: str = "model",
+    need_class_names: bool = True,
+    need_normalisation: bool = True,
+) -> dict[str, Any]:
+    """Complete metadata: the file's, then the user's overrides, then what the ONNX shapes fix for certain.
+
+    Raises MissingMetadataError naming every missing piece (and its override) in one message. Bench passes
+    need_class_names / need_normalisation False: random input only needs the shape.
+    """
+    meta: dict[str, Any] = dict(found or {})
+    over = overrides or MetadataOverrides()
+    static_c, static_h, static_w = (list(map(_static, input_shape[1:4])) + [None, None, None])[:3]
+    static_classes = _static(output_shape[1]) if len(output_shape) == 2 else None
+    missing: list[str] = []
+
+    if over.class_names is not None:
+        meta["class_names"] = list(over.class_names)
+    if not meta.get("class_names"):
+        if need_class_names:
+            missing.append("class names")
+        elif static_classes:
+            meta["class_names"] = [str(index) for index in range(static_classes)]
+
+    if over.input_size is not None:
+        old_crop, old_resize = meta.get("crop") or meta.get("input_size"), meta.get("resize")
+        height, width = over.input_size
+        meta["input_size"] = [height, width]
+        meta["crop"] = [height, width]
+        if isinstance(old_resize, dict) and old_crop and old_resize.get("size"):
+            # Keep the model's resize:crop ratio (e.g. 256:224) at the new size.
+            scaled = max(height, width, round(old_resize["size"] * height / old_crop[0]))
+            meta["resize"] = {**old_resize, "size": scaled}
+        else:
+            meta.pop("resize", None)
+    if not meta.get("input_size"):
+        if static_h and static_w:
+            meta["input_size"] = [static_h, static_w]
+        else:
+            missing.append("input size")
+
+    channels = meta.get("channels") or static_c
+    for key, value in (("mean", over.mean), ("std", over.std)):
+        if value is not None:
+            meta[key] = list(value)
+        if meta.get(key) is None:
+            if need_normalisation:
+                missing.append(key)
+            else:
+                meta[key] = [0.0 if key == "mean" else 1.0]
+    if missing:
+        raise MissingMetadataError(source, missing, has_entry=found is not None)
+
+    channels = channels or (len(meta["mean"]) if len(meta["mean"]) in (1, 3) else 3)
+    meta["channels"] = channels
+    for key in ("mean", "std"):
+        if len(meta[key]) == 1:
+            meta[key] = list(meta[key]) * channels
+    meta.setdefault("crop", list(meta["input_size"]))
+    if not isinstance(meta.get("resize"), dict):
+        meta["resize"] = {"rule": "shorter_side", "size": max(meta["crop"]), "interpolation": "bilinear"}
+    meta.setdefault("format_version", METADATA_FORMAT_VERSION)
+    _check_shapes(meta, static_c, static_h, static_w, static_classes, source)
+    return meta
+
+
+def _check_shapes(
+    meta: dict[str, Any], c: int | None, h: int | None, w: int | None, k: int | None, source: str
+) -> None:
+    """Metadata that contradicts the graph would fail deep inside onnxruntime: say so plainly instead."""
+    if c is not None and meta["channels"] != c:
+        raise MetadataError(f"{source}: metadata says {meta['channels']} channels but the model takes {c}")
+    size = list(meta["input_size"])
+    if h is not None and w is not None and size != [h, w]:
+        raise MetadataError(
+            f"{source}: input size {size[0]}x{size[1]} but the model takes {h}x{w} (--input-size)"
+        )
+    names = meta.get("class_names")
+    if names and k is not None and len(names) != k:
+        raise MetadataError(
+            f"{source}: {len(names)} class names but the model outputs {k} logits (--classes)"
+        )
+
+
+def make_metadata(class_names: Sequence[str], preprocess: PreprocessConfig, **info: Any) -> dict[str, Any]:
+    """The exporter's side: the contract's JSON object (format_version, class_names, preprocessing, `info`).
+
+    `info` carries backbone, method, peer, annotator, coreg_edge_version and test_accuracy (None -> null).
+    """
+    from coreg_edge import __version__
+
+    meta: dict[str, Any] = {"format_version": METADATA_FORMAT_VERSION, "class_names": list(class_names)}
+    meta.update(preprocess.to_metadata())
+    for key in ("backbone", "method", "peer", "annotator", "test_accuracy"):
+        meta[key] = info.pop(key, None)
+    meta["coreg_edge_version"] = info.pop("coreg_edge_version", __version__)
+    meta.update(info)
+    return meta
+
+
+def dumps_metadata(meta: Mapping[str, Any]) -> str:
+    """The exact string stored under `coreg_edge` (compact, key order kept)."""
+    return json.dumps(dict(meta), separators=(",", ":"), ensure_ascii=False)

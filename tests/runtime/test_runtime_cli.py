@@ -1,0 +1,144 @@
+"""`coreg-edge predict` and `coreg-edge bench` in-process: formats, per-item errors, exit codes, JSON fields."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from coreg_edge.cli import cli
+
+CONTRACT_FIELDS = {"model", "bytes", "provider", "threads", "cpu_flags", "results"}
+RESULT_FIELDS = {"batch_size", "p50_ms", "p90_ms", "p99_ms", "images_per_s"}
+
+
+def run(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_predict_json_with_a_corrupt_image(tiny, image_folder: Path) -> None:
+    (image_folder / "a" / "corrupt.jpg").write_bytes(b"\xff\xd8 broken")
+    result = run("predict", tiny.with_metadata, image_folder, "--format", "json", "--topk", "2", "-q")
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 9
+    errors = [line for line in lines if "error" in line]
+    assert [Path(e["path"]).name for e in errors] == ["corrupt.jpg"] and set(errors[0]) == {"path", "error"}
+    for line in lines:
+        if "top" in line:
+            assert set(line) == {"path", "top"} and len(line["top"]) == 2
+            assert set(line["top"][0]) == {"label", "index", "prob"}
+            assert Path(line["path"]).stem.split("_")[1] == line["top"][0]["label"]
+    assert "1 of 9 inputs could not be classified" in result.stderr
+
+
+def test_predict_csv_and_table(tiny, image_folder: Path) -> None:
+    files = sorted(image_folder.rglob("*.png"))[:2]
+    result = run("predict", tiny.with_metadata, *files, "--format", "csv", "--topk", "3")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 2 and rows[0]["path"] == str(files[0]) and rows[0]["error"] == ""
+    assert {"label_1", "index_1", "prob_1", "label_3", "prob_3"} <= set(rows[0])
+    table = run("predict", tiny.with_metadata, image_folder, "--batch-size", "3")
+    assert table.exit_code == 0
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["path", "top-1", "prob"] and len(lines) == 9
+    assert all(Path(line.split()[0]).stem.split("_")[1] == line.split()[1] for line in lines[1:])
+
+
+def test_predict_usage_and_model_errors(tiny, tmp_path: Path, image_folder: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run("predict", tiny.with_metadata, empty).exit_code == 2
+    missing = run("predict", tmp_path / "missing.onnx", image_folder)
+    assert missing.exit_code == 1 and missing.stderr.strip().count("\n") == 0
+    assert "model file not found" in missing.stderr
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a model")
+    not_onnx = run("predict", junk, image_folder)
+    assert not_onnx.exit_code == 1 and "cannot load it as an ONNX model" in not_onnx.stderr
+    assert not_onnx.stderr.strip().count("\n") == 0
+
+
+def test_predict_without_metadata(tiny, image_folder: Path) -> None:
+    result = run("predict", tiny.without_metadata, image_folder)
+    assert result.exit_code == 1 and result.stderr.strip().count("\n") == 0
+    assert "class names" in result.stderr and "--classes" in result.stderr and "--mean" in result.stderr
+    result = run(
+        "predict",
+        tiny.without_metadata,
+        image_folder,
+        "--classes",
+        "red,green,blue,gray",
+        "--mean",
+        "0.5",
+        "--std",
+        "0.25",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    assert all(
+        Path(line["path"]).stem.split("_")[1] == line["top"][0]["label"]
+        for line in map(json.loads, result.stdout.splitlines())
+    )
+
+
+def test_bench_json(tiny) -> None:
+    result = run(
+        "bench", tiny.with_metadata, "--batch-sizes", "1,2", "--warmup", "1", "--iters", "3", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) == CONTRACT_FIELDS
+    assert report["bytes"] == tiny.with_metadata.stat().st_size
+    assert report["provider"] == "CPUExecutionProvider" and report["threads"] >= 1
+    assert isinstance(report["cpu_flags"], list)
+    assert [r["batch_size"] for r in report["results"]] == [1, 2]
+    for r in report["results"]:
+        assert (
+            set(r) == RESULT_FIELDS
+            and 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+            and r["images_per_s"] > 0
+        )
+
+
+def test_bench_vs(tiny) -> None:
+    result = run(
+        "bench",
+        tiny.with_metadata,
+        "--vs",
+        tiny.without_metadata,
+        "--batch-sizes",
+        "1,4",
+        "--warmup",
+        "0",
+        "--iters",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) == CONTRACT_FIELDS | {"vs", "ratios"}
+    assert set(report["vs"]) == CONTRACT_FIELDS and report["vs"]["threads"] == 1
+    assert [r["batch_size"] for r in report["ratios"]] == [1, 4]
+    for ratio, a, b in zip(report["ratios"], report["results"], report["vs"]["results"], strict=True):
+        assert ratio["p50_ratio"] == pytest.approx(b["p50_ms"] / a["p50_ms"], rel=1e-3)
+        assert {"p90_ratio", "p99_ratio", "images_per_s_ratio"} <= set(ratio)
+    table = run(
+        "bench", tiny.with_metadata, "--vs", tiny.with_metadata, "--batch-sizes", "1", "--iters", "2", "-q"
+    )
+    assert table.exit_code == 0 and "int8 flags" in table.stdout and "p50 ratio" in table.stdout
+
+
+def test_bench_usage_errors(tiny) -> None:
+    assert run("bench", tiny.with_metadata, "--batch-sizes", "0,x").exit_code == 2
+    assert run("bench", tiny.with_metadata, "--iters", "0").exit_code == 2
+    missing = run("bench", tiny.folder / "nope.onnx")
+    assert missing.exit_code == 1 and "model file not found" in missing.stderr

@@ -1,4 +1,4 @@
-"""`coreg-edge info`: summarise an annotation file (later: run folders, ONNX models)."""
+"""`coreg-edge info`: summarise an annotation file, a run folder or an ONNX model."""
 
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ def describe_path(path: str) -> dict:
         from coreg_edge.annotation_file import describe, load
 
         return describe(load(p))
-    raise UserError(f"{path}: not something coreg-edge can describe (an annotation .npz)")
+    if p.is_dir():
+        from coreg_edge.training.run_folder import describe_run
+
+        return describe_run(p)
+    raise UserError(
+        f"{path}: not something coreg-edge can describe (an annotation .npz or a run folder)"
+    )
 
 
 def _format_value(value) -> str:
@@ -46,7 +52,7 @@ Examples:
 @common_options
 @handle_errors
 def info(path: str, as_json: bool, device: str, seed: int, quiet: bool) -> None:
-    """Summarise PATH: an annotation file (.npz)."""
+    """Summarise PATH: an annotation file (.npz), a training run folder, or an exported ONNX model."""
     summary = describe_path(path)
     if as_json:
         click.echo(json.dumps(summary, indent=2))

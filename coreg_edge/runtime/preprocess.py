@@ -167,8 +167,12 @@ def resized_size(width: int, height: int, config: PreprocessConfig) -> tuple[int
     return max(1, int(width * size / height + 0.5)), size
 
 
-def preprocess(image: ImageLike, config: PreprocessConfig) -> np.ndarray:
-    """One image -> float32 (C, H, W), normalised; see the module docstring for the exact steps."""
+def resize_and_crop(image: ImageLike, config: PreprocessConfig) -> np.ndarray:
+    """The geometric half of the transform: decoded image -> uint8 (H, W, C) at the model's input size.
+
+    Training caches this array once per item and normalises (or augments) it per step, so its
+    evaluation view is bit-identical to what a device computes.
+    """
     if not isinstance(image, Image.Image):
         image = to_pil(image, config.channels)
     elif image.mode != ("RGB" if config.channels == 3 else "L"):
@@ -181,11 +185,20 @@ def preprocess(image: ImageLike, config: PreprocessConfig) -> np.ndarray:
         array = array[:, :, None]
     crop_h, crop_w = config.crop
     top, left = (array.shape[0] - crop_h) // 2, (array.shape[1] - crop_w) // 2
-    array = array[top : top + crop_h, left : left + crop_w]
+    return np.ascontiguousarray(array[top : top + crop_h, left : left + crop_w])
+
+
+def normalise(array: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """The photometric half: uint8 (H, W, C) -> float32 (C, H, W), x / 255, then (x - mean) / std."""
     scaled = array.astype(np.float32) / np.float32(255.0)
     mean = np.asarray(config.mean, dtype=np.float32)
     std = np.asarray(config.std, dtype=np.float32)
     return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1))
+
+
+def preprocess(image: ImageLike, config: PreprocessConfig) -> np.ndarray:
+    """One image -> float32 (C, H, W), normalised; see the module docstring for the exact steps."""
+    return normalise(resize_and_crop(image, config), config)
 
 
 def preprocess_batch(images: Iterable[ImageLike], config: PreprocessConfig) -> np.ndarray:

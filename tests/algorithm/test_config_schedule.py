@@ -18,7 +18,7 @@ def test_defaults_are_the_spec_values():
     assert cfg.warmup_entropy_weight == 1.0 and cfg.warmup_eps == 1e-5
     assert cfg.uniform_prior is True and cfg.distribution_alignment is True
     assert cfg.loss_start is None and cfg.ramp_epochs is None and cfg.lr_horizon is None
-    assert cfg.min_p_share == 0.0  # our guard is off unless asked for
+    assert cfg.min_p_share == 0.25  # our guard against a tiny P (0 restores the paper's threshold)
 
 
 def test_resolve_short_run_scales_and_uses_every_loss():

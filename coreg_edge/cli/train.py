@@ -1,0 +1,117 @@
+"""`coreg-edge train`: an annotation file -> a run folder (both peers, metrics, the selected peer)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from coreg_edge.cli.common import common_options, echo, handle_errors
+
+METHOD_HELP = (
+    "coreg (default): the paper's pair; baselines on the same budget: proden, cc, ce-top1 (cross-entropy on "
+    "the annotator's top-1: CLIP's zero-shot argmax, or for synthetic files one candidate drawn per item "
+    "with the seed), supervised (true labels; the upper bound)."
+)
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  coreg-edge train ann.npz --out runs/photos
+  coreg-edge train digits.npz --backbone resnet10t --image-size 16 --epochs 30 --eval digits:test --out runs/digits
+  coreg-edge train digits.npz --method proden --eval digits:test --out runs/digits-proden
+  coreg-edge train --resume --out runs/digits
+  coreg-edge train ann.npz --set lr=0.02 --set min_p_share=0.3 --out runs/tuned
+"""
+)
+@click.argument("annotation", required=False)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@click.option("--method", type=click.Choice(["coreg", "proden", "cc", "ce-top1", "supervised"]), default="coreg",
+              show_default=True, help=METHOD_HELP)  # fmt: skip
+@click.option("--backbone", default="resnet18", show_default=True, help="Any timm model name.")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--warmup", type=int, default=None, help="Warm-up epochs (Co-Reg). Default: 40% of --epochs.")
+@click.option(
+    "--batch-size", type=int, default=64, show_default=True, help="Items from P (and from U) per step."
+)
+@click.option(
+    "--image-size", type=int, default=None, help="Input size in px. Default: the dataset's (32 for folders)."
+)
+@click.option(
+    "--small-stem/--no-small-stem",
+    default=None,
+    help="3x3 stride-1 stem for ResNets. Default: on at <= 64 px.",
+)
+@click.option(
+    "--holdout", type=float, default=0.05, show_default=True, help="Share held out for peer selection."
+)
+@click.option(
+    "--eval",
+    "eval_data",
+    help="Labelled DATA to report test accuracy on (e.g. digits:test); never used to choose.",
+)
+@click.option(
+    "--val", "val_data", help="Labelled DATA to select the peer by accuracy instead of the label-free score."
+)
+@click.option("--data", help="Where the annotated images are now, if they moved since annotation.")
+@click.option("--download", is_flag=True, help="Download built-in --eval/--val datasets if needed.")
+@click.option("--compile", "compile_mode", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="torch.compile (auto = on for CUDA; probed, eager fallback).")  # fmt: skip
+@click.option("--amp", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Mixed precision (auto = bf16 on CUDA).")  # fmt: skip
+@click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Algorithm setting (e.g. lr=0.02, min_p_share=0.3, loss_start=10); repeatable.")  # fmt: skip
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out exactly.")
+@click.option("--json", "as_json", is_flag=True, help="Print the selection summary as JSON on stdout.")
+@common_options
+@handle_errors
+def train(annotation, out, compile_mode, overrides, resume, as_json, device, seed, quiet, **options) -> None:
+    """Train a Co-Reg pair (or a baseline) on ANNOTATION (an annotate output) and pick one peer."""
+    from coreg_edge.errors import UserError
+    from coreg_edge.training.trainer import train as run_train
+
+    if not resume and not annotation:
+        raise UserError("ANNOTATION is required (or --resume --out RUN to continue a run)")
+    coreg = parse_overrides(overrides)
+    summary = run_train(
+        annotation, out, resume=resume, quiet=quiet, compile=compile_mode, device=device, seed=seed,
+        coreg=coreg, **options,
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        echo(f"run folder: {out} (selected peer {summary['selected']})", quiet)
+
+
+def parse_overrides(pairs: tuple[str, ...]) -> dict:
+    """KEY=VALUE strings -> typed CoRegConfig fields (the dataclass validates names and ranges)."""
+    from coreg_edge.algorithm import CoRegConfig
+    from coreg_edge.errors import UserError
+
+    fields = CoRegConfig.__dataclass_fields__
+    values: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise UserError(f"--set {pair}: unknown setting (known: {', '.join(sorted(fields))})")
+        default = getattr(CoRegConfig(), key)
+        try:
+            if raw.lower() in ("none", "null"):
+                values[key] = None
+            elif isinstance(default, str):
+                values[key] = raw
+            elif isinstance(default, bool):
+                values[key] = raw.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int) or key in ("loss_start", "ramp_epochs", "lr_horizon"):
+                values[key] = int(raw)
+            else:
+                values[key] = float(raw)
+        except ValueError as exc:
+            raise UserError(f"--set {pair}: {raw!r} is not a valid value for {key}") from exc
+    try:
+        return CoRegConfig(**values).to_dict()
+    except ValueError as exc:
+        raise UserError(f"--set: {exc}") from exc

@@ -1,0 +1,75 @@
+"""Resume state: everything random or learned, saved atomically every epoch, loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from coreg_edge.errors import UserError
+from coreg_edge.training.context import Context, Peer
+from coreg_edge.utils import atomic_path
+
+
+def _state(obj: Any) -> Any:
+    return None if obj is None else obj.state_dict()
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str], epoch: int, ctx: Context, peers: list[Peer], bank: Any, extra: dict
+) -> None:
+    state = {
+        "epoch": epoch,
+        "peers": {
+            p.name: {
+                "net": p.net.state_dict(),
+                "optimizer": p.optimizer.state_dict(),
+                "key_net": _state(p.key_net),
+                "queue": _state(p.queue),
+                "table": _state(p.table),
+                "history": _state(p.history),
+                "soft_targets": p.soft_targets,
+            }
+            for p in peers
+        },
+        "bank": _state(bank),
+        "views": ctx.views.state_dict(),
+        "generator": ctx.generator.get_state(),
+        "rng": ctx.rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "extra": extra,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], ctx: Context, peers: list[Peer], bank: Any
+) -> tuple[int, dict]:
+    """Restore in place; returns (completed epochs, extra)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=ctx.device, weights_only=True)
+    except FileNotFoundError as exc:
+        raise UserError(f"{path.parent}: nothing to resume (no {path.name})") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from exc
+    for peer in peers:
+        saved = state["peers"][peer.name]
+        peer.net.load_state_dict(saved["net"])
+        peer.optimizer.load_state_dict(saved["optimizer"])
+        for name in ("key_net", "queue", "table", "history"):
+            target = getattr(peer, name)
+            if target is not None and saved[name] is not None:
+                target.load_state_dict(saved[name])
+        if peer.soft_targets is not None and saved["soft_targets"] is not None:
+            peer.soft_targets.copy_(saved["soft_targets"])
+    if bank is not None and state["bank"] is not None:
+        bank.load_state_dict(state["bank"])
+    ctx.views.load_state_dict(state["views"])
+    ctx.generator.set_state(state["generator"].cpu())
+    ctx.rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"].cpu())
+    return int(state["epoch"]), dict(state.get("extra") or {})

@@ -1,0 +1,229 @@
+"""Co-Reg epochs (COREG_SPEC.md sections 4-5): warm-up, division, co-pseudo-labels, MixUp self-training,
+shared prototypes and the noisy supervised contrastive loss, wired to batches of the training set.
+
+Passes per Co-Reg step of network k with B items from P and B from U (the cost benchmark explains them):
+  no grad: own net on 2 weak views of P and U (4B; also gives the prototype-update projections),
+           the peer on 2 weak views of U (2B), the key encoder on strong view 2 (2B);
+  grad:    one forward of [MixUp batch (4B), strong view 1 (2B)] for L_cr, L_prot and L_cont queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from coreg_edge.algorithm import (
+    CoRegConfig,
+    align_distribution,
+    co_pseudo_labels_p,
+    co_pseudo_labels_u,
+    copy_parameters,
+    detect_collapse,
+    division_losses,
+    fit_two_component_gmm,
+    mixup,
+    momentum_update,
+    noisy_supcon_loss,
+    prototype_loss,
+    restrict_to_candidates,
+    safe_partition,
+    sample_mixup_lambda,
+    self_training_loss,
+    total_loss,
+    warmup_loss,
+)
+from coreg_edge.algorithm.schedule import CoRegSchedule
+from coreg_edge.training.context import Context, Peer, check_finite
+
+
+def set_lr(peer: Peer, lr: float) -> None:
+    for group in peer.optimizer.param_groups:
+        group["lr"] = lr
+
+
+def warmup_epoch(ctx: Context, peer: Peer, epoch: int, config: CoRegConfig, train_rows: torch.Tensor) -> dict:
+    """Partial CE + negative entropy, batch 2x (reference code), one network; views per `warmup_view`."""
+    peer.net.train()
+    view = ctx.views.strong if config.warmup_view == "strong" else ctx.views.weak
+    total, steps = 0.0, 0
+    for step, batch in enumerate(ctx.batches(train_rows, 2 * ctx.batch_size)):
+        images = ctx.images[batch.to(ctx.device)]
+        candidates = ctx.candidates[batch.to(ctx.device)]
+        with ctx.autocast():
+            logits = peer.logits(view(images)).float()
+        loss = warmup_loss(logits, candidates, config.warmup_entropy_weight, config.warmup_eps)
+        check_finite(loss, epoch, step, f"peer {peer.name} warm-up")
+        peer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        peer.optimizer.step()
+        peer.table.update(batch.to(ctx.device), logits.detach().softmax(1))
+        total += float(loss.detach())
+        steps += 1
+    return {"warmup": total / max(steps, 1)}
+
+
+@dataclass
+class Division:
+    """One network's split of the training items (spec 5.1), used by its PEER to train."""
+
+    w: torch.Tensor  # (N,) posterior of the clean component
+    in_p: torch.Tensor  # (N,) bool
+    restricted: torch.Tensor  # (N, C) aligned predictions restricted to the candidate sets
+    predictions: torch.Tensor  # (N,) argmax of the raw predictions
+
+
+@torch.no_grad()
+def divide_items(
+    ctx: Context, peer: Peer, config: CoRegConfig, train_rows: torch.Tensor, prior: torch.Tensor | None
+) -> Division:
+    """Eval-mode weak-view predictions -> aligned -> per-item loss -> 5-epoch mean -> GMM -> P / U."""
+    peer.net.eval()
+    n, c = ctx.num_items, ctx.num_classes
+    probs = torch.full((n, c), 1.0 / c, device=ctx.device)
+    rows = train_rows.to(ctx.device)
+    for start in range(0, len(rows), 4 * ctx.batch_size):
+        batch = rows[start : start + 4 * ctx.batch_size]
+        with ctx.autocast():
+            logits = peer.logits(ctx.views.weak(ctx.images[batch])).float()
+        probs[batch] = logits.softmax(1)
+        peer.table.update(batch, probs[batch])
+    aligned = align_distribution(probs, peer.table.mean(), prior) if config.distribution_alignment else probs
+    losses = torch.zeros(n, device=ctx.device)
+    losses[rows] = division_losses(aligned[rows], ctx.candidates[rows])
+    peer.history.push(losses)
+    w = torch.zeros(n, device=ctx.device)
+    w[rows] = fit_two_component_gmm(
+        peer.history.mean()[rows], config.gmm_max_iter, config.gmm_tol, config.gmm_reg_covar
+    ).to(ctx.device)
+    in_p = torch.zeros(n, dtype=torch.bool, device=ctx.device)
+    in_p[rows] = safe_partition(w[rows], config.p_threshold, config.min_p_share)
+    return Division(w, in_p, restrict_to_candidates(aligned, ctx.candidates), probs.argmax(1))
+
+
+def coreg_epoch(
+    ctx: Context,
+    peer: Peer,
+    other: Peer,
+    division: Division,
+    epoch: int,
+    config: CoRegConfig,
+    schedule: CoRegSchedule,
+    bank,
+    train_rows: torch.Tensor,
+) -> dict:
+    """Train `peer` for one epoch on the split its partner made (`division` comes from `other`)."""
+    rows_p = train_rows[division.in_p.cpu()[train_rows]]
+    rows_u = train_rows[~division.in_p.cpu()[train_rows]]
+    b = ctx.batch_size
+    iterations = max(1, -(-len(rows_p) // b))
+    copy_parameters(peer.key_net, peer.net)  # re-copied at the start of every post-warm-up epoch
+    weights = schedule.loss_weights(epoch)
+    use_repr = schedule.representation_losses_active(epoch)
+    u_batches = _cycle(ctx, rows_u, b)
+    sums = {"cr": 0.0, "prot": 0.0, "cont": 0.0, "total": 0.0}
+    pseudo_hits, pseudo_known = 0.0, 0
+    peer.net.train()
+    other.net.train()
+    for step, batch_p in enumerate(ctx.batches(rows_p, b)):
+        batch_u = next(u_batches) if len(rows_u) else batch_p[:0]
+        lam_u = schedule.lambda_u(epoch + step / iterations)
+        idx_p, idx_u = batch_p.to(ctx.device), batch_u.to(ctx.device)
+        img_p, img_u = ctx.images[idx_p], ctx.images[idx_u]
+        n_p, n_u = len(idx_p), len(idx_u)
+
+        with torch.no_grad(), ctx.autocast():
+            weak = torch.cat(
+                [ctx.views.weak(img_p), ctx.views.weak(img_p), ctx.views.weak(img_u), ctx.views.weak(img_u)]
+            )
+            own_logits, own_z = peer.forward_train(weak)
+            own = own_logits.float().softmax(1)
+            own_p1, own_p2 = own[:n_p], own[n_p : 2 * n_p]
+            own_u1, own_u2 = own[2 * n_p : 2 * n_p + n_u], own[2 * n_p + n_u :]
+            proto_z = own_z[:n_p].float()
+            if n_u:
+                peer_u = other.logits(torch.cat([weak[2 * n_p :]])).float().softmax(1)
+            targets_p = co_pseudo_labels_p(
+                division.w[idx_p], division.restricted[idx_p], [own_p1, own_p2], config.sharpen_temperature
+            )
+            if n_u:
+                targets_u = co_pseudo_labels_u(
+                    [own_u1, own_u2, peer_u[:n_u], peer_u[n_u:]], config.sharpen_temperature
+                )
+            else:
+                targets_u = targets_p[:0]
+        strong_1 = torch.cat([ctx.views.strong(img_p), ctx.views.strong(img_u)])
+        strong_2 = torch.cat([ctx.views.strong(img_p), ctx.views.strong(img_u)])
+        # MixUp over [P view1, P view2, U view1, U view2] (spec 5.3).
+        inputs = torch.cat([strong_1[:n_p], strong_2[:n_p], strong_1[n_p:], strong_2[n_p:]])
+        targets = torch.cat([targets_p, targets_p, targets_u, targets_u])
+        lam = sample_mixup_lambda(config.mixup_alpha, ctx.rng)
+        perm = torch.randperm(len(inputs), generator=ctx.generator).to(ctx.device)
+        mixed = mixup(inputs, targets, lam, perm)
+        with ctx.autocast():
+            logits, z = peer.forward_train(torch.cat([mixed.inputs, strong_1]))
+        logits, z = logits.float(), z.float()
+        m = len(inputs)
+        l_cr = self_training_loss(
+            logits[: 2 * n_p],
+            mixed.targets[: 2 * n_p],
+            logits[2 * n_p : m],
+            mixed.targets[2 * n_p : m],
+            lam_u,
+        )
+
+        # Prototypes and queue are updated from the first post-warm-up epoch; their losses start later.
+        labels_p = targets_p.argmax(1)
+        bank.update(proto_z, labels_p, config.proto_momentum)
+        momentum_update(peer.key_net, peer.net, config.key_momentum)
+        with torch.no_grad(), ctx.autocast():
+            keys = peer.key_net.forward_train(strong_2)[1].float()
+        query_labels = torch.cat([labels_p, targets_u.argmax(1)])
+        query_in_p = torch.cat([torch.ones(n_p, dtype=torch.bool), torch.zeros(n_u, dtype=torch.bool)]).to(
+            ctx.device
+        )
+        l_prot = l_cont = None
+        if use_repr:
+            sim = bank.similarity_logits(z[:m], config.proto_temperature)
+            l_prot = prototype_loss(
+                sim[: 2 * n_p], mixed.targets_a[: 2 * n_p], mixed.targets_b[: 2 * n_p], lam,
+                sim[2 * n_p :], mixed.targets_a[2 * n_p :], mixed.targets_b[2 * n_p :], config.proto_u_weight,
+            )  # fmt: skip
+            l_cont = noisy_supcon_loss(
+                z[m:], keys, query_labels, query_in_p, peer.queue, config.contrastive_temperature
+            )
+        loss = total_loss(l_cr, l_prot, l_cont, epoch, schedule)
+        check_finite(loss, epoch, step, f"peer {peer.name} Co-Reg")
+        peer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        peer.optimizer.step()
+        peer.queue.enqueue(keys, torch.cat([targets_p, targets_u]), query_in_p)
+
+        sums["cr"] += float(l_cr.detach())
+        sums["prot"] += float(l_prot.detach()) if l_prot is not None else 0.0
+        sums["cont"] += float(l_cont.detach()) if l_cont is not None else 0.0
+        sums["total"] += float(loss.detach())
+        known = ctx.labels[idx_p] >= 0
+        pseudo_hits += float((labels_p[known] == ctx.labels[idx_p][known]).sum())
+        pseudo_known += int(known.sum())
+    steps = max(1, iterations)
+    result = {k: v / steps for k, v in sums.items()}
+    result["weights"] = {
+        "lambda_u": schedule.lambda_u(epoch),
+        "prot": weights.prototype,
+        "cont": weights.contrastive,
+    }
+    result["p_share"] = len(rows_p) / max(1, len(train_rows))
+    result["pseudo_label_accuracy"] = pseudo_hits / pseudo_known if pseudo_known else None
+    result["p_collapse"] = (
+        detect_collapse(division.restricted[division.in_p].argmax(1), ctx.num_classes)
+        if len(rows_p)
+        else None
+    )
+    return result
+
+
+def _cycle(ctx: Context, rows: torch.Tensor, batch_size: int):
+    """U batches, reshuffled whenever exhausted (the U loader is cycled to match P's length)."""
+    while len(rows):
+        yield from ctx.batches(rows, batch_size)

@@ -1,0 +1,154 @@
+"""Training data: the annotated items decoded once into a uint8 tensor at the model's input size.
+
+Decoding and resizing go through the runtime's `resize_and_crop`, so the evaluation view training sees is
+bit-identical to what a device computes (CONTRACTS.md). Augmented views are then cheap tensor ops on the
+training device (training/views.py), with no PIL in the step loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from coreg_edge.annotation_file import Annotation
+from coreg_edge.data import ImageSource, dataset_info, open_source
+from coreg_edge.errors import UserError
+from coreg_edge.runtime.image import ImageDecodeError
+from coreg_edge.runtime.preprocess import PreprocessConfig, resize_and_crop
+from coreg_edge.utils import progress
+
+DEFAULT_MEAN_STD = 0.5  # folders of unknown statistics: the spec's SVHN/EuroSAT/GTSRB choice
+
+
+def preprocess_for(source: ImageSource, image_size: int | None, channels: int | None) -> PreprocessConfig:
+    """The evaluation transform for a source: built-ins use their own size and statistics (square resize);
+    folders resize the shorter side then centre-crop (photos are rarely square)."""
+    info = dataset_info(source)
+    channels = channels or source.channels
+    if info is not None:
+        size = image_size or info.image_size
+        mean, std = info.mean, info.std
+        if len(mean) != channels:
+            mean, std = (float(np.mean(mean)),) * channels, (float(np.mean(std)),) * channels
+        rule = "square"
+    else:
+        size = image_size or 32
+        mean = std = (DEFAULT_MEAN_STD,) * channels
+        rule = "shorter_side"
+    return PreprocessConfig(
+        channels=channels,
+        input_size=(size, size),
+        resize_rule=rule,
+        resize_size=size,
+        interpolation="bilinear",
+        crop=(size, size),
+        mean=mean,
+        std=std,
+    )
+
+
+def reopen_source(data_block: dict, data: str | None = None, download: bool = False) -> ImageSource:
+    """The annotation's DATA again (or `data` when it moved)."""
+    if data is None:
+        if data_block.get("source") == "builtin":
+            data = f"{data_block['root']}:{data_block.get('split') or 'train'}"
+        else:
+            data = data_block.get("root")
+        if not data:
+            raise UserError("the annotation file does not say where its images are; pass --data")
+    return open_source(data, download=download, channels=data_block.get("channels"))
+
+
+def cache_images(
+    source: ImageSource,
+    indices: np.ndarray,
+    config: PreprocessConfig,
+    quiet: bool = False,
+    what: str = "images",
+) -> torch.Tensor:
+    """uint8 (N, C, H, W) of the given source indices, decoded and resized once."""
+    c, h, w = config.shape
+    out = torch.empty((len(indices), c, h, w), dtype=torch.uint8)
+    for row, index in enumerate(progress(indices, desc=f"loading {what}", quiet=quiet, total=len(indices))):
+        try:
+            array = resize_and_crop(source.load(int(index)), config)
+        except ImageDecodeError as exc:
+            raise UserError(f"{exc} (it was readable when annotated; re-run annotate)") from exc
+        out[row] = torch.from_numpy(np.array(array)).permute(2, 0, 1)
+    return out
+
+
+@dataclass
+class TrainingSet:
+    """The annotated items in memory: images, candidate sets, ground truth (-1 unknown)."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    candidates: torch.Tensor  # bool (N, C)
+    labels: torch.Tensor  # int64 (N,)
+    item_ids: list[str]
+    top1: torch.Tensor  # int64 (N,): the annotator's single best guess (ce-top1)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def subset(self, rows: np.ndarray) -> TrainingSet:
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return TrainingSet(
+            self.images[index], self.candidates[index], self.labels[index],
+            [self.item_ids[i] for i in rows], self.top1[index],
+        )  # fmt: skip
+
+
+def annotator_top1(annotation: Annotation, seed: int) -> np.ndarray:
+    """CLIP's zero-shot argmax, or for synthetic files one candidate drawn uniformly with the seed."""
+    if annotation.zero_shot_probs.shape[1]:
+        return annotation.zero_shot_probs.argmax(1).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    draws = rng.random(annotation.num_items)
+    counts = annotation.candidates.sum(1)
+    picks = np.minimum((draws * counts).astype(np.int64), counts - 1)
+    order = np.argsort(~annotation.candidates, axis=1, kind="stable")  # candidate columns first
+    return order[np.arange(annotation.num_items), picks].astype(np.int64)
+
+
+def load_training_set(
+    annotation: Annotation, source: ImageSource, config: PreprocessConfig, seed: int, quiet: bool = False
+) -> TrainingSet:
+    indices = source.indices_of(annotation.item_ids)
+    images = cache_images(source, indices, config, quiet, "training images")
+    return TrainingSet(
+        images=images,
+        candidates=torch.from_numpy(annotation.candidates.copy()),
+        labels=torch.from_numpy(annotation.labels.astype(np.int64)),
+        item_ids=list(annotation.item_ids),
+        top1=torch.from_numpy(annotator_top1(annotation, seed)),
+    )
+
+
+@dataclass
+class EvalSet:
+    """A labelled evaluation split (e.g. digits:test), cached like the training set."""
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+def load_eval_set(
+    data: str, class_names: list[str], config: PreprocessConfig, download: bool = False, quiet: bool = False
+) -> EvalSet:
+    source = open_source(data, download=download, channels=config.channels)
+    if not source.has_labels:
+        raise UserError(f"--eval {data}: has no ground truth (needs class sub-folders or a built-in split)")
+    labels = source.labels
+    if source.class_names is not None and list(source.class_names) != list(class_names):
+        if sorted(source.class_names) != sorted(class_names):
+            raise UserError(
+                f"--eval {data}: its classes ({', '.join(source.class_names[:4])}, ...) are not the annotation's"
+            )
+        remap = np.asarray([class_names.index(n) for n in source.class_names])
+        labels = remap[labels]
+    images = cache_images(source, np.arange(len(source)), config, quiet, data)
+    return EvalSet(data, images, torch.as_tensor(labels, dtype=torch.long))

@@ -1,0 +1,130 @@
+"""The training run folder: what `train` writes and `export` / `info` read.
+
+    RUN/config.json        format_version, method, network (NetworkConfig), preprocess (the runtime's
+                           PreprocessConfig metadata), class_names, annotation, annotator, data, eval_data,
+                           settings (epochs, batch sizes, algorithm constants), seed
+    RUN/peer_a.safetensors, RUN/peer_b.safetensors   final weights of each peer (b absent for baselines)
+    RUN/selection.json     selected ("a"|"b"), reason, per-peer and ensemble scores, test accuracy
+    RUN/metrics.jsonl      one JSON object per epoch
+    RUN/checkpoint.pt      full resume state (weights_only=True loadable), rewritten every epoch
+
+Weights are safetensors: nothing a user downloads can execute code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from coreg_edge.errors import UserError
+from coreg_edge.utils import atomic_path
+
+RUN_FORMAT_VERSION = 1
+CONFIG = "config.json"
+SELECTION = "selection.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+PEERS = ("a", "b")
+
+
+def peer_file(run: str | os.PathLike[str], peer: str) -> Path:
+    return Path(run) / f"peer_{peer}.safetensors"
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Atomic JSON write (temporary name, then rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UserError(f"{path.parent}: not a finished coreg-edge run (no {path.name}); {what}") from exc
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: corrupt JSON ({exc})") from exc
+
+
+def read_config(run: str | os.PathLike[str]) -> dict[str, Any]:
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run folder")
+    config = read_json(run / CONFIG, "train one with `coreg-edge train`")
+    if config.get("format_version") != RUN_FORMAT_VERSION:
+        raise UserError(f"{run}: run format {config.get('format_version')} is not supported")
+    return config
+
+
+def read_selection(run: str | os.PathLike[str]) -> dict[str, Any]:
+    return read_json(Path(run) / SELECTION, "training has not finished (resume it with --resume)")
+
+
+def read_metrics(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    path = Path(run) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def save_weights(module, path: str | os.PathLike[str]) -> None:
+    """A module's state_dict as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+
+
+def load_network(run: str | os.PathLike[str], peer: str = "a"):
+    """Rebuild a peer (CoRegNetwork, eval mode, CPU) from the run's config and safetensors weights."""
+    from safetensors.torch import load_file
+
+    from coreg_edge.models import NetworkConfig, network_from_config
+
+    if peer not in PEERS:
+        raise UserError(f"peer must be one of {', '.join(PEERS)} (got {peer!r})")
+    config = read_config(run)
+    path = peer_file(run, peer)
+    if not path.exists():
+        raise UserError(f"{run}: has no weights for peer {peer} ({path.name}); method {config.get('method')}")
+    network = network_from_config(NetworkConfig.from_dict(config["network"]))
+    try:
+        network.load_state_dict(load_file(str(path)))
+    except (RuntimeError, OSError) as exc:
+        raise UserError(f"{path}: weights do not fit the run's network ({str(exc).splitlines()[0]})") from exc
+    return network.eval()
+
+
+def preprocess_config(run: str | os.PathLike[str]):
+    """The runtime PreprocessConfig training evaluated with (export writes it into the ONNX metadata)."""
+    from coreg_edge.runtime.preprocess import PreprocessConfig
+
+    return PreprocessConfig.from_metadata(read_config(run)["preprocess"])
+
+
+def describe_run(run: str | os.PathLike[str]) -> dict[str, Any]:
+    """The `info RUN --json` summary: method, backbone, epochs, selected peer, test accuracy, best epoch."""
+    config = read_config(run)
+    metrics = read_metrics(run)
+    finished = (Path(run) / SELECTION).exists()
+    selection = read_selection(run) if finished else {}
+    test = selection.get("test_accuracy") or {"a": None, "b": None, "ensemble": None, "selected": None}
+    return {
+        "kind": "run",
+        "method": config["method"],
+        "backbone": config["network"]["backbone"],
+        "image_size": config["network"]["image_size"],
+        "epochs": config["settings"]["epochs"],
+        "epochs_done": len(metrics),
+        "finished": finished,
+        "selected": selection.get("selected"),
+        "reason": selection.get("reason"),
+        "test_accuracy": test,
+        "best_epoch": selection.get("best_epoch"),
+        "class_names": config["class_names"],
+        "annotator": config["annotator"],
+        "eval_data": config.get("eval_data"),
+    }

@@ -1,0 +1,81 @@
+"""Training settings as plain data: every option a keyword with a default, stored in the run's config."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from coreg_edge.algorithm import CoRegConfig
+from coreg_edge.errors import UserError
+
+METHODS = ("coreg", "proden", "cc", "ce-top1", "supervised")
+
+# The short default that finishes on one CPU machine (CONTRACTS.md "Training defaults"); paper schedules
+# (800 epochs, warm-up 50, ...) live in the recipes.
+DEFAULT_EPOCHS = 30
+DEFAULT_WARMUP_FRACTION = 0.4
+
+
+@dataclass
+class TrainSettings:
+    method: str = "coreg"
+    backbone: str = "resnet18"
+    epochs: int = DEFAULT_EPOCHS
+    warmup: int | None = None  # None: DEFAULT_WARMUP_FRACTION of the epochs (Co-Reg only)
+    batch_size: int = 64
+    image_size: int | None = None  # None: the dataset's own (32 for folders)
+    channels: int | None = None
+    small_stem: bool | None = None
+    holdout: float = 0.05  # share of annotated items held out for label-free peer selection
+    seed: int = 0
+    device: str = "auto"
+    compile: str = "auto"  # auto = on for CUDA
+    amp: str = "auto"  # auto = bf16 on CUDA when supported
+    channels_last: str = "auto"
+    workers: int = 0
+    eval_data: str | None = None
+    val_data: str | None = None
+    data: str | None = None  # where the annotated images are now, when they moved
+    download: bool = False
+    coreg: CoRegConfig = field(default_factory=CoRegConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.coreg, dict):
+            try:
+                self.coreg = CoRegConfig.from_dict(self.coreg)
+            except (ValueError, TypeError) as exc:
+                raise UserError(f"algorithm settings: {exc}") from exc
+        if self.method not in METHODS:
+            raise UserError(f"--method must be one of {', '.join(METHODS)} (got {self.method!r})")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UserError("--epochs and --batch-size must be >= 1")
+        if self.warmup is not None and not 0 <= self.warmup <= self.epochs:
+            raise UserError(f"--warmup must be within 0..--epochs ({self.epochs}) (got {self.warmup})")
+        if self.method == "coreg" and self.resolved_warmup() >= self.epochs:
+            raise UserError("Co-Reg needs at least one epoch after warm-up: raise --epochs or lower --warmup")
+        if not 0.0 <= self.holdout < 0.5:
+            raise UserError(f"--holdout must be within [0, 0.5) (got {self.holdout})")
+        for name, allowed in (("compile", ("auto", "on", "off")), ("amp", ("auto", "on", "off")),
+                              ("channels_last", ("auto", "on", "off"))):  # fmt: skip
+            if getattr(self, name) not in allowed:
+                raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
+
+    def resolved_warmup(self) -> int:
+        if self.method != "coreg":
+            return 0
+        if self.warmup is not None:
+            return self.warmup
+        return max(1, round(DEFAULT_WARMUP_FRACTION * self.epochs))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["coreg"] = self.coreg.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**data)

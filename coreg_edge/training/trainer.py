@@ -1,0 +1,368 @@
+"""`train()`: an annotation file -> a run folder with both peers, metrics, and the selected peer.
+
+The trainer wires the pure algorithm (coreg_edge.algorithm) to cached data, devices, AMP, torch.compile and
+checkpoints. Every epoch ends with a checkpoint, so an interrupted run (Ctrl-C, a crash, a NaN) resumes
+exactly with `resume=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from coreg_edge import __version__
+from coreg_edge.algorithm import (
+    ContrastiveQueue,
+    LossHistory,
+    PredictionTable,
+    PrototypeBank,
+    detect_collapse,
+    initial_proden_targets,
+)
+from coreg_edge.annotation_file import load as load_annotation
+from coreg_edge.errors import UserError
+from coreg_edge.models import NetworkConfig, network_from_config
+from coreg_edge.training import run_folder as rf
+from coreg_edge.training.baselines import baseline_epoch
+from coreg_edge.training.checkpoint import load_checkpoint, save_checkpoint
+from coreg_edge.training.context import Context, Peer
+from coreg_edge.training.coreg import coreg_epoch, divide_items, set_lr, warmup_epoch
+from coreg_edge.training.data import load_eval_set, load_training_set, preprocess_for, reopen_source
+from coreg_edge.training.evaluation import accuracy, candidate_scores, predict_logits, select_peer
+from coreg_edge.training.settings import TrainSettings
+from coreg_edge.training.views import ViewConfig, Views
+from coreg_edge.utils import resolve_device
+
+
+class Interrupted(UserError):
+    exit_code = 130
+
+
+def _log(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _forward_fn(net: torch.nn.Module, input_shape: tuple[int, ...], device: torch.device, settings: TrainSettings,
+                channels_last: bool):  # fmt: skip
+    """net.forward_train, compiled on CUDA when asked (probed on a tiny batch; eager on failure)."""
+
+    def eager(x: torch.Tensor):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return net.forward_train(x)
+
+    want = settings.compile == "on" or (settings.compile == "auto" and device.type == "cuda")
+    if not want:
+        return eager
+    try:
+        compiled = torch.compile(eager)
+        probe = torch.zeros((2, *input_shape), device=device)
+        with torch.no_grad():
+            compiled(probe)
+        return compiled
+    except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
+        warnings.warn(
+            f"torch.compile failed on a probe batch, training eagerly ({type(exc).__name__}: {exc})",
+            stacklevel=2,
+        )
+        return eager
+
+
+def _build_peer(name: str, config: NetworkConfig, settings: TrainSettings, device, n: int, c: int, seed: int,
+                channels_last: bool) -> Peer:  # fmt: skip
+    torch.manual_seed(seed)
+    net = network_from_config(config).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    cfg = settings.coreg
+    optimizer = torch.optim.SGD(
+        net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    input_shape = (config.in_chans, config.image_size, config.image_size)
+    peer = Peer(name, net, optimizer, _forward_fn(net, input_shape, device, settings, channels_last))
+    if settings.method == "coreg":
+        key_net = network_from_config(config).to(device)
+        key_net.load_state_dict(net.state_dict())
+        for p in key_net.parameters():
+            p.requires_grad_(False)
+        peer.key_net = key_net
+        peer.queue = ContrastiveQueue(min(cfg.queue_size, n), cfg.proj_dim, c, device=device)
+        peer.table = PredictionTable(n, c, device=device)
+        peer.history = LossHistory(n, cfg.gmm_history, device=device)
+    return peer
+
+
+def train(
+    annotation: str | Path,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train `options["method"]` (Co-Reg by default) on an annotation file into the run folder `out`.
+
+    Options are TrainSettings fields (backbone, epochs, warmup, batch_size, image_size, eval_data, ...).
+    Returns the selection summary (also written to out/selection.json).
+    """
+    out = Path(out)
+    if resume:
+        config = rf.read_config(out)
+        settings = TrainSettings.from_dict(config["settings"])
+        annotation = config["annotation"]
+        _log(
+            f"resuming {out} with its stored settings ({settings.method}, {settings.backbone}, {settings.epochs} epochs)",
+            quiet,
+        )
+    else:
+        if (out / rf.CONFIG).exists():
+            raise UserError(
+                f"{out} already holds a run; pass --resume to continue it, or choose another --out"
+            )
+        settings = TrainSettings(**options)
+    ann = load_annotation(annotation)
+    if settings.method == "supervised" and not ann.has_labels:
+        raise UserError("--method supervised needs ground truth, and this annotation file has none")
+    device = torch.device(resolve_device(settings.device))
+    torch.manual_seed(settings.seed)
+    source = reopen_source(ann.data, settings.data, settings.download)
+    pre = preprocess_for(source, settings.image_size, settings.channels)
+    data = load_training_set(ann, source, pre, settings.seed, quiet)
+    eval_set = (
+        load_eval_set(settings.eval_data, ann.class_names, pre, settings.download, quiet)
+        if settings.eval_data
+        else None
+    )
+    val_set = (
+        load_eval_set(settings.val_data, ann.class_names, pre, settings.download, quiet)
+        if settings.val_data
+        else None
+    )
+
+    n, c = len(data), ann.num_classes
+    order = np.random.default_rng(settings.seed).permutation(n)
+    n_hold = int(round(settings.holdout * n))
+    holdout_rows = torch.as_tensor(np.sort(order[:n_hold]), dtype=torch.long)
+    train_rows = torch.as_tensor(np.sort(order[n_hold:]), dtype=torch.long)
+
+    net_config = NetworkConfig(
+        backbone=settings.backbone, num_classes=c, in_chans=pre.channels, image_size=pre.input_size[0],
+        small_stem=settings.small_stem, proj_hidden=settings.coreg.proj_hidden, proj_dim=settings.coreg.proj_dim,
+    )  # fmt: skip
+    cuda = device.type == "cuda"
+    channels_last = settings.channels_last == "on" or (settings.channels_last == "auto" and cuda)
+    amp_dtype = None
+    if settings.amp == "on" or (settings.amp == "auto" and cuda):
+        amp_dtype = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
+    info = _dataset_flip(ann.data)
+    views = Views(
+        ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=info), seed=settings.seed
+    )
+    ctx = Context(
+        device=device, images=data.images.to(device), candidates=data.candidates.to(device),
+        labels=data.labels.to(device), top1=data.top1.to(device), views=views, batch_size=settings.batch_size,
+        generator=torch.Generator().manual_seed(settings.seed), rng=np.random.default_rng(settings.seed),
+        amp_dtype=amp_dtype,
+    )  # fmt: skip
+    names = ("a", "b") if settings.method == "coreg" else ("a",)
+    peers = [
+        _build_peer(name, net_config, settings, device, n, c, settings.seed + i, channels_last)
+        for i, name in enumerate(names)
+    ]
+    if settings.method == "proden":
+        peers[0].soft_targets = initial_proden_targets(ctx.candidates)
+    bank = PrototypeBank(c, settings.coreg.proj_dim, device=device) if settings.method == "coreg" else None
+    warmup = settings.resolved_warmup()
+    schedule = settings.coreg.resolve(settings.epochs, warmup)
+
+    start = 0
+    if resume:
+        start, _ = load_checkpoint(out / rf.CHECKPOINT, ctx, peers, bank)
+        _truncate_metrics(out / rf.METRICS, start)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        rf.write_json(out / rf.CONFIG, {
+            "format_version": rf.RUN_FORMAT_VERSION, "method": settings.method, "network": net_config.to_dict(),
+            "preprocess": pre.to_metadata(), "class_names": ann.class_names,
+            "annotation": str(Path(annotation).resolve()), "annotator": ann.annotator, "data": ann.data,
+            "eval_data": settings.eval_data, "settings": settings.to_dict(), "schedule": schedule.describe(),
+            "seed": settings.seed, "device": str(device), "coreg_edge_version": __version__,
+        })  # fmt: skip
+        _log(f"training {settings.method} on {n - n_hold} items ({n_hold} held out), {settings.backbone} at "
+             f"{pre.input_size[0]} px, {settings.epochs} epochs (warm-up {warmup}), batch {settings.batch_size}, "
+             f"{device}", quiet)  # fmt: skip
+
+    prior = None
+    if settings.method == "coreg" and not settings.coreg.uniform_prior and ann.votes.shape[1]:
+        from coreg_edge.algorithm import estimate_prior_from_votes
+
+        prior = estimate_prior_from_votes(
+            torch.as_tensor(ann.votes, dtype=torch.long), c, settings.coreg.prior_temperature
+        ).to(device)
+
+    epoch = start
+    try:
+        for epoch in range(start, settings.epochs):
+            began = time.perf_counter()
+            for peer in peers:
+                set_lr(peer, schedule.learning_rate(epoch))
+            record: dict[str, Any] = {"epoch": epoch, "lr": schedule.learning_rate(epoch)}
+            if settings.method == "coreg" and schedule.is_warmup(epoch):
+                record["phase"] = "warmup"
+                record["loss"] = {
+                    p.name: warmup_epoch(ctx, p, epoch, settings.coreg, train_rows) for p in peers
+                }
+            elif settings.method == "coreg":
+                record["phase"] = "coreg"
+                divisions = {p.name: divide_items(ctx, p, settings.coreg, train_rows, prior) for p in peers}
+                a, b = peers
+                record["loss"] = {
+                    "a": coreg_epoch(
+                        ctx, a, b, divisions["b"], epoch, settings.coreg, schedule, bank, train_rows
+                    ),
+                    "b": coreg_epoch(
+                        ctx, b, a, divisions["a"], epoch, settings.coreg, schedule, bank, train_rows
+                    ),
+                }
+                record["collapse"] = {
+                    k: detect_collapse(d.predictions[train_rows.to(device)], c) for k, d in divisions.items()
+                }
+                for k, verdict in record["collapse"].items():
+                    if verdict["collapsed"]:
+                        warnings.warn(
+                            f"epoch {epoch}: peer {k} predicts one class for {verdict['largest_class_share']:.0%} of "
+                            "items (collapse); consider a longer --warmup",
+                            stacklevel=2,
+                        )
+            else:
+                record["phase"] = settings.method
+                record["loss"] = {"a": baseline_epoch(ctx, peers[0], settings.method, epoch, train_rows)}
+            record.update(_evaluate(ctx, peers, holdout_rows, eval_set, val_set))
+            record["seconds"] = time.perf_counter() - began
+            save_checkpoint(out / rf.CHECKPOINT, epoch + 1, ctx, peers, bank, {})
+            with open(out / rf.METRICS, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+            _log(_epoch_line(record, settings.epochs), quiet)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(
+            f"interrupted during epoch {epoch}; {epoch} epoch(s) are saved: coreg-edge train --resume --out {out}"
+        ) from exc
+
+    return _finish(out, ctx, peers, holdout_rows, eval_set, val_set, settings, quiet)
+
+
+def _dataset_flip(data_block: dict) -> bool:
+    from coreg_edge.data import DATASETS
+
+    if data_block.get("source") == "builtin":
+        return DATASETS[data_block["root"]].flip
+    return True
+
+
+def _evaluate(ctx: Context, peers: list[Peer], holdout_rows, eval_set, val_set) -> dict[str, Any]:
+    """Held-out (label-free) scores every epoch, and test accuracy when an --eval split is given."""
+    result: dict[str, Any] = {}
+    hold_images = ctx.images[holdout_rows.to(ctx.device)]
+    hold_candidates = ctx.candidates[holdout_rows.to(ctx.device)].cpu()
+    logits = {}
+    for p in peers:
+        p.net.eval()
+        logits[p.name] = predict_logits(p.logits, hold_images, ctx.views.eval)
+    if len(peers) == 2:
+        logits["ensemble"] = (logits["a"] + logits["b"]) / 2
+    result["holdout"] = {k: candidate_scores(v, hold_candidates) for k, v in logits.items()}
+    for name, split in (("test_accuracy", eval_set), ("val_accuracy", val_set)):
+        if split is None:
+            continue
+        images = split.images.to(ctx.device)
+        out = {p.name: predict_logits(p.logits, images, ctx.views.eval) for p in peers}
+        if len(peers) == 2:
+            out["ensemble"] = (out["a"] + out["b"]) / 2
+        result[name] = {k: accuracy(v, split.labels) for k, v in out.items()}
+    for p in peers:
+        p.net.train()
+    return result
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    parts = [f"epoch {record['epoch'] + 1}/{epochs} [{record['phase']}]"]
+    losses = []
+    for peer, terms in record["loss"].items():
+        value = terms.get("total", next(iter(terms.values())))
+        losses.append(f"{peer}={value:.3f}")
+    parts.append("loss " + " ".join(losses))
+    if "p_share" in record["loss"].get("a", {}):
+        parts.append("P " + " ".join(f"{k}={v['p_share']:.0%}" for k, v in record["loss"].items()))
+    if "test_accuracy" in record:
+        parts.append(
+            "test " + " ".join(f"{k}={v:.3f}" for k, v in record["test_accuracy"].items() if v is not None)
+        )
+    parts.append(f"{record['seconds']:.1f}s")
+    return " | ".join(parts)
+
+
+def _truncate_metrics(path: Path, epochs: int) -> None:
+    if path.exists():
+        lines = path.read_text(encoding="utf-8").splitlines()[:epochs]
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def _finish(
+    out: Path, ctx, peers, holdout_rows, eval_set, val_set, settings: TrainSettings, quiet: bool
+) -> dict:
+    """Save both peers, pick one without clean labels (or by --val), write selection.json last."""
+    final = _evaluate(ctx, peers, holdout_rows, eval_set, val_set)
+    scores: dict[str, dict[str, Any]] = {k: dict(v) for k, v in final["holdout"].items()}
+    for k in scores:
+        if "val_accuracy" in final:
+            scores[k]["val_accuracy"] = final["val_accuracy"][k]
+    if len(peers) == 2:
+        selected, reason = select_peer(scores, "val_accuracy" if val_set is not None else "hit_rate")
+    else:
+        selected, reason = "a", f"{settings.method} trains a single network"
+    for p in peers:
+        rf.save_weights(p.net, rf.peer_file(out, p.name))
+    test = final.get("test_accuracy")
+    metrics = rf.read_metrics(out)
+    best_epoch = _best_epoch(metrics, selected)
+    summary = {
+        "method": settings.method,
+        "backbone": settings.backbone,
+        "epochs": settings.epochs,
+        "selected": selected,
+        "reason": reason,
+        "scores": scores,
+        "test_accuracy": {
+            "a": test.get("a") if test else None,
+            "b": test.get("b") if test else None,
+            "ensemble": test.get("ensemble") if test else None,
+            "selected": test.get(selected) if test else None,
+        },
+        "best_epoch": best_epoch,
+        "holdout_items": len(holdout_rows),
+    }
+    rf.write_json(out / rf.SELECTION, summary)
+    acc = summary["test_accuracy"]["selected"]
+    _log(
+        f"selected peer {selected}: {reason}" + (f"; test accuracy {acc:.4f}" if acc is not None else ""),
+        quiet,
+    )
+    return summary
+
+
+def _best_epoch(metrics: list[dict], peer: str) -> int | None:
+    """The epoch whose held-out hit rate (label-free) was highest for the selected peer (latest on ties)."""
+    best, best_score = None, -1.0
+    for record in metrics:
+        score = record.get("holdout", {}).get(peer, {}).get("hit_rate")
+        if score is not None and score == score and score >= best_score:
+            best, best_score = record["epoch"], score
+    return best

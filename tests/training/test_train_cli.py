@@ -1,0 +1,138 @@
+"""Training through the CLI on digits with a tiny backbone: metrics, checkpoints, resume, selection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from coreg_edge.training import run_folder as rf
+
+TINY = ["--backbone", "test_resnet", "--image-size", "16", "--batch-size", "64", "-q"]
+
+
+@pytest.fixture(scope="module")
+def digits_annotation(tmp_path_factory):
+    from coreg_edge.annotate import annotate
+
+    path = tmp_path_factory.mktemp("ann") / "digits.npz"
+    annotate("digits", path, annotator="synthetic", partial_rate=0.3, noise_rate=0.2, seed=0, quiet=True)
+    return path
+
+
+def _train(runner, cli, *args):
+    result = runner.invoke(cli, ["train", *args])
+    return result
+
+
+def test_coreg_run_writes_metrics_checkpoint_selection(runner, cli, digits_annotation, tmp_path):
+    run = tmp_path / "run"
+    args = [str(digits_annotation), "--out", str(run), "--epochs", "3", "--warmup", "1", "--eval", "digits:test",
+            "--set", "queue_size=256", "--json", *TINY]  # fmt: skip
+    result = _train(runner, cli, *args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["selected"] in ("a", "b") and summary["reason"]
+    assert set(summary["test_accuracy"]) == {"a", "b", "ensemble", "selected"}
+    assert summary["test_accuracy"]["selected"] == summary["test_accuracy"][summary["selected"]]
+    metrics = rf.read_metrics(run)
+    assert [m["epoch"] for m in metrics] == [0, 1, 2]
+    assert [m["phase"] for m in metrics] == ["warmup", "coreg", "coreg"]
+    coreg = metrics[2]["loss"]["a"]
+    for key in ("cr", "prot", "cont", "total", "p_share", "pseudo_label_accuracy"):
+        assert key in coreg
+    assert 0.0 < coreg["p_share"] <= 1.0
+    assert set(metrics[2]["test_accuracy"]) == {"a", "b", "ensemble"}
+    assert "collapse" in metrics[2]
+    assert rf.peer_file(run, "a").exists() and rf.peer_file(run, "b").exists()
+    assert (run / rf.CHECKPOINT).exists()
+    selection = json.loads((run / rf.SELECTION).read_text())
+    assert selection["scores"]["a"]["hit_rate"] >= 0
+    info = json.loads(runner.invoke(cli, ["info", str(run), "--json"]).stdout)
+    assert info["method"] == "coreg" and info["backbone"] == "test_resnet" and info["epochs"] == 3
+    assert info["selected"] == summary["selected"] and info["test_accuracy"] == summary["test_accuracy"]
+    assert info["best_epoch"] in (0, 1, 2)
+    network = rf.load_network(run, summary["selected"])
+    assert network(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_resume_continues_exactly(runner, cli, digits_annotation, tmp_path, monkeypatch):
+    args = [str(digits_annotation), "--epochs", "3", "--warmup", "1", "--set", "queue_size=128", *TINY]
+    straight = tmp_path / "straight"
+    assert _train(runner, cli, *args, "--out", str(straight)).exit_code == 0
+
+    import coreg_edge.training.trainer as trainer
+
+    original = trainer.coreg_epoch
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_2(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch index 2, peer a: after epochs 0 and 1 were checkpointed
+            raise KeyboardInterrupt
+        return original(*a, **kw)
+
+    monkeypatch.setattr(trainer, "coreg_epoch", interrupt_in_epoch_2)
+    resumed = tmp_path / "resumed"
+    result = _train(runner, cli, *args, "--out", str(resumed))
+    assert result.exit_code == 130
+    assert "--resume" in result.stderr and not (resumed / rf.SELECTION).exists()
+    assert len(rf.read_metrics(resumed)) == 2
+    monkeypatch.setattr(trainer, "coreg_epoch", original)
+    result = _train(runner, cli, "--resume", "--out", str(resumed), "-q")
+    assert result.exit_code == 0, result.output
+    for peer in ("a", "b"):
+        w1, w2 = load_file(str(rf.peer_file(straight, peer))), load_file(str(rf.peer_file(resumed, peer)))
+        for key in w1:
+            assert torch.equal(w1[key], w2[key]), key
+    assert rf.read_metrics(resumed)[-1]["holdout"] == rf.read_metrics(straight)[-1]["holdout"]
+
+
+@pytest.mark.parametrize("method", ["proden", "cc", "ce-top1", "supervised"])
+def test_baselines_train_one_network(runner, cli, digits_annotation, tmp_path, method):
+    run = tmp_path / method
+    args = [str(digits_annotation), "--out", str(run), "--epochs", "1", "--method", method, "--json", *TINY]
+    result = _train(runner, cli, *args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["selected"] == "a" and summary["method"] == method
+    assert rf.peer_file(run, "a").exists() and not rf.peer_file(run, "b").exists()
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(runner, cli, digits_annotation, tmp_path):
+    run = tmp_path / "nan"
+    args = [
+        str(digits_annotation),
+        "--out",
+        str(run),
+        "--epochs",
+        "2",
+        "--method",
+        "cc",
+        "--set",
+        "lr=1e30",
+        *TINY,
+    ]
+    result = _train(runner, cli, *args)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "loss became" in lines[0] and "checkpoint" in lines[0]
+    assert not (run / rf.SELECTION).exists()
+
+
+def test_train_bad_input(runner, cli, digits_annotation, tmp_path):
+    run = tmp_path / "r"
+    bad = [
+        ([str(tmp_path / "missing.npz"), "--out", str(run)], "no such annotation file"),
+        ([str(digits_annotation), "--out", str(run), "--backbone", "resnet_nope"], "not a timm model"),
+        ([str(digits_annotation), "--out", str(run), "--set", "nope=1"], "unknown setting"),
+        ([str(digits_annotation), "--out", str(run), "--epochs", "2", "--warmup", "2"], "after warm-up"),
+        (["--resume", "--out", str(tmp_path / "nothing")], "no such run folder"),
+        ([str(digits_annotation), "--out", str(run), "--eval", "cifar10:test"], "--download"),
+    ]
+    for args, fragment in bad:
+        result = _train(runner, cli, *TINY, *args)
+        assert result.exit_code != 0, args
+        assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -3,12 +3,14 @@ shared prototypes and the noisy supervised contrastive loss, wired to batches of
 
 Passes per Co-Reg step of network k with B items from P and B from U (the cost benchmark explains them):
   no grad: own net on 2 weak views of P and U (4B; also gives the prototype-update projections),
-           the peer on 2 weak views of U (2B), the key encoder on strong view 2 (2B);
-  grad:    one forward of [MixUp batch (4B), strong view 1 (2B)] for L_cr, L_prot and L_cont queries.
+           the peer on 2 weak views of U (2B), the key encoder on strong view 2 (2B, fills the queue);
+  grad:    one forward of the MixUp batch (4B) for L_cr and L_prot, joined by strong view 1 (2B, the
+           contrastive queries) once L_cont is on.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -160,8 +162,10 @@ def coreg_epoch(
         lam = sample_mixup_lambda(config.mixup_alpha, ctx.rng)
         perm = torch.randperm(len(inputs), generator=ctx.generator).to(ctx.device)
         mixed = mixup(inputs, targets, lam, perm)
-        with ctx.autocast():
-            logits, z = peer.forward_train(torch.cat([mixed.inputs, strong_1]))
+        # The unmixed strong view 1 (contrastive queries) joins the same forward only once L_cont is on.
+        bn_guard = frozen_bn_statistics(peer.net) if config.mixup_bn_frozen else contextlib.nullcontext()
+        with ctx.autocast(), bn_guard:
+            logits, z = peer.forward_train(torch.cat([mixed.inputs, strong_1]) if use_repr else mixed.inputs)
         logits, z = logits.float(), z.float()
         m = len(inputs)
         l_cr = self_training_loss(
@@ -221,6 +225,20 @@ def coreg_epoch(
         else None
     )
     return result
+
+
+@contextlib.contextmanager
+def frozen_bn_statistics(net: torch.nn.Module):
+    """Normalise with batch statistics but leave the running statistics untouched (momentum 0)."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
 
 
 def _cycle(ctx: Context, rows: torch.Tensor, batch_size: int):

@@ -138,3 +138,23 @@ def test_info_json_on_annotation(runner, cli, tmp_path):
     assert summary["num_templates"] == 0 and summary["zero_shot_accuracy"] is None
     assert summary["coverage"] == pytest.approx(1.0)  # eta = 0 by default
     assert summary["mean_candidates"] > 1.0
+
+
+def test_wording_changes_prompts_not_class_names(runner, cli, tiny_clip, class_folder, tmp_path):
+    out = tmp_path / "worded.npz"
+    args = [
+        "annotate",
+        str(class_folder),
+        "--wording",
+        "a {} animal",
+        "--out",
+        str(out),
+        "-q",
+        *_clip_args(tiny_clip),
+    ]
+    assert runner.invoke(cli, args).exit_code == 0
+    ann = load(out)
+    assert ann.class_names == ["bird", "cat", "dog"]
+    assert ann.extra["prompt_names"] == ["a bird animal", "a cat animal", "a dog animal"]
+    bad = runner.invoke(cli, [*args[:2], "--wording", "no slot", "--out", str(tmp_path / "x.npz"), *args[6:]])
+    assert bad.exit_code == 1 and "exactly one {}" in bad.stderr

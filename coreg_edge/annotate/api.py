@@ -43,6 +43,7 @@ def annotate(
     out: str | Path | None = None,
     *,
     classes: str | list[str] | None = None,
+    wording: str | None = None,
     annotator: str = "clip",
     clip_model: str = DEFAULT_CLIP_MODEL,
     pretrained: str | None = DEFAULT_PRETRAINED,
@@ -66,6 +67,7 @@ def annotate(
 
     `annotator="clip"`: open_clip zero-shot votes of every template, combined by `mode`.
     `annotator="synthetic"`: the benchmark protocol (needs ground truth): partial rate q, noise rate eta.
+    `wording` ("number {}") is how a class name reads in prompts; the file keeps the plain names.
     """
     if annotator not in ANNOTATORS:
         raise UserError(f"--annotator must be one of {', '.join(ANNOTATORS)} (got {annotator!r})")
@@ -74,7 +76,7 @@ def annotate(
     if k < 1 or not 0.0 < ratio <= 1.0 or batch_size < 1:
         raise UserError("--k and --batch-size must be >= 1 and --ratio within (0, 1]")
     source = open_source(data, download=download, data_dir=data_dir, channels=channels)
-    class_names, prompt_names, labels = resolve_classes(classes, source)
+    class_names, prompt_names, labels = resolve_classes(classes, source, wording)
     skips = _Skips(strict)
     identity: dict = {"kind": annotator, "model": None, "pretrained": None, "mode": None, "k": None,
                       "ratio": None, "partial_rate": None, "noise_rate": None, "seed": seed}  # fmt: skip

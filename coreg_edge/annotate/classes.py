@@ -36,13 +36,25 @@ def parse_classes(classes: str | list[str] | None) -> list[str] | None:
 
 
 def resolve_classes(
-    classes: str | list[str] | None, source: ImageSource
+    classes: str | list[str] | None, source: ImageSource, wording: str | None = None
 ) -> tuple[list[str], list[str], np.ndarray]:
     """Return (class_names, prompt_names, labels) consistent with the source.
+
+    `wording` (e.g. "number {}") turns a class name into its prompt name; by default built-ins use their
+    spec wording and everything else the name itself. The model always answers with the plain names.
 
     For a labelled folder, the names must be the sub-folders' (in any order: labels follow them).
     For a built-in dataset, given names replace its wording and must match its class count.
     """
+    if wording is not None and wording.count("{}") != 1:
+        raise UserError(f"--wording {wording!r} needs exactly one {{}} where the class name goes")
+    names, prompts, labels = _resolve(classes, source)
+    if wording is not None:
+        prompts = [wording.format(name) for name in names]
+    return names, prompts, labels
+
+
+def _resolve(classes: str | list[str] | None, source: ImageSource) -> tuple[list[str], list[str], np.ndarray]:
     given = parse_classes(classes)
     info = dataset_info(source)
     if source.class_names is None:  # unlabeled folder

@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "train": "coreg_edge.cli.train:train",
     "predict": "coreg_edge.cli.predict:predict",
     "bench": "coreg_edge.cli.bench:bench",
+    "export": "coreg_edge.cli.export:export",
+    "run": "coreg_edge.cli.run:run",
+    "demo": "coreg_edge.cli.run:demo",
 }
 
 

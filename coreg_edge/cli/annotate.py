@@ -26,6 +26,7 @@ Examples:
     "--classes",
     help="Class names: a,b,c or a text file (one per line). Default: sub-folders / built-in names.",
 )
+@click.option("--wording", help='How a class name reads in prompts, e.g. "number {}" (default: per dataset).')
 @click.option("--annotator", type=click.Choice(["clip", "synthetic"]), default="clip", show_default=True)
 @click.option(
     "--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name or model-config JSON."

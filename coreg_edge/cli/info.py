@@ -24,8 +24,12 @@ def describe_path(path: str) -> dict:
         from coreg_edge.training.run_folder import describe_run
 
         return describe_run(p)
+    if p.is_file() and p.suffix == ".onnx":
+        from coreg_edge.exporters.describe import describe_onnx
+
+        return describe_onnx(p)
     raise UserError(
-        f"{path}: not something coreg-edge can describe (an annotation .npz or a run folder)"
+        f"{path}: not something coreg-edge can describe (an annotation .npz, a run folder or an ONNX model)"
     )
 
 
@@ -45,6 +49,7 @@ def _format_value(value) -> str:
 Examples:
   coreg-edge info ann.npz
   coreg-edge info ann.npz --json | jq .coverage
+  coreg-edge info dist/digits/model.int8.onnx --json | jq .bytes,.opset
 """
 )
 @click.argument("path")

@@ -1,0 +1,534 @@
+"""Recipes: one TOML file holds everything `coreg-edge run` needs (data, classes, annotator, training, export).
+
+Why a file: a paper reproduction or a deployment target is a few dozen settings across four stages; a
+file keeps them reviewable, diffable, and the same on every machine. Every key is checked against the
+function it feeds (same names all the way: `[annotate]` -> `annotate()`, `[train]` -> `TrainSettings`,
+`[train.coreg]` -> `CoRegConfig`, `[export]` -> `export_run()`, `[bench]` -> `run_bench()`), so a typo
+is a one-line error naming the key and what is allowed, never a silently ignored setting.
+
+    name = "digits"                     # optional; default: the file's stem
+    description = "..."                 # optional
+    seed = 0                            # annotation, splits, training, calibration
+    device = "auto"                     # auto | cpu | cuda
+
+    [data]     train (required), eval, val, download, data_dir
+    [classes]  names, wording ("number {}": how a class is said in prompts)
+    [annotate] annotator, clip_model, pretrained, mode, k, ratio, templates, partial_rate, noise_rate, ...
+    [train]    TrainSettings fields (method, backbone, image_size, channels, epochs, warmup, batch_size, ...)
+    [train.coreg]  any CoRegConfig field (lr, queue_size, warmup_view, loss_start, ramp_epochs, ...)
+    [export]   int8, peer, opset, calibration_images, parity_images, batch_size, ...
+    [bench]    batch_sizes, iters, warmup, threads
+
+Overrides (`--set KEY=VALUE`) use dotted keys (`train.epochs=5`, `train.coreg.lr=0.05`, `seed=1`) and are
+type-checked like the file. Built-in recipes ship as package data (`coreg_edge.recipes`) and are found by
+name: `load_recipe("cifar10")`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:  # pragma: no cover
+        tomllib = None  # type: ignore[assignment]
+
+from coreg_edge.errors import UserError
+
+RECIPE_PACKAGE = "coreg_edge.recipes"
+
+
+class RecipeError(UserError):
+    """A recipe (or a --set override) that does not validate; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One allowed recipe key: its type, allowed values, and whether it may be absent or null."""
+
+    type: str  # "str" | "int" | "float" | "bool" | "list[str]" | "list[int]" | "templates"
+    choices: tuple[Any, ...] | None = None
+    optional: bool = True  # may be left out (the library default applies); "none" in --set resets it
+    required: bool = False
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(
+                str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices
+            )
+        return {
+            "str": "a string",
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+            "list[str]": "a list of strings",
+            "list[int]": "a list of integers",
+            "templates": "default, imagenet, a template file, or a list of templates with {}",
+        }[self.type]
+
+
+ON_OFF = ("auto", "on", "off")
+DEVICES = ("auto", "cpu", "cuda")
+
+# Keys TrainSettings has but a recipe sets elsewhere (one place per fact): hint where they go.
+TRAIN_ELSEWHERE = {
+    "seed": "the top-level seed",
+    "device": "the top-level device",
+    "eval_data": "data.eval",
+    "val_data": "data.val",
+    "data": "data.train",
+    "download": "data.download",
+    "coreg": "the [train.coreg] table",
+}
+
+TOP_KEYS: dict[str, Key] = {
+    "name": Key("str"),
+    "description": Key("str"),
+    "seed": Key("int"),
+    "device": Key("str", DEVICES),
+}
+
+STATIC_SECTIONS: dict[str, dict[str, Key]] = {
+    "data": {
+        "train": Key("str", optional=False, required=True),
+        "eval": Key("str"),
+        "val": Key("str"),
+        "download": Key("bool"),
+        "data_dir": Key("str"),
+    },
+    "classes": {
+        "names": Key("list[str]"),
+        "wording": Key("str"),
+    },
+    "annotate": {
+        "annotator": Key("str", ("clip", "synthetic")),
+        "clip_model": Key("str"),
+        "pretrained": Key("str"),
+        "mode": Key("str", ("union-top1", "topk", "ratio")),
+        "k": Key("int"),
+        "ratio": Key("float"),
+        "templates": Key("templates"),
+        "partial_rate": Key("float"),
+        "noise_rate": Key("float"),
+        "batch_size": Key("int"),
+        "workers": Key("int"),
+        "strict": Key("bool"),
+    },
+    "export": {
+        "int8": Key("bool"),
+        "peer": Key("str", ("selected", "a", "b", "ensemble")),
+        "opset": Key("int"),
+        "calibration_images": Key("int"),
+        "activation_type": Key("str", ("uint8", "int8")),
+        "weight_type": Key("str", ("int8", "uint8")),
+        "per_channel": Key("bool"),
+        "calibration_method": Key("str", ("minmax", "entropy", "percentile")),
+        "parity_images": Key("int"),
+        "batch_size": Key("int"),
+        "dynamo": Key("bool"),
+    },
+    "bench": {
+        "batch_sizes": Key("list[int]"),
+        "iters": Key("int"),
+        "warmup": Key("int"),
+        "threads": Key("int"),
+    },
+}
+
+SECTION_ORDER = ("data", "classes", "annotate", "train", "train.coreg", "export", "bench")
+
+
+def _key_from_hint(hint: Any, choices: tuple[Any, ...] | None = None) -> Key:
+    """A dataclass field's type hint (int, float | None, ...) -> Key (absent = the dataclass default)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else str
+    name = {bool: "bool", int: "int", float: "float", str: "str"}.get(hint, "str")
+    return Key(name, choices)
+
+
+def _dataclass_keys(
+    cls: type, choices: Mapping[str, tuple[Any, ...]], skip: Iterable[str] = ()
+) -> dict[str, Key]:
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: _key_from_hint(hints[f.name], choices.get(f.name))
+        for f in dataclasses.fields(cls)
+        if f.name not in set(skip)
+    }
+
+
+_SCHEMA: dict[str, dict[str, Key]] | None = None
+
+
+def schema() -> dict[str, dict[str, Key]]:
+    """Every section's allowed keys; [train] and [train.coreg] follow TrainSettings and CoRegConfig."""
+    global _SCHEMA
+    if _SCHEMA is None:
+        from coreg_edge.algorithm.config import CoRegConfig
+        from coreg_edge.training.settings import METHODS, TrainSettings
+
+        train = _dataclass_keys(
+            TrainSettings,
+            {
+                "method": METHODS,
+                "compile": ON_OFF,
+                "amp": ON_OFF,
+                "channels_last": ON_OFF,
+                "channels": (1, 3),
+            },
+            skip=TRAIN_ELSEWHERE,
+        )
+        coreg = _dataclass_keys(CoRegConfig, {"warmup_view": ("weak", "strong")})
+        _SCHEMA = {
+            "": TOP_KEYS,
+            **{k: v for k, v in STATIC_SECTIONS.items() if k in ("data", "classes", "annotate")},
+            "train": train,
+            "train.coreg": coreg,
+            **{k: v for k, v in STATIC_SECTIONS.items() if k in ("export", "bench")},
+        }
+    return _SCHEMA
+
+
+def _label(section: str, key: str) -> str:
+    return f"{section}.{key}" if section else key
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Value checks (shared by TOML values and --set values)
+
+
+def _check_value(value: Any, spec: Key, where: str) -> Any:
+    """Return the value in its canonical type, or raise a one-line RecipeError naming `where`."""
+
+    def bad(problem: str) -> RecipeError:
+        return RecipeError(f"{where}: {problem}; expected {spec.describe()}")
+
+    kind = spec.type
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad(f"{value!r} is not true/false")
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(f"{value!r} is not an integer")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad(f"{value!r} is not a number")
+        value = float(value)
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise bad(f"{value!r} is not a string")
+    elif kind in ("list[str]", "list[int]"):
+        item = str if kind == "list[str]" else int
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, item) for v in value):
+            raise bad(f"{value!r} is not {spec.describe()}")
+    elif kind == "templates":
+        if isinstance(value, list):
+            if not value or any(not isinstance(v, str) or v.count("{}") != 1 for v in value):
+                raise RecipeError(
+                    f"{where}: every template must be a string with exactly one {{}} (got {value!r})"
+                )
+        elif not isinstance(value, str):
+            raise bad(f"{value!r} is neither a string nor a list")
+    if spec.choices is not None and value not in spec.choices:
+        raise RecipeError(f"{where}: {value!r} is not allowed; expected {spec.describe()}")
+    return value
+
+
+def _parse_text(raw: str, spec: Key, where: str) -> Any:
+    """A --set value (text) -> a typed value, then the same checks as a TOML value."""
+    text = raw.strip()
+    if text.lower() in ("none", "null"):
+        if not spec.optional:
+            raise RecipeError(f"{where}: cannot be unset; expected {spec.describe()}")
+        return _UNSET
+    if tomllib is not None and text and text[0] in "[\"'":
+        try:
+            return _check_value(tomllib.loads(f"v = {text}")["v"], spec, where)
+        except tomllib.TOMLDecodeError as exc:
+            raise RecipeError(f"{where}: {text!r} is not a valid TOML value ({exc})") from exc
+    kind = spec.type
+    try:
+        if kind == "bool":
+            lowered = text.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                value: Any = True
+            elif lowered in ("false", "0", "no", "off"):
+                value = False
+            else:
+                raise ValueError(text)
+        elif kind == "int":
+            value = int(text)
+        elif kind == "float":
+            value = float(text)
+        elif kind == "list[int]":
+            value = [int(part) for part in text.split(",") if part.strip()]
+        elif kind == "list[str]":
+            value = [part.strip() for part in text.split(",") if part.strip()]
+        else:  # str, templates (a set name or a file)
+            value = raw
+    except ValueError as exc:
+        raise RecipeError(f"{where}: {raw!r} is not {spec.describe()}") from exc
+    return _check_value(value, spec, where)
+
+
+class _Unset:
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return "<unset>"
+
+
+_UNSET = _Unset()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Overrides
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """'train.coreg.lr=0.05' -> ('train.coreg.lr', '0.05'); the key is checked when applied."""
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=5 or train.coreg.lr=0.05")
+    return key, value
+
+
+def _split_key(dotted: str) -> tuple[str, str]:
+    """'train.coreg.lr' -> ('train.coreg', 'lr'); 'seed' -> ('', 'seed')."""
+    section, _, key = dotted.rpartition(".")
+    return section, key
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Iterable[str | tuple[str, str]]) -> dict[str, Any]:
+    """Return a copy of the (validated) recipe tree with each KEY=VALUE applied, type-checked."""
+    tree = copy.deepcopy(tree)
+    sections = schema()
+    for item in overrides:
+        dotted, raw = parse_override(item) if isinstance(item, str) else item
+        section, key = _split_key(dotted)
+        if section not in sections:
+            allowed = ", ".join(s for s in SECTION_ORDER)
+            raise RecipeError(
+                f"--set {dotted}: unknown section {section!r}; sections: {allowed} (or a top-level key)"
+            )
+        spec = _lookup(section, key, where=f"--set {dotted}")
+        value = _parse_text(raw, spec, f"--set {dotted}")
+        table = _table(tree, section)
+        if value is _UNSET:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    return tree
+
+
+def _table(tree: dict[str, Any], section: str) -> dict[str, Any]:
+    node = tree
+    for part in section.split(".") if section else ():
+        node = node.setdefault(part, {})
+    return node
+
+
+def _lookup(section: str, key: str, where: str) -> Key:
+    keys = schema()[section]
+    if key in keys:
+        return keys[key]
+    if section == "train" and key in TRAIN_ELSEWHERE:
+        raise RecipeError(f"{where}: set it as {TRAIN_ELSEWHERE[key]}, not in [train]")
+    place = f"[{section}]" if section else "the top level"
+    raise RecipeError(f"{where}: unknown key; allowed in {place}: {', '.join(sorted(keys))}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate_tree(tree: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Check every key and type against the schema; return a normalised copy (floats as floats)."""
+    out: dict[str, Any] = {}
+    tables = [s for s in SECTION_ORDER if "." not in s]
+    for key, value in tree.items():
+        if key in tables:
+            if not isinstance(value, dict):
+                raise RecipeError(f"{source}: {key} must be a table ([{key}] with keys under it)")
+            out[key] = _validate_section(key, value, source)
+            continue
+        if key in TOP_KEYS:
+            out[key] = _check_value(value, TOP_KEYS[key], f"{source}: {key}")
+            continue
+        raise RecipeError(
+            f"{source}: unknown key {key!r}; allowed: tables {', '.join(f'[{t}]' for t in tables)} "
+            f"and top-level keys {', '.join(TOP_KEYS)}"
+        )
+    if "train" not in out.get("data", {}):
+        raise RecipeError(f"{source}: data.train is required (a folder or a built-in name such as digits)")
+    _check_ranges(out, source)
+    return out
+
+
+def _validate_section(section: str, table: Mapping[str, Any], source: str) -> dict[str, Any]:
+    sections = schema()
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if section == "train" and key == "coreg" and isinstance(value, dict):
+            out["coreg"] = _validate_section("train.coreg", value, source)
+            continue
+        spec = _lookup(section, key, where=f"{source}: {section}.{key}")
+        out[key] = _check_value(value, spec, f"{source}: {section}.{key}")
+    missing = [k for k, spec in sections[section].items() if spec.required and k not in out]
+    if missing:
+        raise RecipeError(f"{source}: {section}.{missing[0]} is required")
+    return out
+
+
+def _check_ranges(tree: Mapping[str, Any], source: str) -> None:
+    """Value ranges the type check cannot see, checked by the dataclasses that own them where possible."""
+    from coreg_edge.algorithm.config import CoRegConfig
+    from coreg_edge.training.settings import TrainSettings
+
+    def fail(key: str, problem: str) -> None:
+        raise RecipeError(f"{source}: {key}: {problem}")
+
+    ann = tree.get("annotate", {})
+    for key in ("partial_rate", "noise_rate"):
+        if key in ann and not 0.0 <= ann[key] <= 1.0:
+            fail(f"annotate.{key}", f"{ann[key]} is outside [0, 1]")
+    if "ratio" in ann and not 0.0 < ann["ratio"] <= 1.0:
+        fail("annotate.ratio", f"{ann['ratio']} is outside (0, 1]")
+    for key in ("k", "batch_size"):
+        if key in ann and ann[key] < 1:
+            fail(f"annotate.{key}", f"{ann[key]} must be >= 1")
+    classes = tree.get("classes", {})
+    names = classes.get("names")
+    if names is not None:
+        if len(names) < 2:
+            fail("classes.names", f"needs at least 2 classes (got {len(names)})")
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            fail("classes.names", f"lists {dup!r} twice")
+    if "wording" in classes and classes["wording"].count("{}") != 1:
+        fail("classes.wording", f"{classes['wording']!r} needs exactly one {{}} where the class name goes")
+    train = dict(tree.get("train", {}))
+    coreg = train.pop("coreg", {})
+    try:
+        CoRegConfig(**coreg)
+    except ValueError as exc:  # "lr must be > 0, got 0.0" -> "train.coreg.lr: must be > 0, got 0.0"
+        field, _, rest = str(exc).partition(" ")
+        if field in CoRegConfig.__dataclass_fields__:
+            fail(f"train.coreg.{field}", rest)
+        fail("train.coreg", str(exc))
+    try:
+        TrainSettings(**train, coreg=dict(coreg))
+    except UserError as exc:
+        raise RecipeError(f"{source}: [train] {exc}") from exc
+    exp = tree.get("export", {})
+    minimum = {"calibration_images": 1, "parity_images": 1, "batch_size": 2, "opset": 13}
+    for key, low in minimum.items():
+        if key in exp and exp[key] < low:
+            fail(f"export.{key}", f"{exp[key]} must be >= {low}")
+    bench = tree.get("bench", {})
+    if "batch_sizes" in bench and (not bench["batch_sizes"] or min(bench["batch_sizes"]) < 1):
+        fail("bench.batch_sizes", f"{bench['batch_sizes']} must be a non-empty list of positive integers")
+    for key, low in (("iters", 1), ("warmup", 0), ("threads", 1)):
+        if key in bench and bench[key] < low:
+            fail(f"bench.{key}", f"{bench[key]} must be >= {low}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe (overrides applied). `tree` is the TOML structure; accessors give stage kwargs."""
+
+    name: str
+    source: str  # the file it came from ("builtin:NAME" for package recipes)
+    tree: dict[str, Any]
+
+    @property
+    def seed(self) -> int:
+        return int(self.tree.get("seed", 0))
+
+    @property
+    def device(self) -> str:
+        return str(self.tree.get("device", "auto"))
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A copy of one table ("train.coreg" works too); {} when the recipe leaves it out."""
+        node: Any = self.tree
+        for part in name.split("."):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        return copy.deepcopy(node)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.section("data")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, **copy.deepcopy(self.tree)}
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the recipes shipped with the package (found after a regular install too)."""
+    from importlib import resources
+
+    try:
+        folder = resources.files(RECIPE_PACKAGE)
+    except ModuleNotFoundError:  # pragma: no cover - broken install
+        return []
+    return sorted(entry.name[: -len(".toml")] for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
+def _read_recipe_text(recipe: str | os.PathLike[str]) -> tuple[str, str, str]:
+    """(text, source label, default name) for a path or a built-in name."""
+    from importlib import resources
+
+    path = Path(recipe).expanduser()
+    if path.is_file():
+        try:
+            return path.read_text(encoding="utf-8"), str(path), path.stem
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecipeError(f"{path}: cannot read recipe ({exc})") from exc
+    name = str(recipe)
+    stem = name[: -len(".toml")] if name.endswith(".toml") else name
+    if "/" not in stem and os.sep not in stem and stem in builtin_recipes():
+        text = resources.files(RECIPE_PACKAGE).joinpath(f"{stem}.toml").read_text(encoding="utf-8")
+        return text, f"builtin:{stem}", stem
+    raise RecipeError(
+        f"recipe {name!r}: no such file, and not a built-in recipe ({', '.join(builtin_recipes()) or 'none installed'})"
+    )
+
+
+def parse_recipe_text(text: str, source: str) -> dict[str, Any]:
+    """TOML text -> a raw tree, with the parser's message on one line."""
+    if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
+        raise UserError("reading recipes on Python 3.10 needs tomli: pip install tomli")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{source}: not valid TOML ({str(exc).splitlines()[0]})") from exc
+
+
+def load_recipe(
+    recipe: str | os.PathLike[str] | Recipe, overrides: Sequence[str | tuple[str, str]] = ()
+) -> Recipe:
+    """Load a recipe file or a built-in name, apply `--set` overrides, validate everything, return it."""
+    if isinstance(recipe, Recipe):
+        tree = apply_overrides(recipe.tree, overrides)
+        return Recipe(tree.get("name", recipe.name), recipe.source, validate_tree(tree, recipe.source))
+    text, source, stem = _read_recipe_text(recipe)
+    tree = validate_tree(parse_recipe_text(text, source), source)
+    tree = validate_tree(apply_overrides(tree, overrides), f"{source} with --set") if overrides else tree
+    return Recipe(str(tree.get("name", stem)), source, tree)

@@ -1,0 +1,170 @@
+"""Which real images calibrate int8 and which check parity: disjoint by construction.
+
+Calibration draws from the run's training data (config["data"], or the annotation file's data block).
+Parity uses the evaluation split (config["eval_data"]) when the run has one; when it has none, or fewer
+than `parity_images`, a held-out slice of training items (a fixed seeded permutation's tail) makes up the
+rest, and calibration never draws from that slice. The slice depends only on the seed and the parity
+count, so `--check-only` later picks the same images.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from coreg_edge.data import ImageSource, open_source
+from coreg_edge.errors import UserError
+from coreg_edge.runtime.image import ImageDecodeError
+
+EVALUATION, HELD_OUT, CALIBRATION = "evaluation", "held-out training", "calibration"
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Some items of one source: their indices and labels in the RUN's class order (-1 unknown)."""
+
+    source: ImageSource
+    name: str
+    role: str
+    indices: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def keys(self) -> set[tuple[str, int]]:
+        return {(self.name, int(i)) for i in self.indices}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": self.name,
+            "role": self.role,
+            "count": len(self),
+            "labelled": bool((self.labels >= 0).any()),
+        }
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    calibration: Subset
+    parity: tuple[Subset, ...]
+
+    @property
+    def disjoint(self) -> bool:
+        parity_keys = set().union(*(part.keys() for part in self.parity)) if self.parity else set()
+        return not (self.calibration.keys() & parity_keys)
+
+    @property
+    def num_parity(self) -> int:
+        return sum(len(part) for part in self.parity)
+
+
+def data_block(config: dict[str, Any], run: str | os.PathLike[str]) -> dict[str, Any]:
+    """The training data's {source, root, split, channels}: config["data"], else the annotation's."""
+    block = config.get("data")
+    if not block and config.get("annotation"):
+        from coreg_edge.annotation_file import load
+
+        path = Path(config["annotation"])
+        if not path.is_absolute() and not path.exists():
+            path = Path(run) / path
+        block = load(path).data
+    if not block or "root" not in block:
+        raise UserError(
+            f"{run}: the run's config names no training data (config.json 'data'), needed to calibrate"
+        )
+    return block
+
+
+def open_data(block: dict[str, Any] | str) -> tuple[ImageSource, str]:
+    """Reopen a data block ({source, root, split, channels}) or a DATA string; returns (source, its name)."""
+    if isinstance(block, str):
+        return open_source(block), block
+    channels = block.get("channels")
+    if block.get("source") == "builtin":
+        name = f"{block['root']}:{block['split']}" if block.get("split") else str(block["root"])
+    else:
+        name = str(block["root"])
+    return open_source(name, channels=channels), name
+
+
+def run_labels(source: ImageSource, class_names: Sequence[str]) -> np.ndarray:
+    """The source's labels mapped by class NAME onto the run's class order; -1 where unknown."""
+    labels = np.full(len(source), -1, dtype=np.int64)
+    if source.class_names is None or not len(source.labels):
+        return labels
+    position = {name: i for i, name in enumerate(class_names)}
+    mapping = np.asarray([position.get(name, -1) for name in source.class_names], dtype=np.int64)
+    known = source.labels >= 0
+    labels[known] = mapping[source.labels[known]]
+    return labels
+
+
+def plan_images(
+    config: dict[str, Any],
+    run: str | os.PathLike[str],
+    *,
+    calibration_images: int = 256,
+    parity_images: int = 256,
+    seed: int = 0,
+) -> ImagePlan:
+    """Choose calibration items (training data) and parity items (evaluation split, topped up with held-out
+    training items); the two never share an item."""
+    if calibration_images < 1:
+        raise UserError(f"--calibration-images must be >= 1 (got {calibration_images})")
+    class_names = config["class_names"]
+    train, train_name = open_data(data_block(config, run))
+    order = np.random.default_rng(seed).permutation(len(train))
+    parity: list[Subset] = []
+    eval_data = config.get("eval_data")
+    if eval_data:
+        source, name = open_data(eval_data)
+        parity.append(
+            Subset(source, name, EVALUATION, np.arange(len(source)), run_labels(source, class_names))
+        )
+    shortfall = max(0, parity_images - sum(len(part) for part in parity))
+    held = min(shortfall, len(train) // 2)  # calibration keeps at least half of the training items
+    train_labels = run_labels(train, class_names)
+    if held:
+        tail = np.sort(order[len(order) - held :])
+        parity.append(Subset(train, train_name, HELD_OUT, tail, train_labels[tail]))
+    pool = order[: len(order) - held]
+    chosen = np.sort(pool[:calibration_images])
+    calibration = Subset(train, train_name, CALIBRATION, chosen, train_labels[chosen])
+    plan = ImagePlan(calibration, tuple(parity))
+    if not plan.disjoint:  # only when eval_data names the training data itself
+        raise UserError(
+            f"{run}: eval_data {eval_data!r} is the training data; calibration and parity images must be disjoint"
+        )
+    return plan
+
+
+def iter_batches(
+    subsets: Sequence[Subset], batch_size: int, skipped: list[str] | None = None
+) -> Iterator[tuple[list[Image.Image], np.ndarray, np.ndarray]]:
+    """Yield (PIL images, run labels, is-evaluation mask) in batches; undecodable items are skipped
+    (their ids appended to `skipped`)."""
+    images: list[Image.Image] = []
+    labels: list[int] = []
+    is_eval: list[bool] = []
+    for part in subsets:
+        for index, label in zip(part.indices, part.labels, strict=True):
+            try:
+                images.append(part.source.load(int(index)))
+            except ImageDecodeError:
+                if skipped is not None:
+                    skipped.append(part.source.item_ids[int(index)])
+                continue
+            labels.append(int(label))
+            is_eval.append(part.role == EVALUATION)
+            if len(images) == batch_size:
+                yield images, np.asarray(labels), np.asarray(is_eval)
+                images, labels, is_eval = [], [], []
+    if images:
+        yield images, np.asarray(labels), np.asarray(is_eval)

@@ -1,0 +1,214 @@
+"""Parity: the exported files against PyTorch on real images, through the code a device runs.
+
+Each batch is preprocessed ONCE by the runtime (`Classifier.preprocess`, the transform the file's own
+metadata describes); PyTorch and every ONNX file (`Classifier.logits`) see that same array. Checks:
+
+    fp32 vs PyTorch   max |logit diff| <= 1e-4, identical top-1 on every image
+    int8 vs PyTorch   mean cosine similarity >= 0.99, top-1 agreement >= 98%,
+                      accuracy drop <= 1 point (when labels exist)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from coreg_edge.exporters.images import Subset, iter_batches
+
+from coreg_edge.runtime.classifier import Classifier
+from coreg_edge.utils import progress
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The contract's limits (CONTRACTS.md, "Parity and accuracy")."""
+
+    fp32_max_abs_diff: float = 1e-4
+    fp32_min_top1_agreement: float = 1.0
+    int8_min_cosine: float = 0.99
+    int8_min_top1_agreement: float = 0.98
+    int8_max_accuracy_drop: float = 0.01
+    min_images: int = 256
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Logits:
+    """Everything parity measured: PyTorch's logits, each ONNX file's, labels and the evaluation mask."""
+
+    reference: np.ndarray
+    onnx: dict[str, np.ndarray]
+    labels: np.ndarray
+    is_eval: np.ndarray
+    skipped: list[str]
+
+
+def collect_logits(
+    module: Any,
+    classifiers: Mapping[str, Classifier],
+    subsets: Sequence[Subset],
+    *,
+    batch_size: int = 32,
+    quiet: bool = False,
+) -> Logits:
+    """Run PyTorch (`module`) and every classifier on the same runtime-preprocessed batches."""
+    import torch
+
+    first = next(iter(classifiers.values()))
+    reference: list[np.ndarray] = []
+    outputs: dict[str, list[np.ndarray]] = {name: [] for name in classifiers}
+    labels: list[np.ndarray] = []
+    is_eval: list[np.ndarray] = []
+    skipped: list[str] = []
+    total = sum(len(part) for part in subsets)
+    with progress(None, desc="parity", total=total, quiet=quiet, unit="img") as bar, torch.no_grad():
+        for images, batch_labels, batch_eval in iter_batches(subsets, batch_size, skipped):
+            arrays = first.preprocess(images)
+            reference.append(module(torch.from_numpy(arrays)).numpy())
+            for name, classifier in classifiers.items():
+                outputs[name].append(classifier.logits(arrays))
+            labels.append(batch_labels)
+            is_eval.append(batch_eval)
+            bar.update(len(images))
+    width = len(first.class_names)
+    return Logits(
+        reference=np.concatenate(reference) if reference else np.zeros((0, width), np.float32),
+        onnx={
+            name: np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
+            for name, parts in outputs.items()
+        },
+        labels=np.concatenate(labels) if labels else np.zeros(0, np.int64),
+        is_eval=np.concatenate(is_eval) if is_eval else np.zeros(0, bool),
+        skipped=skipped,
+    )
+
+
+def _check(value: float | None, threshold: float, op: str) -> dict[str, Any]:
+    ok = (
+        value is not None
+        and math.isfinite(value)
+        and (value <= threshold if op == "<=" else value >= threshold)
+    )
+    return {
+        "value": None if value is None else float(value),
+        "threshold": threshold,
+        "op": op,
+        "ok": bool(ok),
+    }
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:
+    """Top-1 accuracy over the labelled rows (None when no row has a label)."""
+    known = labels >= 0
+    if not known.any():
+        return None
+    return float((logits[known].argmax(axis=1) == labels[known]).mean())
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity in float64."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
+
+
+def fp32_checks(reference: np.ndarray, logits: np.ndarray, limits: Thresholds) -> dict[str, dict[str, Any]]:
+    agreement = float((reference.argmax(1) == logits.argmax(1)).mean()) if len(logits) else None
+    diff = float(np.abs(reference - logits).max()) if len(logits) else None
+    return {
+        "max_abs_logit_diff": _check(diff, limits.fp32_max_abs_diff, "<="),
+        "top1_agreement": _check(agreement, limits.fp32_min_top1_agreement, ">="),
+    }
+
+
+def int8_checks(
+    reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, limits: Thresholds
+) -> dict[str, dict[str, Any]]:
+    agreement = float((reference.argmax(1) == logits.argmax(1)).mean()) if len(logits) else None
+    checks = {
+        "mean_cosine": _check(
+            float(cosine(reference, logits).mean()) if len(logits) else None, limits.int8_min_cosine, ">="
+        ),
+        "top1_agreement": _check(agreement, limits.int8_min_top1_agreement, ">="),
+    }
+    before, after = accuracy(reference, labels), accuracy(logits, labels)
+    if before is not None and after is not None:
+        checks["accuracy_drop"] = _check(before - after, limits.int8_max_accuracy_drop, "<=")
+    return checks
+
+
+def evaluate(
+    measured: Logits, kinds: Mapping[str, str], limits: Thresholds
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, Any] | None]:
+    """Checks per file ({file: {check: {value, threshold, op, ok}}}) and test accuracy per model.
+
+    `kinds` maps each file name to "fp32" or "int8". The accuracy-drop check uses the evaluation split's
+    labels when it has them, else the labelled held-out items; test accuracy is the evaluation split's only.
+    """
+    labels = measured.labels
+    eval_labels = np.where(measured.is_eval, labels, -1)
+    check_labels = eval_labels if (eval_labels >= 0).any() else labels
+    checks: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, kind in kinds.items():
+        logits = measured.onnx[name]
+        if kind == "fp32":
+            checks[name] = fp32_checks(measured.reference, logits, limits)
+        else:
+            checks[name] = int8_checks(measured.reference, logits, check_labels, limits)
+    test_accuracy = None
+    if (eval_labels >= 0).any():
+        test_accuracy = {"pytorch": accuracy(measured.reference, eval_labels)}
+        test_accuracy.update(
+            {kinds[name]: accuracy(logits, eval_labels) for name, logits in measured.onnx.items()}
+        )
+        test_accuracy["images"] = int((eval_labels >= 0).sum())
+    return checks, test_accuracy
+
+
+def first_failure(report: Mapping[str, Any]) -> str | None:
+    """A one-line reason for the first failed check (None when all passed)."""
+    for note in report.get("problems", []):
+        return note
+    for name, checks in report.get("checks", {}).items():
+        for check, result in checks.items():
+            if not result["ok"]:
+                value = "n/a" if result["value"] is None else f"{result['value']:.6g}"
+                return (
+                    f"parity failed: {name} {check} = {value} (needs {result['op']} {result['threshold']:g})"
+                )
+    return None
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """parity.json as a plain-text table (printed by `coreg-edge export`)."""
+    images = report.get("images", {})
+    lines = [
+        f"parity on {images.get('count', 0)} images ({', '.join(images.get('sources', [])) or 'none'}), "
+        f"batch {images.get('batch_size')}, vs PyTorch peer {report.get('peer')}",
+        f"{'file':<18} {'check':<20} {'value':>12} {'limit':>12}  result",
+    ]
+    for name, checks in report.get("checks", {}).items():
+        for check, result in checks.items():
+            value = "n/a" if result["value"] is None else f"{result['value']:.6g}"
+            limit = f"{result['op']} {result['threshold']:g}"
+            lines.append(
+                f"{name:<18} {check:<20} {value:>12} {limit:>12}  {'ok' if result['ok'] else 'FAIL'}"
+            )
+    accuracy_row = report.get("test_accuracy")
+    if accuracy_row:
+        parts = [f"{k} {v:.4f}" for k, v in accuracy_row.items() if k != "images" and v is not None]
+        lines.append(f"test accuracy ({accuracy_row['images']} images): {', '.join(parts)}")
+    sizes = report.get("files", {})
+    if sizes:
+        lines.append(
+            "sizes: " + ", ".join(f"{name} {info['bytes'] / 1e6:.2f} MB" for name, info in sizes.items())
+        )
+    for note in report.get("problems", []):
+        lines.append(f"problem: {note}")
+    lines.append("parity: OK" if report.get("ok") else "parity: FAILED")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""Bad input: a clear one-line error and a non-zero exit, never a traceback, never a half-written DIR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fails(result, code: int, *needles: str) -> None:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def test_missing_run_folder(runner, cli, tmp_path):
+    result = runner.invoke(cli, ["export", str(tmp_path / "nope"), "--out", str(tmp_path / "dist")])
+    _fails(result, 1, "no such run folder")
+    assert not (tmp_path / "dist").exists()
+
+
+def test_run_without_selection(run_copy, runner, cli, tmp_path):
+    (run_copy / "selection.json").unlink()
+    result = runner.invoke(cli, ["export", str(run_copy), "--out", str(tmp_path / "dist")])
+    _fails(result, 1, "selection.json")
+
+
+def test_unknown_peer(trained_run, runner, cli, tmp_path):
+    result = runner.invoke(cli, ["export", str(trained_run), "--out", str(tmp_path / "d"), "--peer", "c"])
+    _fails(result, 2, "--peer")
+
+
+def test_ensemble_needs_both_peers(run_copy, runner, cli, tmp_path):
+    (run_copy / "peer_b.safetensors").unlink()
+    result = runner.invoke(cli, ["export", str(run_copy), "--out", str(tmp_path / "d"), "--peer", "ensemble"])
+    _fails(result, 1, "needs both peers", "peer_b")
+    assert not any(Path(tmp_path / "d").glob("*.onnx"))
+
+
+def test_library_rejects_unknown_peer(trained_run, tmp_path):
+    import pytest
+    from coreg_edge.exporters.pipeline import export_run
+
+    from coreg_edge.errors import UserError
+
+    with pytest.raises(UserError, match="--peer must be one of"):
+        export_run(trained_run, tmp_path / "d", peer="c")
+
+
+def test_check_only_without_an_export(trained_run, runner, cli, tmp_path):
+    result = runner.invoke(cli, ["export", str(trained_run), "--out", str(tmp_path), "--check-only"])
+    _fails(result, 1, "no model.onnx to check")
+
+
+def test_out_is_a_file(trained_run, runner, cli, tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    result = runner.invoke(cli, ["export", str(trained_run), "--out", str(target)])
+    _fails(result, 1, "is a file")

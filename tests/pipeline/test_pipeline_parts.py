@@ -1,0 +1,81 @@
+"""Pipeline pieces without training: input fingerprints, class wording, the run-folder guard."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from coreg_edge.annotation_file import load
+from coreg_edge.pipeline import _annotate, annotate_call, fingerprint, input_fingerprint
+from coreg_edge.recipe import load_recipe
+
+
+def test_input_fingerprints(tmp_path):
+    assert input_fingerprint("digits") == "builtin:digits"
+    assert input_fingerprint("cifar10:test") == "builtin:cifar10:test"
+    assert input_fingerprint("default") == "name:default"
+    folder = tmp_path / "images"
+    (folder / "cat").mkdir(parents=True)
+    (folder / "cat" / "a.png").write_bytes(b"x")
+    first = input_fingerprint(folder)
+    assert first.startswith("folder:") and input_fingerprint(folder) == first
+    (folder / "cat" / "b.png").write_bytes(b"y")
+    second = input_fingerprint(folder)
+    assert second != first
+    os.utime(folder / "cat" / "b.png", ns=(1, 1))
+    assert input_fingerprint(folder) != second
+    file = tmp_path / "templates.txt"
+    file.write_text("a photo of a {}\n")
+    digest = input_fingerprint(file)
+    file.write_text("a picture of a {}\n")
+    assert input_fingerprint(file) != digest and digest.startswith("sha256:")
+
+
+def test_fingerprint_depends_on_settings_and_inputs():
+    base = fingerprint({"epochs": 2}, {"annotation": "abc"})
+    assert base == fingerprint({"epochs": 2}, {"annotation": "abc"})
+    assert base != fingerprint({"epochs": 3}, {"annotation": "abc"})
+    assert base != fingerprint({"epochs": 2}, {"annotation": "abd"})
+
+
+def test_wording_reaches_the_prompts_and_names_stay_plain(tmp_path, tiny_clip):
+    """A built-in dataset annotated by (a tiny random) CLIP with a recipe wording: prompts are worded,
+    the annotation's class names stay the dataset's, so the exported model answers "3", not "digit 3"."""
+    from coreg_edge.annotation_file import load
+
+    config, checkpoint = tiny_clip
+    recipe = load_recipe(
+        "digits",
+        [
+            "annotate.annotator=clip",
+            f"annotate.clip_model={config}",
+            f"annotate.pretrained={checkpoint}",
+            'annotate.templates=["a photo of the {}", "a drawing of the {}"]',
+            "classes.wording=handwritten digit {}",
+            "device=cpu",
+        ],
+    )
+    out = tmp_path / "ann.npz"
+    call = annotate_call(recipe, tmp_path)
+    (tmp_path / "templates.txt").write_text("a photo of the {}\na drawing of the {}\n")
+    _annotate(recipe, call, out, quiet=True)
+    ann = load(out)
+    assert ann.class_names == [str(i) for i in range(10)]
+    assert ann.extra["prompt_names"][3] == "handwritten digit 3"
+    assert ann.templates == ["a photo of the {}", "a drawing of the {}"]
+    assert ann.votes.shape == (1437, 2) and np.all(ann.candidates.sum(1) >= 1)
+
+
+def test_wording_on_an_image_folder_words_the_prompts(tmp_path, class_folder, tiny_clip):
+    config, checkpoint = tiny_clip
+    recipe_file = tmp_path / "r.toml"
+    recipe_file.write_text(
+        f'[data]\ntrain = "{class_folder}"\n[classes]\nwording = "a {{}} face"\n'
+        f'[annotate]\nclip_model = "{config}"\npretrained = "{checkpoint}"\n'
+    )
+    recipe = load_recipe(recipe_file)
+    _annotate(recipe, annotate_call(recipe, tmp_path), tmp_path / "ann.npz", quiet=True)
+    ann = load(tmp_path / "ann.npz")
+    assert ann.class_names == ["bird", "cat", "dog"]
+    assert ann.extra["prompt_names"] == ["a bird face", "a cat face", "a dog face"]

@@ -1,0 +1,265 @@
+"""`coreg-edge run digits` end to end with a tiny budget: every stage, then skip, resume and re-run rules.
+
+One real pipeline run (a Co-Reg pair, 1 warm-up + 1 Co-Reg epoch) is built once per module; each test that
+changes something works on a copy of that run folder, so the tests do not depend on their order.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from coreg_edge.pipeline import STAGES
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "--set", "train.epochs=2", "--set", "train.warmup=1", "--set", "train.batch_size=64",
+    "--set", "train.coreg.queue_size=256", "--set", "export.calibration_images=64",
+    "--set", "bench.iters=3", "--set", "bench.warmup=1",
+]  # fmt: skip
+OUTPUTS = [
+    "annotation.npz",
+    "train/config.json",
+    "train/selection.json",
+    "train/peer_a.safetensors",
+    "train/peer_b.safetensors",
+    "export/model.onnx",
+    "export/model.int8.onnx",
+    "export/parity.json",
+    "bench.json",
+]
+
+
+def run_cli(runner, cli, out: Path, *extra: str):
+    return runner.invoke(cli, ["run", "digits", "--out", str(out), *TINY, "--json", *extra])
+
+
+def mtimes(run: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(run)): p.stat().st_mtime_ns
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and p.name != "summary.json"
+    }
+
+
+def statuses(summary: dict) -> dict[str, str]:
+    return {stage: info["status"] for stage, info in summary["stages"].items()}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    from click.testing import CliRunner
+
+    from coreg_edge.cli import cli
+
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    result = run_cli(CliRunner(), cli, out)
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def copy_run(first_run, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(first_run[0], run)
+    return run
+
+
+def test_first_run_writes_every_stage_and_the_summary(first_run):
+    run, summary = first_run
+    for rel in OUTPUTS:
+        assert (run / rel).is_file(), rel
+    assert statuses(summary) == dict.fromkeys(STAGES, "ran")
+    assert json.loads((run / "summary.json").read_text()) == summary
+    ann = summary["annotation"]
+    assert ann["num_items"] == 1437 and 2.0 < ann["mean_candidates"] < 5.0 and 0.5 < ann["coverage"] <= 1.0
+    train = summary["train"]
+    assert train["selected"] in ("a", "b") and set(train["test_accuracy"]) == {
+        "a",
+        "b",
+        "ensemble",
+        "selected",
+    }
+    assert train["test_accuracy"]["selected"] == train["test_accuracy"][train["selected"]]
+    for kind in ("fp32", "int8"):
+        entry = summary["export"][kind]
+        assert entry["bytes"] > 0 and entry["parity_ok"] is True and 0.0 <= entry["test_accuracy"] <= 1.0
+    assert summary["export"]["int8"]["bytes"] < summary["export"]["fp32"]["bytes"]
+    for key in ("fp32_ms_b1", "int8_ms_b1", "fp32_ms_b32", "int8_ms_b32"):
+        assert summary["bench"][key] > 0
+    assert summary["deployable"] == "export/model.int8.onnx"
+    assert all(info["seconds"] >= 0 for info in summary["stages"].values())
+    bench = json.loads((run / "bench.json").read_text())
+    assert {"model", "bytes", "provider", "threads", "cpu_flags", "results", "vs", "ratios"} <= set(bench)
+    stages = json.loads((run / "stages.json").read_text())["stages"]
+    assert all(stages[s]["status"] == "done" and len(stages[s]["fingerprint"]) == 64 for s in STAGES)
+    assert set(stages["train"]["outputs"]) == {f"train/{n}" for n in
+                                              ("config.json", "selection.json", "peer_a.safetensors", "peer_b.safetensors")}  # fmt: skip
+    recipe = json.loads((run / "recipe.json").read_text())
+    assert recipe["train"]["epochs"] == 2 and recipe["train"]["coreg"]["queue_size"] == 256
+
+
+def test_second_run_skips_every_stage(runner, cli, first_run, tmp_path):
+    run = copy_run(first_run, tmp_path)
+    before, stages_before = mtimes(run), (run / "stages.json").read_bytes()
+    result = run_cli(runner, cli, run)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert statuses(summary) == dict.fromkeys(STAGES, "skipped")
+    assert mtimes(run) == before and (run / "stages.json").read_bytes() == stages_before
+    assert summary["train"] == first_run[1]["train"] and summary["bench"] == first_run[1]["bench"]
+    assert result.stderr.count("skipped") == len(STAGES)
+
+
+def test_table_ends_with_the_deployable_model(runner, cli, first_run, tmp_path):
+    run = copy_run(first_run, tmp_path)
+    result = runner.invoke(cli, ["run", "digits", "--out", str(run), *TINY])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert any(line.split()[:2] == ["int8", "export/model.int8.onnx"] for line in lines)
+    assert f"deployable model: {run / 'export' / 'model.int8.onnx'}" in result.stdout
+    assert "test acc" in result.stdout and "p50 b32" in result.stdout
+
+
+def test_interrupted_export_resumes_at_export_without_retraining(
+    runner, cli, first_run, tmp_path, monkeypatch
+):
+    import coreg_edge.exporters.pipeline as exporter
+
+    run = copy_run(first_run, tmp_path)
+    shutil.rmtree(run / "export")  # a previous export that never finished left nothing under final names
+    (run / "bench.json").unlink()
+    original = exporter.export_run
+
+    @functools.wraps(original)  # same signature: the pipeline checks recipe keys against it
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(exporter, "export_run", interrupted)
+    result = run_cli(runner, cli, run)
+    assert result.exit_code == 130, result.output
+    assert "interrupted during export" in result.stderr and "run the same command again" in result.stderr
+    assert not (run / "summary.json").exists()
+    assert json.loads((run / "stages.json").read_text())["stages"]["export"]["status"] == "started"
+
+    monkeypatch.setattr(exporter, "export_run", original)
+    before = mtimes(run)
+    result = run_cli(runner, cli, run)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert statuses(summary) == {"annotate": "skipped", "train": "skipped", "export": "ran", "bench": "ran"}
+    after = mtimes(run)
+    for rel in (
+        "annotation.npz",
+        "train/peer_a.safetensors",
+        "train/peer_b.safetensors",
+        "train/checkpoint.pt",
+    ):
+        assert after[rel] == before[rel], rel
+    assert summary["export"]["int8"]["parity_ok"] and (run / "export/model.int8.onnx").is_file()
+
+
+def test_changed_settings_rerun_only_downstream_stages(runner, cli, first_run, tmp_path):
+    run = copy_run(first_run, tmp_path)
+    result = run_cli(runner, cli, run, "--set", "export.int8=false")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert statuses(summary) == {"annotate": "skipped", "train": "skipped", "export": "ran", "bench": "ran"}
+    assert summary["export"]["int8"] is None and not (run / "export/model.int8.onnx").exists()
+    assert summary["deployable"] == "export/model.onnx" and summary["bench"]["int8_ms_b1"] is None
+
+    result = run_cli(runner, cli, run, "--set", "export.int8=false", "--set", "bench.iters=4")
+    assert statuses(json.loads(result.stdout))["bench"] == "ran"
+    assert statuses(json.loads(result.stdout))["export"] == "skipped"
+
+
+def test_a_damaged_output_reruns_its_stage(runner, cli, first_run, tmp_path):
+    run = copy_run(first_run, tmp_path)
+    (run / "bench.json").write_text("{}")
+    result = run_cli(runner, cli, run)
+    assert result.exit_code == 0, result.output
+    assert statuses(json.loads(result.stdout)) == {**dict.fromkeys(STAGES, "skipped"), "bench": "ran"}
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(runner, cli, tmp_path, monkeypatch):
+    import coreg_edge.training.trainer as trainer
+    from coreg_edge.training import run_folder as rf
+
+    run = tmp_path / "run"
+    args = ["--set", "train.method=proden", "--set", "train.epochs=3", "--set", "export.int8=false",
+            "--set", "bench.batch_sizes=1", "--set", "bench.iters=2"]  # fmt: skip
+    original = trainer.baseline_epoch
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_2(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:  # epoch 0 finished and was checkpointed
+            raise KeyboardInterrupt
+        return original(*a, **kw)
+
+    monkeypatch.setattr(trainer, "baseline_epoch", interrupt_in_epoch_2)
+    result = run_cli(runner, cli, run, *args)
+    assert result.exit_code == 130 and "training resumes" in result.stderr, result.output
+    assert len(rf.read_metrics(run / "train")) == 1 and not (run / "train/selection.json").exists()
+
+    monkeypatch.setattr(trainer, "baseline_epoch", original)
+    seen = []
+    real_train = trainer.train
+
+    def spy(*a, **kw):
+        seen.append(kw.get("resume", False))
+        return real_train(*a, **kw)
+
+    monkeypatch.setattr(trainer, "train", spy)
+    result = run_cli(runner, cli, run, *args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (
+        seen == [True]
+        and statuses(summary)["train"] == "resumed"
+        and statuses(summary)["annotate"] == "skipped"
+    )
+    assert [m["epoch"] for m in rf.read_metrics(run / "train")] == [0, 1, 2]
+
+    # Different training settings: the partial run is discarded, not resumed.
+    seen.clear()
+    result = run_cli(runner, cli, run, *args, "--set", "train.epochs=2")
+    assert result.exit_code == 0, result.output
+    assert seen == [False] and statuses(json.loads(result.stdout))["train"] == "ran"
+    assert len(rf.read_metrics(run / "train")) == 2
+
+
+def test_a_folder_that_is_not_a_run_is_refused(runner, cli, tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    result = runner.invoke(cli, ["run", "digits", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "not a coreg-edge run folder" in result.output
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_demo_is_run_digits(runner, cli, first_run, tmp_path):
+    run = copy_run(first_run, tmp_path)
+    result = runner.invoke(cli, ["demo", "--out", str(run), *TINY, "--json"])
+    assert result.exit_code == 0, result.output
+    assert statuses(json.loads(result.stdout)) == dict.fromkeys(STAGES, "skipped")
+
+
+def test_failed_parity_is_reported_in_the_summary(runner, cli, first_run, tmp_path, monkeypatch):
+    import coreg_edge.exporters.pipeline as exporter
+
+    run = copy_run(first_run, tmp_path)
+    monkeypatch.setattr(exporter, "Thresholds", functools.partial(exporter.Thresholds, int8_min_cosine=1.01))
+    result = run_cli(runner, cli, run, "--set", "export.calibration_images=65")
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("Error: parity failed: model.int8.onnx mean_cosine")
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["ok"] is False and "mean_cosine" in summary["error"]
+    assert summary["export"]["int8"]["parity_ok"] is False and summary["deployable"] is None
+    assert summary["stages"]["export"]["status"] == "failed" and summary["bench"] is None
+    assert not (run / "export/model.int8.onnx").exists()
+    assert json.loads((run / "stages.json").read_text())["stages"]["export"]["status"] == "failed"

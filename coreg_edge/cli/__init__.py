@@ -43,9 +43,18 @@ def cli() -> None:
     """Label-free edge classifiers: annotate with CLIP, train Co-Reg, export ONNX int8, run on a device.
 
     \b
-    Stages:
-      coreg-edge annotate DATA --classes ... --out ann.npz
-      coreg-edge info ann.npz --json
+    Quick start (offline, minutes on a laptop CPU):
+      coreg-edge demo
+    \b
+    Stages, one by one:
+      coreg-edge annotate DATA --classes a,b,c --out ann.npz
+      coreg-edge train ann.npz --backbone resnet18 --out runs/NAME
+      coreg-edge export runs/NAME --int8 --out dist/NAME
+      coreg-edge predict dist/NAME/model.int8.onnx IMAGE...
+      coreg-edge bench dist/NAME/model.int8.onnx --vs dist/NAME/model.onnx
+    \b
+    All of them from a recipe, resumable:
+      coreg-edge run cifar10 --download
     """
 
 

@@ -12,6 +12,9 @@ import click
 
 from coreg_edge.errors import UserError
 
+# What the `train` extra brings; the device install (numpy, onnxruntime, pillow, click) lacks these.
+TRAIN_EXTRA_MODULES = {"torch", "torchvision", "timm", "open_clip", "onnx", "onnxscript", "sklearn", "safetensors"}
+
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--device, --seed and --quiet, identical on every command."""
@@ -49,20 +52,35 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except ImportError as exc:
+            if (exc.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+                _unexpected(exc)
+            command = click.get_current_context().info_name
+            click.echo(
+                f"Error: coreg-edge {command} needs the training extras ({exc.name} is not installed): "
+                "pip install 'coreg-edge[train]'",
+                err=True,
+            )
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for users
-            if os.environ.get("COREG_EDGE_DEBUG"):
-                raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            click.echo(
-                f"Error: unexpected {type(exc).__name__}: {first} (set COREG_EDGE_DEBUG=1 for the traceback)",
-                err=True,
-            )
-            sys.exit(1)
+            _unexpected(exc)
 
     return wrapper
+
+
+def _unexpected(exc: BaseException) -> None:
+    """One line for a bug or an unforeseen failure; COREG_EDGE_DEBUG=1 re-raises for the traceback."""
+    if os.environ.get("COREG_EDGE_DEBUG"):
+        raise exc
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    click.echo(
+        f"Error: unexpected {type(exc).__name__}: {first} (set COREG_EDGE_DEBUG=1 for the traceback)", err=True
+    )
+    sys.exit(1)
 
 
 def echo(message: str, quiet: bool = False) -> None:

@@ -156,4 +156,7 @@ def export(
         show(exc.report)
         raise
     show(report)
-    echo(f"wrote {', '.join(report['files'])} and parity.json to {out}", quiet)
+    if check_only:
+        echo(f"checked {', '.join(report['files'])} in {out}; updated parity.json", quiet)
+    else:
+        echo(f"wrote {', '.join(report['files'])} and parity.json to {out}", quiet)

@@ -166,7 +166,12 @@ def predict(
         writer.writerow(_csv_header(k))
     rows: list[tuple[str, Prediction]] = []
     failed = 0
-    bar = tqdm(total=len(paths), unit="img", file=sys.stderr, disable=quiet or len(paths) <= batch_size)
+    bar = tqdm(
+        total=len(paths),
+        unit="img",
+        file=sys.stderr,
+        disable=quiet or len(paths) <= batch_size or not sys.stderr.isatty(),
+    )
     with bar:
         predictions = classifier.iter_predict(paths, topk=topk, batch_size=batch_size, skip_errors=True)
         for path, prediction in zip(paths, predictions, strict=True):

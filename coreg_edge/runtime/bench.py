@@ -169,7 +169,7 @@ def run_bench(
         total=len(batch_sizes) * (warmup + iters),
         desc="bench",
         unit="iter",
-        disable=not progress,
+        disable=not progress or not sys.stderr.isatty(),
         file=sys.stderr,
     )
     with bar:

@@ -26,3 +26,18 @@ def test_without_evaluation_split_a_held_out_slice_never_calibrates():
     assert (held.labels >= 0).all()
     again = plan_images(CONFIG, "run", calibration_images=10, parity_images=300)
     assert list(again.parity[0].indices) == list(held.indices)  # --check-only finds the same images
+
+
+def test_fp32_parity_does_not_need_the_training_data(tmp_path):
+    import pytest
+
+    from coreg_edge.errors import UserError
+
+    moved = {
+        **CONFIG,
+        "data": {"source": "folder", "root": str(tmp_path / "gone"), "split": None, "channels": 3},
+    }
+    plan = plan_images({**moved, "eval_data": "digits:test"}, "run", calibrate=False)
+    assert plan.calibration is None and plan.num_parity == 360 and plan.disjoint
+    with pytest.raises(UserError, match="gone"):
+        plan_images({**moved, "eval_data": "digits:test"}, "run", calibrate=True)

@@ -25,7 +25,7 @@ class _BlockHostPackages:
 
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in self.blocked:
-            raise ImportError(f"{{name}} is blocked: this test simulates a device install")
+            raise ModuleNotFoundError(f"{{name}} is blocked: this test simulates a device install", name=name)
         return None
 
 sys.meta_path.insert(0, _BlockHostPackages())
@@ -92,3 +92,14 @@ def test_predict_and_bench_without_torch(tiny, image_folder: Path, device_env: d
         library.stderr
     )
     assert _run(device_env, "-m", "coreg_edge", "predict", "--help").returncode == 0
+
+
+def test_host_commands_on_a_device_install_name_the_extra(device_env: dict[str, str], tmp_path: Path) -> None:
+    for args in (
+        ["train", "ann.npz", "--out", tmp_path / "run"],
+        ["annotate", "digits", "--out", tmp_path / "a.npz"],
+    ):
+        result = _run(device_env, "-m", "coreg_edge", *args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1, result.stderr
+        assert "pip install 'coreg-edge[train]'" in lines[0]

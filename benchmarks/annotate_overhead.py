@@ -30,8 +30,12 @@ SMALL_VIT = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="small", help="open_clip name, a config JSON, or 'small' (built in)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", default="small", help="open_clip name, a config JSON, or 'small' (built in)"
+    )
     parser.add_argument("--passes", type=int, default=10000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--templates", default="default")

@@ -52,11 +52,15 @@ class Subset:
 
 @dataclass(frozen=True)
 class ImagePlan:
-    calibration: Subset
+    """Calibration items (None when not quantizing) and the parity items, one Subset per source."""
+
+    calibration: Subset | None
     parity: tuple[Subset, ...]
 
     @property
     def disjoint(self) -> bool:
+        if self.calibration is None:
+            return True
         parity_keys = set().union(*(part.keys() for part in self.parity)) if self.parity else set()
         return not (self.calibration.keys() & parity_keys)
 
@@ -113,14 +117,14 @@ def plan_images(
     calibration_images: int = 256,
     parity_images: int = 256,
     seed: int = 0,
+    calibrate: bool = True,
 ) -> ImagePlan:
     """Choose calibration items (training data) and parity items (evaluation split, topped up with held-out
-    training items); the two never share an item."""
+    training items); the two never share an item. The training data is opened only when it is needed
+    (calibrate, or a top-up), so an fp32 export works where only the evaluation split is at hand."""
     if calibration_images < 1:
         raise UserError(f"--calibration-images must be >= 1 (got {calibration_images})")
     class_names = config["class_names"]
-    train, train_name = open_data(data_block(config, run))
-    order = np.random.default_rng(seed).permutation(len(train))
     parity: list[Subset] = []
     eval_data = config.get("eval_data")
     if eval_data:
@@ -129,14 +133,19 @@ def plan_images(
             Subset(source, name, EVALUATION, np.arange(len(source)), run_labels(source, class_names))
         )
     shortfall = max(0, parity_images - sum(len(part) for part in parity))
+    if not (calibrate or shortfall):
+        return ImagePlan(None, tuple(parity))
+    train, train_name = open_data(data_block(config, run))
+    order = np.random.default_rng(seed).permutation(len(train))
     held = min(shortfall, len(train) // 2)  # calibration keeps at least half of the training items
     train_labels = run_labels(train, class_names)
     if held:
         tail = np.sort(order[len(order) - held :])
         parity.append(Subset(train, train_name, HELD_OUT, tail, train_labels[tail]))
-    pool = order[: len(order) - held]
-    chosen = np.sort(pool[:calibration_images])
-    calibration = Subset(train, train_name, CALIBRATION, chosen, train_labels[chosen])
+    calibration = None
+    if calibrate:
+        chosen = np.sort(order[: len(order) - held][:calibration_images])
+        calibration = Subset(train, train_name, CALIBRATION, chosen, train_labels[chosen])
     plan = ImagePlan(calibration, tuple(parity))
     if not plan.disjoint:  # only when eval_data names the training data itself
         raise UserError(

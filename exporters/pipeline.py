@@ -130,7 +130,12 @@ def export_run(
     module = load_peer_module(run, resolved)
     transform = preprocess_config(run)
     plan = plan_images(
-        config, run, calibration_images=calibration_images, parity_images=parity_images, seed=seed
+        config,
+        run,
+        calibration_images=calibration_images,
+        parity_images=parity_images,
+        seed=seed,
+        calibrate=int8,
     )
     limits = Thresholds(min_images=parity_images)
     meta = make_metadata(
@@ -147,7 +152,7 @@ def export_run(
         used_opset = to_onnx(module, stage.path(FP32_NAME), transform.shape, opset=opset, dynamo=dynamo)
         set_metadata(stage.path(FP32_NAME), meta)
         calibration = None
-        if settings is not None:
+        if settings is not None and plan.calibration is not None:
             reader = ImageCalibrationReader(
                 open_classifier(stage.path(FP32_NAME), batch_size), plan.calibration, batch_size, quiet
             )
@@ -224,14 +229,7 @@ def check_export(
     resolved = resolve_peer(run, peer or meta.get("peer") or "selected")
     module = load_peer_module(run, resolved)
     previous = _previous_report(out / PARITY_NAME)
-    calibration = previous.get("calibration") or {}
-    plan = plan_images(
-        config,
-        run,
-        calibration_images=calibration.get("count") or 256,
-        parity_images=parity_images,
-        seed=seed,
-    )
+    plan = plan_images(config, run, parity_images=parity_images, seed=seed, calibrate=False)
     header = {
         "run": str(run),
         "peer": resolved,

@@ -20,7 +20,9 @@ of 360 images, within noise), so they are on. MinMax is the fastest calibration 
 entropy / percentile stay available for models with outlier activations. Caveat: on AVX2 CPUs WITHOUT
 VNNI, onnxruntime's U8S8 kernel (vpmaddubsw) can saturate int16 sums; parity would catch the accuracy loss
 there, and `--activation-type int8` is the fallback. (The machine was shared during the measurement, load
-~3 on 2 cores; the ratios come from interleaved timing, the S8S8 / U8S8 gap is far larger than the noise.)
+~3 on 2 cores; the ratios come from interleaved timing, the S8S8 / U8S8 gap is far larger than the noise.
+Re-measured idle with `benchmarks/export_bench.py`: the default U8S8 per-channel file at 0.253x fp32, batch 32
+at 0.27x and batch 1 at 0.38x fp32 latency, -0.28 points of accuracy.)
 """
 
 from __future__ import annotations

@@ -44,6 +44,14 @@ Examples:
     help="3x3 stride-1 stem for ResNets. Default: on at <= 64 px.",
 )
 @click.option(
+    "--strong-augment",
+    type=click.Choice(["auto", "randaugment", "cutout", "weak"]),
+    default="auto",
+    show_default=True,
+    help="Strong view: auto = the dataset's rule (RandAugment + Cutout; Cutout only for Fashion-MNIST); "
+    "weak = the weak view (tiny inputs, where RandAugment + Cutout destroy the content).",
+)
+@click.option(
     "--holdout", type=float, default=0.05, show_default=True, help="Share held out for peer selection."
 )
 @click.option(

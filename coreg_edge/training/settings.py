@@ -26,6 +26,7 @@ class TrainSettings:
     image_size: int | None = None  # None: the dataset's own (32 for folders)
     channels: int | None = None
     small_stem: bool | None = None
+    strong_augment: str = "auto"  # randaugment | cutout | weak; auto: the dataset's rule (spec section 9)
     holdout: float = 0.05  # share of annotated items held out for label-free peer selection
     seed: int = 0
     device: str = "auto"
@@ -56,7 +57,8 @@ class TrainSettings:
         if not 0.0 <= self.holdout < 0.5:
             raise UserError(f"--holdout must be within [0, 0.5) (got {self.holdout})")
         for name, allowed in (("compile", ("auto", "on", "off")), ("amp", ("auto", "on", "off")),
-                              ("channels_last", ("auto", "on", "off"))):  # fmt: skip
+                              ("channels_last", ("auto", "on", "off")),
+                              ("strong_augment", ("auto", "randaugment", "cutout", "weak"))):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
 

@@ -162,9 +162,10 @@ def train(
     amp_dtype = None
     if settings.amp == "on" or (settings.amp == "auto" and cuda):
         amp_dtype = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
-    info = _dataset_flip(ann.data)
+    flip, strong = _dataset_views(ann.data, settings.strong_augment)
     views = Views(
-        ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=info), seed=settings.seed
+        ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=flip, strong=strong),
+        seed=settings.seed,
     )
     ctx = Context(
         device=device, images=data.images.to(device), candidates=data.candidates.to(device),
@@ -259,12 +260,16 @@ def train(
     return _finish(out, ctx, peers, holdout_rows, eval_set, val_set, settings, quiet)
 
 
-def _dataset_flip(data_block: dict) -> bool:
+def _dataset_views(data_block: dict, strong_augment: str) -> tuple[bool, str]:
+    """(horizontal flips allowed, strong-view policy) for the annotated data (COREG_SPEC.md sections 6, 9)."""
     from coreg_edge.data import DATASETS
 
-    if data_block.get("source") == "builtin":
-        return DATASETS[data_block["root"]].flip
-    return True
+    info = DATASETS.get(data_block.get("root")) if data_block.get("source") == "builtin" else None
+    flip = info.flip if info is not None else True
+    if strong_augment != "auto":
+        return flip, strong_augment
+    # Fashion-MNIST (and FER2013) use crop + flip + one zero-filled Cutout, no RandAugment.
+    return flip, "cutout" if info is not None and info.name in ("fmnist", "fer2013") else "randaugment"
 
 
 def _evaluate(ctx: Context, peers: list[Peer], holdout_rows, eval_set, val_set) -> dict[str, Any]:

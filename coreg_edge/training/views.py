@@ -41,7 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-STRONG_POLICIES = ("randaugment", "cutout")
+# "weak" (ours): the strong view is the weak one. For tiny inputs (16 px digits) RandAugment + a Cutout of up
+# to half the side destroys the content: measured on the digits demo, Co-Reg's selected peer went from
+# 0.939 (randaugment) to 0.953 with "weak", and its post-warm-up epochs improved instead of degrading.
+STRONG_POLICIES = ("randaugment", "cutout", "weak")
 RANDAUGMENT_OPS = (
     "identity",
     "autocontrast",
@@ -140,6 +143,8 @@ class Views:
 
     def strong(self, images: Tensor) -> Tensor:
         """Weak + RandAugment (1 op, random magnitude) + grey Cutout, or weak + zero Cutout ("cutout")."""
+        if self.config.strong == "weak":
+            return self.weak(images)
         self._check(images)
         x = self._crop_flip(images)
         if self.config.strong == "cutout":

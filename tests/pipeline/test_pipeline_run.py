@@ -17,8 +17,10 @@ from coreg_edge.pipeline import STAGES
 
 pytestmark = pytest.mark.slow
 
+# Confident margins fast (int8 parity is meaningless on near-tied logits, CONTRACTS.md): a warm-up without the
+# entropy term learns digits in two epochs.
 TINY = [
-    "--set", "train.epochs=2", "--set", "train.warmup=1", "--set", "train.batch_size=64",
+    "--set", "train.epochs=3", "--set", "train.warmup=2", "--set", "train.coreg.warmup_entropy_weight=0",
     "--set", "train.coreg.queue_size=256", "--set", "export.calibration_images=64",
     "--set", "bench.iters=3", "--set", "bench.warmup=1",
 ]  # fmt: skip
@@ -100,7 +102,7 @@ def test_first_run_writes_every_stage_and_the_summary(first_run):
     assert set(stages["train"]["outputs"]) == {f"train/{n}" for n in
                                               ("config.json", "selection.json", "peer_a.safetensors", "peer_b.safetensors")}  # fmt: skip
     recipe = json.loads((run / "recipe.json").read_text())
-    assert recipe["train"]["epochs"] == 2 and recipe["train"]["coreg"]["queue_size"] == 256
+    assert recipe["train"]["epochs"] == 3 and recipe["train"]["coreg"]["queue_size"] == 256
 
 
 def test_second_run_skips_every_stage(runner, cli, first_run, tmp_path):

@@ -106,7 +106,11 @@ def test_info_on_onnx_needs_no_torch_onnx_or_onnxruntime(exported):
     )
     path = exported.out / "model.onnx"
     result = subprocess.run(
-        [sys.executable, "-c", code, "info", str(path), "--json"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code, "info", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=exported.out,  # not the checkout: `-c` puts the cwd first on sys.path, shadowing the install
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["bytes"] == path.stat().st_size

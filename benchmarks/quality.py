@@ -1,8 +1,9 @@
 """Quality vs baselines on digits with synthetic candidate sets: same backbone, views, epochs and batch.
 
     python benchmarks/quality.py [--seeds 0,1,2] [--settings 0.3:0.2,0.1:0.1] [--methods coreg,proden,...]
-                                 [--backbone test_resnet] [--image-size 16] [--epochs 20] [--warmup 12]
-                                 [--batch-size 32] [--lr 0.05] [--out benchmarks/results/quality.json]
+                                 [--backbone test_resnet] [--image-size 16] [--epochs 20] [--warmup 10]
+                                 [--batch-size 32] [--lr 0.05] [--strong-augment weak]
+                                 [--out benchmarks/results/quality.json]
 
 Every method trains for the same number of epochs (Co-Reg's warm-up included) on the same annotation file
 per (setting, seed); test accuracy on digits:test is reported only, never used to choose. Prints mean +- std
@@ -35,10 +36,13 @@ def main() -> None:
     parser.add_argument("--backbone", default="test_resnet")
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--queue-size", type=int, default=1024)
+    parser.add_argument(
+        "--strong-augment", default="weak", help="strong views (weak: the digits recipe's choice)"
+    )
     parser.add_argument("--out", default="benchmarks/results/quality.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="coreg-quality-"))
@@ -56,6 +60,7 @@ def main() -> None:
                     ann, work / f"{ann.stem}-{method}", method=method, backbone=args.backbone,
                     image_size=args.image_size, epochs=args.epochs, warmup=args.warmup if method == "coreg" else None,
                     batch_size=args.batch_size, seed=seed, eval_data="digits:test", quiet=True,
+                    strong_augment=args.strong_augment,
                     coreg={"lr": args.lr, "queue_size": args.queue_size},
                 )  # fmt: skip
                 acc = summary["test_accuracy"]

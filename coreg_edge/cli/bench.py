@@ -6,7 +6,7 @@ import json
 
 import click
 
-from coreg_edge.cli.common import common_options, handle_errors
+from coreg_edge.cli.common import common_options, handle_errors, threads_option
 from coreg_edge.runtime.bench import format_report, run_bench
 from coreg_edge.runtime.metadata import parse_size
 from coreg_edge.runtime.session import providers_for_device
@@ -46,12 +46,7 @@ model's own input shape; images/s = batch size / mean latency.
     callback=_batch_sizes,
     help="Comma-separated batch sizes to time.",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="onnxruntime intra-op threads [default: physical cores].",
-)
+@threads_option
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs per batch size."
 )

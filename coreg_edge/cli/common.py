@@ -13,7 +13,16 @@ import click
 from coreg_edge.errors import UserError
 
 # What the `train` extra brings; the device install (numpy, onnxruntime, pillow, click) lacks these.
-TRAIN_EXTRA_MODULES = {"torch", "torchvision", "timm", "open_clip", "onnx", "onnxscript", "sklearn", "safetensors"}
+TRAIN_EXTRA_MODULES = {
+    "torch",
+    "torchvision",
+    "timm",
+    "open_clip",
+    "onnx",
+    "onnxscript",
+    "sklearn",
+    "safetensors",
+}
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -32,6 +41,15 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         help="Where to compute; auto = cuda when available.",
     )(func)
     return func
+
+
+# onnxruntime's intra-op thread count, the same option on every device command.
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="onnxruntime intra-op threads [default: physical cores].",
+)
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -78,7 +96,8 @@ def _unexpected(exc: BaseException) -> None:
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
     click.echo(
-        f"Error: unexpected {type(exc).__name__}: {first} (set COREG_EDGE_DEBUG=1 for the traceback)", err=True
+        f"Error: unexpected {type(exc).__name__}: {first} (set COREG_EDGE_DEBUG=1 for the traceback)",
+        err=True,
     )
     sys.exit(1)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import click
 from tqdm import tqdm
 
-from coreg_edge.cli.common import common_options, handle_errors
+from coreg_edge.cli.common import common_options, handle_errors, threads_option
 from coreg_edge.runtime.classifier import Classifier, Prediction
 from coreg_edge.runtime.image import IMAGE_EXTENSIONS, find_images
 from coreg_edge.runtime.session import providers_for_device
@@ -100,12 +100,7 @@ Exit status: 0 all images classified, 1 some failed (each reported in the output
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per model call."
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="onnxruntime intra-op threads [default: physical cores].",
-)
+@threads_option
 @click.option(
     "--provider",
     default=None,

@@ -144,7 +144,7 @@ def coreg_epoch(
             own_u1, own_u2 = own[2 * n_p : 2 * n_p + n_u], own[2 * n_p + n_u :]
             proto_z = own_z[:n_p].float()
             if n_u:
-                peer_u = other.logits(torch.cat([weak[2 * n_p :]])).float().softmax(1)
+                peer_u = other.logits(weak[2 * n_p :]).float().softmax(1)
             targets_p = co_pseudo_labels_p(
                 division.w[idx_p], division.restricted[idx_p], [own_p1, own_p2], config.sharpen_temperature
             )

@@ -277,20 +277,22 @@ def _evaluate(ctx: Context, peers: list[Peer], holdout_rows, eval_set, val_set) 
     result: dict[str, Any] = {}
     hold_images = ctx.images[holdout_rows.to(ctx.device)]
     hold_candidates = ctx.candidates[holdout_rows.to(ctx.device)].cpu()
-    logits = {}
     for p in peers:
         p.net.eval()
-        logits[p.name] = predict_logits(p.logits, hold_images, ctx.views.eval)
-    if len(peers) == 2:
-        logits["ensemble"] = (logits["a"] + logits["b"]) / 2
+
+    def all_logits(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each peer's logits, and the pair's mean (the exported ensemble) when there are two."""
+        out = {p.name: predict_logits(p.logits, images, ctx.views.eval) for p in peers}
+        if len(peers) == 2:
+            out["ensemble"] = (out["a"] + out["b"]) / 2
+        return out
+
+    logits = all_logits(hold_images)
     result["holdout"] = {k: candidate_scores(v, hold_candidates) for k, v in logits.items()}
     for name, split in (("test_accuracy", eval_set), ("val_accuracy", val_set)):
         if split is None:
             continue
-        images = split.images.to(ctx.device)
-        out = {p.name: predict_logits(p.logits, images, ctx.views.eval) for p in peers}
-        if len(peers) == 2:
-            out["ensemble"] = (out["a"] + out["b"]) / 2
+        out = all_logits(split.images.to(ctx.device))
         result[name] = {k: accuracy(v, split.labels) for k, v in out.items()}
     for p in peers:
         p.net.train()

@@ -7,7 +7,8 @@ import os
 import numpy as np
 
 from coreg_edge.annotation_file import load
-from coreg_edge.pipeline import _annotate, annotate_call, fingerprint, input_fingerprint
+from coreg_edge.pipeline import annotate_call, fingerprint, input_fingerprint
+from coreg_edge.pipeline.calls import _annotate
 from coreg_edge.recipe import load_recipe
 
 

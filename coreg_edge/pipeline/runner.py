@@ -1,0 +1,118 @@
+"""run_recipe(): the entry point; the run-folder guard, the data-dir environment, interruptions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from coreg_edge.errors import UserError
+from coreg_edge.pipeline.layout import RECIPE_FILE, STAGES, STATE_FILE, SUMMARY_FILE, _read
+from coreg_edge.pipeline.stages import _Run
+from coreg_edge.pipeline.summary import build_summary
+from coreg_edge.recipe import Recipe, load_recipe
+from coreg_edge.utils import atomic_path
+
+
+class PipelineInterrupted(UserError):
+    """Ctrl-C (or a kill) during a stage; finished stages are kept and the next run continues."""
+
+    exit_code = 130
+
+
+@contextlib.contextmanager
+def _data_dir(data_dir: str | None) -> Iterator[None]:
+    """Built-in datasets are found through COREG_EDGE_DATA in every stage; set it for this run only."""
+    if not data_dir:
+        yield
+        return
+    before = os.environ.get("COREG_EDGE_DATA")
+    os.environ["COREG_EDGE_DATA"] = str(Path(data_dir).expanduser())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("COREG_EDGE_DATA", None)
+        else:
+            os.environ["COREG_EDGE_DATA"] = before
+
+
+def _check_run_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; give a folder for the run")
+    if out.is_dir() and not (out / STATE_FILE).exists() and any(out.iterdir()):
+        raise UserError(
+            f"--out {out}: exists and is not a coreg-edge run folder (no {STATE_FILE}); choose a new or empty folder"
+        )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def run_recipe(
+    recipe: str | os.PathLike[str] | Recipe,
+    out: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Annotate -> train (+ select) -> export fp32/int8 (+ parity) -> bench into the run folder `out`.
+
+    Stages whose outputs are complete and whose settings and inputs are unchanged are skipped, so running
+    it again after an interruption continues where it stopped. `overrides` are `--set` strings
+    (`train.epochs=5`). Returns the summary (also RUN/summary.json, written atomically last).
+    """
+    recipe = load_recipe(recipe, overrides)
+    out = Path(out) if out is not None else Path("runs") / recipe.name
+    _check_run_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if _read(out / RECIPE_FILE) != recipe.to_dict():
+        _write_json(out / RECIPE_FILE, recipe.to_dict())
+
+    def log(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    run = _Run(recipe, out, quiet, log)
+    stage = STAGES[0]
+    try:
+        with _data_dir(recipe.data.get("data_dir")):
+            for stage in STAGES:
+                began = time.perf_counter()
+                try:
+                    getattr(run, stage)()
+                except (KeyboardInterrupt, _interrupted_types()) as exc:
+                    run.report[stage] = {
+                        "status": "interrupted",
+                        "seconds": round(time.perf_counter() - began, 3),
+                    }
+                    hint = ", training resumes from its last finished epoch" if stage == "train" else ""
+                    raise PipelineInterrupted(
+                        f"interrupted during {stage}; run the same command again (same --out and --set) to "
+                        f"continue: finished stages are skipped{hint}"
+                    ) from exc
+    except PipelineInterrupted:
+        raise
+    except UserError as exc:
+        if stage == "export" and run.report.get("export", {}).get("status") == "failed":
+            summary = build_summary(out, recipe, run.report, error=str(exc))
+            _write_json(out / SUMMARY_FILE, summary)
+            exc.summary = summary  # type: ignore[attr-defined]
+        raise
+    summary = build_summary(out, recipe, run.report)
+    _write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def _interrupted_types() -> type[BaseException]:
+    """The trainer's own Ctrl-C error (it checkpoints, then raises it)."""
+    from coreg_edge.training.trainer import Interrupted
+
+    return Interrupted

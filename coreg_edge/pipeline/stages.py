@@ -1,0 +1,218 @@
+"""The four stages of one run_recipe invocation, each skipped when its outputs are intact and unchanged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from coreg_edge import __version__
+from coreg_edge.pipeline.calls import (
+    _accepted,
+    _annotate,
+    _annotate_settings,
+    _defaults,
+    annotate_call,
+    bench_call,
+    export_call,
+    train_call,
+)
+from coreg_edge.pipeline.fingerprints import StageState, _without, fingerprint, input_fingerprint
+from coreg_edge.pipeline.layout import (
+    ANNOTATION_FILE,
+    BENCH_FILE,
+    EXPORT_DIR,
+    STAGES,
+    SUMMARY_FILE,
+    TEMPLATES_FILE,
+    TRAIN_DIR,
+    _read,
+)
+from coreg_edge.recipe import Recipe
+from coreg_edge.utils import atomic_path
+
+
+class _Run:
+    """One invocation of run_recipe: the folder, the records, and what this invocation did per stage."""
+
+    def __init__(self, recipe: Recipe, out: Path, quiet: bool, log: Callable[[str], None]):
+        self.recipe = recipe
+        self.out = out
+        self.quiet = quiet
+        self.log = log
+        self.state = StageState(out, recipe)
+        self.report: dict[str, dict[str, Any]] = {}
+
+    # -- generic skip / record logic -------------------------------------------------------------------
+
+    def unchanged(self, stage: str, fp: str) -> bool:
+        record = self.state.record(stage)
+        return (
+            record.get("status") == "done"
+            and record.get("fingerprint") == fp
+            and self.state.outputs_intact(self.out, record)
+        )
+
+    def begin(self, stage: str, fp: str, settings: dict[str, Any], inputs: dict[str, Any]) -> None:
+        (self.out / SUMMARY_FILE).unlink(missing_ok=True)  # never a summary that no longer describes RUN
+        self.state.set(
+            stage, {"status": "started", "fingerprint": fp, "settings": settings, "inputs": inputs}
+        )
+
+    def finish(self, stage: str, outputs: Sequence[str], seconds: float, status: str) -> None:
+        record = dict(self.state.record(stage))
+        record.update(
+            status="done",
+            outputs=self.state.output_digests(self.out, outputs),
+            seconds=round(seconds, 3),
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            coreg_edge_version=__version__,
+        )
+        self.state.set(stage, record)
+        self.report[stage] = {"status": status, "seconds": round(seconds, 3)}
+
+    def skip(self, stage: str, index: int) -> None:
+        self.report[stage] = {"status": "skipped", "seconds": 0.0}
+        self.log(
+            f"[{index}/{len(STAGES)}] {stage}: skipped (outputs complete; settings and inputs unchanged)"
+        )
+
+    def outputs(self, stage: str) -> dict[str, str]:
+        return dict(self.state.record(stage).get("outputs") or {})
+
+    # -- annotate ----------------------------------------------------------------------------------------
+
+    def annotate(self) -> None:
+        recipe = self.recipe
+        call = annotate_call(recipe, self.out)
+        settings = _annotate_settings(recipe, call)
+        inputs = {"data": input_fingerprint(recipe.data["train"])}
+        if settings.get("annotator", "clip") == "clip":
+            for key in ("templates", "pretrained", "clip_model"):
+                if isinstance(settings.get(key), str):
+                    inputs[key] = input_fingerprint(settings[key])
+        fp = fingerprint(settings, inputs)
+        if self.unchanged("annotate", fp):
+            return self.skip("annotate", 1)
+        self.log(f"[1/{len(STAGES)}] annotate: {recipe.data['train']} ({settings.get('annotator', 'clip')})")
+        self.begin("annotate", fp, settings, inputs)
+        began = time.perf_counter()
+        templates = recipe.section("annotate").get("templates")
+        if isinstance(templates, list):
+            with atomic_path(self.out / TEMPLATES_FILE) as tmp:
+                tmp.write_text("".join(t + "\n" for t in templates), encoding="utf-8")
+        _annotate(recipe, call, self.out / ANNOTATION_FILE, self.quiet)
+        self.finish("annotate", [ANNOTATION_FILE], time.perf_counter() - began, "ran")
+
+    # -- train (and select) ------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        from coreg_edge.training import run_folder as rf
+        from coreg_edge.training.settings import TrainSettings
+        from coreg_edge.training.trainer import train
+
+        call = train_call(self.recipe)
+        settings = _without(TrainSettings(**call).to_dict())
+        inputs: dict[str, Any] = {"annotation": self.outputs("annotate")}
+        for key in ("eval_data", "val_data"):
+            if call.get(key):
+                inputs[key] = input_fingerprint(call[key])
+        fp = fingerprint(settings, inputs)
+        if self.unchanged("train", fp):
+            return self.skip("train", 2)
+        folder = self.out / TRAIN_DIR
+        record = self.state.record("train")
+        same = record.get("fingerprint") == fp and record.get("status") in ("started", "done")
+        crashed_after_training = same and record.get("status") == "started" and bool(_train_outputs(folder))
+        finished = (folder / rf.SELECTION).exists()
+        resumable = (
+            same and not finished and (folder / rf.CONFIG).exists() and (folder / rf.CHECKPOINT).exists()
+        )
+        self.begin("train", fp, settings, inputs)
+        began = time.perf_counter()
+        if crashed_after_training:
+            status = "recovered"  # finished before the record was written: nothing to redo
+            self.log(f"[2/{len(STAGES)}] train: finished earlier, recording it")
+        elif resumable:
+            status = "resumed"
+            self.log(f"[2/{len(STAGES)}] train: resuming the interrupted run in {folder}")
+            train(self.out / ANNOTATION_FILE, folder, resume=True, quiet=self.quiet)
+        else:
+            status = "ran"
+            if folder.exists():
+                shutil.rmtree(folder)
+            self.log(f"[2/{len(STAGES)}] train: {call.get('method', 'coreg')} -> {folder}")
+            train(self.out / ANNOTATION_FILE, folder, quiet=self.quiet, **call)
+        outputs = [str(Path(TRAIN_DIR) / name) for name in _train_outputs(folder)]
+        self.finish("train", outputs, time.perf_counter() - began, status)
+
+    # -- export (fp32 + int8, parity) ----------------------------------------------------------------------
+
+    def export(self) -> None:
+        from coreg_edge.exporters.errors import ParityError
+        from coreg_edge.exporters.pipeline import export_run
+
+        call = _accepted(export_run, export_call(self.recipe), "export")
+        settings = _without({**_defaults(export_run), **call})
+        settings.pop("quiet", None)
+        inputs = {"train": self.outputs("train")}
+        fp = fingerprint(settings, inputs)
+        if self.unchanged("export", fp):
+            return self.skip("export", 3)
+        folder = self.out / EXPORT_DIR
+        self.log(f"[3/{len(STAGES)}] export: {'fp32 + int8' if settings.get('int8') else 'fp32'} -> {folder}")
+        self.begin("export", fp, settings, inputs)
+        began = time.perf_counter()
+        try:
+            report = export_run(self.out / TRAIN_DIR, folder, quiet=self.quiet, **call)
+        except ParityError as exc:
+            record = dict(self.state.record("export"), status="failed", reason=str(exc))
+            self.state.set("export", record)
+            self.report["export"] = {"status": "failed", "seconds": round(time.perf_counter() - began, 3)}
+            raise
+        outputs = [str(Path(EXPORT_DIR) / name) for name in report["files"]] + [
+            str(Path(EXPORT_DIR) / "parity.json")
+        ]
+        self.finish("export", outputs, time.perf_counter() - began, "ran")
+
+    # -- bench -------------------------------------------------------------------------------------------
+
+    def bench(self) -> None:
+        from coreg_edge.runtime.bench import run_bench
+
+        call = _accepted(run_bench, bench_call(self.recipe), "bench")
+        settings = _without({**_defaults(run_bench), **call})
+        for key in ("progress", "vs"):
+            settings.pop(key, None)
+        models = {rel: d for rel, d in self.outputs("export").items() if rel.endswith(".onnx")}
+        fp = fingerprint(settings, {"models": models})
+        if self.unchanged("bench", fp):
+            return self.skip("bench", 4)
+        fp32, int8 = self.out / EXPORT_DIR / "model.onnx", self.out / EXPORT_DIR / "model.int8.onnx"
+        has_int8 = str(Path(EXPORT_DIR) / "model.int8.onnx") in models
+        self.log(
+            f"[4/{len(STAGES)}] bench: {'model.onnx vs model.int8.onnx' if has_int8 else 'model.onnx'}, "
+            f"batch sizes {', '.join(map(str, call['batch_sizes']))}"
+        )
+        self.begin("bench", fp, settings, {"models": models})
+        began = time.perf_counter()
+        progress = not self.quiet and sys.stderr.isatty()
+        report = run_bench(fp32, vs=int8 if has_int8 else None, progress=progress, **call)
+        with atomic_path(self.out / BENCH_FILE) as tmp:
+            tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        self.finish("bench", [BENCH_FILE], time.perf_counter() - began, "ran")
+
+
+def _train_outputs(folder: Path) -> list[str]:
+    """What export reads from a finished training run (metrics and checkpoint are not part of it);
+    [] unless selection.json and every peer the method trains are there."""
+    from coreg_edge.training import run_folder as rf
+
+    config = _read(folder / rf.CONFIG) or {}
+    peers = rf.PEERS if config.get("method") == "coreg" else rf.PEERS[:1]
+    names = [rf.CONFIG, rf.SELECTION] + [rf.peer_file(folder, p).name for p in peers]
+    return names if all((folder / name).exists() for name in names) else []

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from coreg_edge.exporters.errors import ParityError
-from coreg_edge.exporters.pipeline import export_run
 
 from coreg_edge.data import open_source
+from coreg_edge.exporters.errors import ParityError
+from coreg_edge.exporters.pipeline import export_run
 from coreg_edge.models import NetworkConfig, network_from_config
 from coreg_edge.runtime.bench import random_input
 from coreg_edge.runtime.cpu import cpu_flags, cpu_name

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from coreg_edge.exporters.images import Subset, iter_batches
 from onnxruntime.quantization import CalibrationDataReader
 
+from coreg_edge.exporters.images import Subset, iter_batches
 from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.utils import progress
 

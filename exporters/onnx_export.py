@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from coreg_edge.exporters.errors import ExportError
 from torch import nn
 
 from coreg_edge.errors import UserError
+from coreg_edge.exporters.errors import ExportError
 from coreg_edge.training import run_folder
 
 PEER_CHOICES = ("selected", "a", "b", "ensemble")

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from coreg_edge.exporters.images import Subset, iter_batches
 
+from coreg_edge.exporters.images import Subset, iter_batches
 from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.utils import progress
 

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from coreg_edge import __version__
+from coreg_edge.errors import UserError
 from coreg_edge.exporters.errors import ParityError
 from coreg_edge.exporters.images import ImagePlan, plan_images
 from coreg_edge.exporters.metadata import get_metadata, set_metadata
@@ -19,9 +21,6 @@ from coreg_edge.exporters.onnx_export import check_onnx, load_peer_module, resol
 from coreg_edge.exporters.parity import Thresholds, collect_logits, evaluate, first_failure
 from coreg_edge.exporters.quantize import QuantSettings
 from coreg_edge.exporters.staging import FP32_NAME, INT8_NAME, PARITY_NAME, Staging
-
-from coreg_edge import __version__
-from coreg_edge.errors import UserError
 from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.runtime.metadata import ModelError, make_metadata
 from coreg_edge.runtime.session import load_model

@@ -32,9 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from coreg_edge.exporters.errors import ExportError
-
 from coreg_edge.errors import UserError
+from coreg_edge.exporters.errors import ExportError
 
 ACTIVATION_TYPES = ("uint8", "int8")
 WEIGHT_TYPES = ("int8", "uint8")

@@ -17,8 +17,8 @@ import pytest
 def test_backbone_exports_and_matches_pytorch(backbone, size, tmp_path):
     import onnxruntime as ort
     import torch
-    from coreg_edge.exporters.onnx_export import to_onnx
 
+    from coreg_edge.exporters.onnx_export import to_onnx
     from coreg_edge.models import create_network
 
     torch.manual_seed(0)
@@ -37,8 +37,8 @@ def test_backbone_exports_and_matches_pytorch(backbone, size, tmp_path):
 def test_dynamo_exporter_also_works(tmp_path):
     import onnxruntime as ort
     import torch
-    from coreg_edge.exporters.onnx_export import to_onnx
 
+    from coreg_edge.exporters.onnx_export import to_onnx
     from coreg_edge.models import create_network
 
     torch.manual_seed(0)

@@ -38,9 +38,9 @@ def test_ensemble_needs_both_peers(run_copy, runner, cli, tmp_path):
 
 def test_library_rejects_unknown_peer(trained_run, tmp_path):
     import pytest
-    from coreg_edge.exporters.pipeline import export_run
 
     from coreg_edge.errors import UserError
+    from coreg_edge.exporters.pipeline import export_run
 
     with pytest.raises(UserError, match="--peer must be one of"):
         export_run(trained_run, tmp_path / "d", peer="c")

@@ -70,6 +70,7 @@ def test_info_json_has_bytes_and_opset(exported, runner, cli):
 
 def test_info_reader_agrees_with_onnx(exported):
     import onnx
+
     from coreg_edge.exporters.describe import read_header
 
     for name in ("model.onnx", "model.int8.onnx"):

@@ -88,9 +88,8 @@ def test_digits_is_offline_synthetic():
 
 def test_static_sections_match_the_library_functions():
     """[annotate], [export] and [bench] keys are arguments of the functions they feed (same names)."""
-    from coreg_edge.exporters.pipeline import export_run
-
     from coreg_edge.annotate.api import annotate
+    from coreg_edge.exporters.pipeline import export_run
     from coreg_edge.runtime.bench import run_bench
 
     sections = schema()

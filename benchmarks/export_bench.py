@@ -5,8 +5,8 @@ ONNX int8, measured side by side in one run. A script, not a test (it trains net
     python benchmarks/export_bench.py --grid               # plus the int8 settings grid on the first backbone
     python benchmarks/export_bench.py --run runs/NAME      # an existing run folder instead of training
 
-Each backbone is trained briefly (supervised, true labels, digits at --image-size px, one-cycle SGD) into a
-run folder through the run_folder API, exported with `export_run` (fp32 + int8, parity-checked on
+Each backbone is trained briefly (`train(method="supervised")`: true labels, digits at --image-size px) into
+a run folder, exported with `export_run` (fp32 + int8, parity-checked on
 digits:test), then timed: the three runtimes take turns within every iteration (order alternating), so
 machine noise hits all of them; onnxruntime sessions do not spin while idle, PyTorch and onnxruntime use the
 same thread count. Latency is the p50 over --iters timed runs of random normalised input.
@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from coreg_edge.data import open_source
+from coreg_edge.annotate import annotate
 from coreg_edge.exporters.errors import ParityError
 from coreg_edge.exporters.pipeline import export_run
-from coreg_edge.models import NetworkConfig, network_from_config
 from coreg_edge.runtime.bench import random_input
 from coreg_edge.runtime.cpu import cpu_flags, cpu_name
-from coreg_edge.runtime.preprocess import PreprocessConfig, preprocess
+from coreg_edge.runtime.preprocess import PreprocessConfig
 from coreg_edge.runtime.session import open_session
 from coreg_edge.training import run_folder
+from coreg_edge.training.trainer import train
 
 BATCHES = (1, 32)
 
@@ -53,70 +53,15 @@ def train_run(
     lr: float = 0.1,
     seed: int = 0,
 ) -> float:
-    """Supervised digits training into a run folder (peer a only); returns test accuracy."""
-    config = PreprocessConfig(
-        channels=3,
-        input_size=(image_size, image_size),
-        resize_rule="square",
-        resize_size=image_size,
-        interpolation="bilinear",
-        crop=(image_size, image_size),
-        mean=(0.5,) * 3,
-        std=(0.5,) * 3,
-    )
-    train, test = open_source("digits"), open_source("digits:test")
-    x = torch.from_numpy(np.stack([preprocess(train.load(i), config) for i in range(len(train))]))
-    y = torch.from_numpy(train.labels)
-    xt = torch.from_numpy(np.stack([preprocess(test.load(i), config) for i in range(len(test))]))
-    yt = torch.from_numpy(test.labels)
-    network = NetworkConfig(backbone=backbone, num_classes=10, image_size=image_size)
-    torch.manual_seed(seed)
-    net = network_from_config(network)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    steps = (len(x) + batch_size - 1) // batch_size
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps)
-    generator = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        net.train()
-        order = torch.randperm(len(x), generator=generator)
-        for i in range(0, len(x), batch_size):
-            batch = order[i : i + batch_size]
-            loss = torch.nn.functional.cross_entropy(net(x[batch]), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        log(
-            f"  {backbone} epoch {epoch + 1}/{epochs} loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)"
-        )
-    net.eval()
-    with torch.no_grad():
-        accuracy = float(
-            torch.cat([net(xt[i : i + 128]) for i in range(0, len(xt), 128)]).argmax(1).eq(yt).float().mean()
-        )
-    run_folder.save_weights(net, run_folder.peer_file(folder, "a"))
-    run_folder.write_json(
-        folder / run_folder.CONFIG,
-        {
-            "format_version": run_folder.RUN_FORMAT_VERSION,
-            "method": "supervised",
-            "network": network.to_dict(),
-            "preprocess": config.to_metadata(),
-            "class_names": [str(i) for i in range(10)],
-            "annotation": None,
-            "annotator": {"kind": "true labels (benchmark)"},
-            "data": {"source": "builtin", "root": "digits", "split": "train", "channels": 3},
-            "eval_data": "digits:test",
-            "settings": {"epochs": epochs},
-            "seed": seed,
-        },
-    )
-    run_folder.write_json(
-        folder / run_folder.SELECTION,
-        {"selected": "a", "reason": "benchmark", "test_accuracy": {"a": accuracy}},
-    )
-    return accuracy
+    """Supervised digits training into a run folder through the library's trainer (`coreg-edge train
+    --method supervised`: true labels, weak views, SGD + cosine); returns test accuracy of peer a."""
+    annotation = folder.with_suffix(".npz")
+    annotate("digits", annotation, annotator="synthetic", seed=seed, quiet=True)  # labels ride along
+    summary = train(
+        annotation, folder, method="supervised", backbone=backbone, image_size=image_size, epochs=epochs,
+        batch_size=batch_size, seed=seed, eval_data="digits:test", quiet=True, coreg={"lr": lr},
+    )  # fmt: skip
+    return float(summary["test_accuracy"]["a"])
 
 
 def time_side_by_side(
@@ -295,7 +240,7 @@ def main() -> None:
     parser.add_argument("--epochs", default="3,10", help="training epochs per backbone (comma-separated)")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
-    parser.add_argument("--lr", type=float, default=0.1, help="one-cycle peak learning rate")
+    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine schedule)")
     parser.add_argument(
         "--run", action="append", default=[], help="existing run folder(s) instead of training"
     )

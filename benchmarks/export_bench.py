@@ -237,7 +237,7 @@ def format_grid(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", default="resnet18,mobilenetv3_small_050")
-    parser.add_argument("--epochs", default="3,10", help="training epochs per backbone (comma-separated)")
+    parser.add_argument("--epochs", default="8,10", help="training epochs per backbone (comma-separated)")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
     parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine schedule)")

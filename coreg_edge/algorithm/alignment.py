@@ -47,7 +47,8 @@ class PredictionTable:
     """Each item's latest softmax output (N x C), starting uniform; its column mean is `mean_p`.
 
     Reference code (spec section 9): refreshed batch by batch during warm-up and during each division
-    pass, and in the division pass a batch is written BEFORE it is aligned with the table's mean.
+    pass, and in the division pass a batch is written BEFORE it is aligned with the table's mean
+    (`training.coreg.divide_items` does the same, over the training rows only).
     Indexed by item id so it can be all-gathered across ranks.
     """
 
@@ -64,8 +65,9 @@ class PredictionTable:
     def update(self, item_ids: torch.Tensor, probs: torch.Tensor) -> None:
         self.table[item_ids.to(self.table.device)] = probs.detach().to(self.table)
 
-    def mean(self) -> torch.Tensor:
-        return self.table.mean(dim=0)
+    def mean(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Column mean over all items, or over `rows` (the training items: held-out rows stay uniform)."""
+        return (self.table if rows is None else self.table[rows.to(self.table.device)]).mean(dim=0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"table": self.table.clone()}

@@ -72,7 +72,7 @@ class CoRegConfig:
     # Contrastive (spec 3, 5.5, 9).
     contrastive_temperature: float = 0.07
     key_momentum: float = 0.999
-    queue_size: int = 8192
+    queue_size: int = 8192  # capped at the number of items (a key per item at most; 1,437 on digits)
     proj_dim: int = 128
     proj_hidden: int = 512
     contrastive_weight: float = 0.1

@@ -67,8 +67,10 @@ Examples:
 @click.option("--compile", "compile_mode", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="torch.compile (auto = on for CUDA; probed, eager fallback).")  # fmt: skip
 @click.option("--amp", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="Mixed precision (auto = bf16 on CUDA).")  # fmt: skip
+              help="bf16 autocast (auto = on for CUDA with native bf16; otherwise fp32).")  # fmt: skip
 @click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Threads decoding images into the in-memory cache (large folders).")  # fmt: skip
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Algorithm setting (e.g. lr=0.02, min_p_share=0.3, loss_start=10); repeatable.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out exactly.")

@@ -70,7 +70,9 @@ class FolderSource(ImageSource):
         self.split = None
         self.channels = channels
         top_images = sorted(
-            p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.name[0] != "."
+            p
+            for p in root.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.name[0] != "."
         )
         class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         class_dirs = [d for d in class_dirs if find_images(d)]

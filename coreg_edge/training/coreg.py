@@ -3,7 +3,7 @@ shared prototypes and the noisy supervised contrastive loss, wired to batches of
 
 Passes per Co-Reg step of network k with B items from P and B from U (the cost benchmark explains them):
   no grad: own net on 2 weak views of P and U (4B; also gives the prototype-update projections),
-           the peer on 2 weak views of U (2B), the key encoder on strong view 2 (2B, fills the queue);
+           the peer (eval mode) on 2 weak views of U (2B), the key encoder on strong view 2 (2B, fills the queue);
   grad:    one forward of the MixUp batch (4B) for L_cr and L_prot, joined by strong view 1 (2B, the
            contrastive queries) once L_cont is on.
 """
@@ -24,6 +24,7 @@ from coreg_edge.algorithm import (
     detect_collapse,
     division_losses,
     fit_two_component_gmm,
+    min_max_normalise,
     mixup,
     momentum_update,
     noisy_supcon_loss,
@@ -79,10 +80,16 @@ class Division:
 def divide_items(
     ctx: Context, peer: Peer, config: CoRegConfig, train_rows: torch.Tensor, prior: torch.Tensor | None
 ) -> Division:
-    """Eval-mode weak-view predictions -> aligned -> per-item loss -> 5-epoch mean -> GMM -> P / U."""
+    """Eval-mode weak-view predictions -> aligned -> per-item loss -> 5-epoch mean -> GMM -> P / U.
+
+    Only `train_rows` take part: the held-out rows neither shift the alignment mean nor the min-max
+    normalisation of the losses. As in the reference code, each batch is written to the prediction table
+    and then aligned with the table's current mean.
+    """
     peer.net.eval()
     n, c = ctx.num_items, ctx.num_classes
     probs = torch.full((n, c), 1.0 / c, device=ctx.device)
+    aligned = probs.clone()
     rows = train_rows.to(ctx.device)
     for start in range(0, len(rows), 4 * ctx.batch_size):
         batch = rows[start : start + 4 * ctx.batch_size]
@@ -90,10 +97,13 @@ def divide_items(
             logits = peer.logits(ctx.views.weak(ctx.images[batch])).float()
         probs[batch] = logits.softmax(1)
         peer.table.update(batch, probs[batch])
-    aligned = align_distribution(probs, peer.table.mean(), prior) if config.distribution_alignment else probs
+        if config.distribution_alignment:
+            aligned[batch] = align_distribution(probs[batch], peer.table.mean(rows), prior)
+        else:
+            aligned[batch] = probs[batch]
     losses = torch.zeros(n, device=ctx.device)
-    losses[rows] = division_losses(aligned[rows], ctx.candidates[rows])
-    peer.history.push(losses)
+    losses[rows] = min_max_normalise(division_losses(aligned[rows], ctx.candidates[rows]))
+    peer.history.push(losses, normalise=False)
     w = torch.zeros(n, device=ctx.device)
     w[rows] = fit_two_component_gmm(
         peer.history.mean()[rows], config.gmm_max_iter, config.gmm_tol, config.gmm_reg_covar
@@ -126,7 +136,7 @@ def coreg_epoch(
     sums = {"cr": 0.0, "prot": 0.0, "cont": 0.0, "total": 0.0}
     pseudo_hits, pseudo_known = 0.0, 0
     peer.net.train()
-    other.net.train()
+    other.net.eval()  # the partner only predicts (reference: net2.eval()); its BatchNorm statistics stay its own
     for step, batch_p in enumerate(ctx.batches(rows_p, b)):
         batch_u = next(u_batches) if len(rows_u) else batch_p[:0]
         lam_u = schedule.lambda_u(epoch + step / iterations)

@@ -7,6 +7,8 @@ training device (training/views.py), with no PIL in the step loop.
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,16 +69,32 @@ def cache_images(
     config: PreprocessConfig,
     quiet: bool = False,
     what: str = "images",
+    workers: int = 0,
 ) -> torch.Tensor:
-    """uint8 (N, C, H, W) of the given source indices, decoded and resized once."""
+    """uint8 (N, C, H, W) of the given source indices, decoded and resized once.
+
+    `workers` > 0 decodes with that many threads (PIL releases the GIL while decoding and resizing), which
+    is what a large image folder needs; the result is the same in any case.
+    """
     c, h, w = config.shape
     out = torch.empty((len(indices), c, h, w), dtype=torch.uint8)
-    for row, index in enumerate(progress(indices, desc=f"loading {what}", quiet=quiet, total=len(indices))):
+
+    def decode(index: int) -> np.ndarray:
         try:
-            array = resize_and_crop(source.load(int(index)), config)
+            return np.array(resize_and_crop(source.load(int(index)), config))
         except ImageDecodeError as exc:
             raise UserError(f"{exc} (it was readable when annotated; re-run annotate)") from exc
-        out[row] = torch.from_numpy(np.array(array)).permute(2, 0, 1)
+
+    with contextlib.ExitStack() as stack:
+        if workers > 0:
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
+            arrays = pool.map(decode, indices)
+        else:
+            arrays = map(decode, indices)
+        for row, array in enumerate(
+            progress(arrays, desc=f"loading {what}", quiet=quiet, total=len(indices))
+        ):
+            out[row] = torch.from_numpy(array).permute(2, 0, 1)
     return out
 
 
@@ -114,10 +132,15 @@ def annotator_top1(annotation: Annotation, seed: int) -> np.ndarray:
 
 
 def load_training_set(
-    annotation: Annotation, source: ImageSource, config: PreprocessConfig, seed: int, quiet: bool = False
+    annotation: Annotation,
+    source: ImageSource,
+    config: PreprocessConfig,
+    seed: int,
+    quiet: bool = False,
+    workers: int = 0,
 ) -> TrainingSet:
     indices = source.indices_of(annotation.item_ids)
-    images = cache_images(source, indices, config, quiet, "training images")
+    images = cache_images(source, indices, config, quiet, "training images", workers)
     return TrainingSet(
         images=images,
         candidates=torch.from_numpy(annotation.candidates.copy()),
@@ -137,7 +160,12 @@ class EvalSet:
 
 
 def load_eval_set(
-    data: str, class_names: list[str], config: PreprocessConfig, download: bool = False, quiet: bool = False
+    data: str,
+    class_names: list[str],
+    config: PreprocessConfig,
+    download: bool = False,
+    quiet: bool = False,
+    workers: int = 0,
 ) -> EvalSet:
     source = open_source(data, download=download, channels=config.channels)
     if not source.has_labels:
@@ -150,5 +178,5 @@ def load_eval_set(
             )
         remap = np.asarray([class_names.index(n) for n in source.class_names])
         labels = remap[labels]
-    images = cache_images(source, np.arange(len(source)), config, quiet, data)
+    images = cache_images(source, np.arange(len(source)), config, quiet, data, workers)
     return EvalSet(data, images, torch.as_tensor(labels, dtype=torch.long))

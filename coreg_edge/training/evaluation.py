@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -51,6 +52,8 @@ def select_peer(scores: dict[str, dict[str, float]], by: str) -> tuple[str, str]
             pick = "a" if a["val_accuracy"] > b["val_accuracy"] else "b"
             return pick, f"higher accuracy on the labelled --val data ({scores[pick]['val_accuracy']:.4f})"
         by = "hit_rate"
+    if math.isnan(a["hit_rate"]) or math.isnan(b["hit_rate"]):
+        return "a", "no held-out items to score the peers (--holdout 0 or too little data): kept peer a"
     if abs(a["hit_rate"] - b["hit_rate"]) > 1e-9:
         pick = "a" if a["hit_rate"] > b["hit_rate"] else "b"
         return pick, (

@@ -33,7 +33,7 @@ class TrainSettings:
     compile: str = "auto"  # auto = on for CUDA
     amp: str = "auto"  # auto = bf16 on CUDA when supported
     channels_last: str = "auto"
-    workers: int = 0
+    workers: int = 0  # threads decoding images into the in-memory cache (0: the main thread)
     eval_data: str | None = None
     val_data: str | None = None
     data: str | None = None  # where the annotated images are now, when they moved
@@ -54,6 +54,8 @@ class TrainSettings:
             raise UserError(f"--warmup must be within 0..--epochs ({self.epochs}) (got {self.warmup})")
         if self.method == "coreg" and self.resolved_warmup() >= self.epochs:
             raise UserError("Co-Reg needs at least one epoch after warm-up: raise --epochs or lower --warmup")
+        if self.workers < 0:
+            raise UserError(f"--workers must be >= 0 (got {self.workers})")
         if not 0.0 <= self.holdout < 0.5:
             raise UserError(f"--holdout must be within [0, 0.5) (got {self.holdout})")
         for name, allowed in (("compile", ("auto", "on", "off")), ("amp", ("auto", "on", "off")),

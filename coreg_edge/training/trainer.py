@@ -65,8 +65,13 @@ def _forward_fn(net: torch.nn.Module, input_shape: tuple[int, ...], device: torc
     try:
         compiled = torch.compile(eager)
         probe = torch.zeros((2, *input_shape), device=device)
-        with torch.no_grad():
-            compiled(probe)
+        was_training = net.training
+        net.eval()  # a train-mode probe would move the BatchNorm running statistics of the starting weights
+        try:
+            with torch.no_grad():
+                compiled(probe)
+        finally:
+            net.train(was_training)
         return compiled
     except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
         warnings.warn(
@@ -100,6 +105,18 @@ def _build_peer(name: str, config: NetworkConfig, settings: TrainSettings, devic
     return peer
 
 
+# Settings a resumed run takes from the new call: where and how it runs, not what it computes.
+RESUME_OVERRIDES = frozenset({"device", "compile", "amp", "channels_last", "workers", "data", "download"})
+
+
+def resume_settings(stored: dict[str, Any], options: dict[str, Any]) -> TrainSettings:
+    """A resumed run's settings: the stored ones, but where and how it runs (another machine, the images
+    moved) comes from this call; what it computes (epochs, method, hyperparameters) may not change."""
+    merged = dict(stored)
+    merged.update({k: v for k, v in options.items() if k in RESUME_OVERRIDES and v is not None})
+    return TrainSettings.from_dict(merged)
+
+
 def train(
     annotation: str | Path,
     out: str | Path,
@@ -111,12 +128,13 @@ def train(
     """Train `options["method"]` (Co-Reg by default) on an annotation file into the run folder `out`.
 
     Options are TrainSettings fields (backbone, epochs, warmup, batch_size, image_size, eval_data, ...).
+    With `resume`, the run's stored settings are used, except the RESUME_OVERRIDES given here.
     Returns the selection summary (also written to out/selection.json).
     """
     out = Path(out)
     if resume:
         config = rf.read_config(out)
-        settings = TrainSettings.from_dict(config["settings"])
+        settings = resume_settings(config["settings"], options)
         annotation = config["annotation"]
         _log(
             f"resuming {out} with its stored settings ({settings.method}, {settings.backbone}, {settings.epochs} epochs)",
@@ -135,14 +153,14 @@ def train(
     torch.manual_seed(settings.seed)
     source = reopen_source(ann.data, settings.data, settings.download)
     pre = preprocess_for(source, settings.image_size, settings.channels)
-    data = load_training_set(ann, source, pre, settings.seed, quiet)
+    data = load_training_set(ann, source, pre, settings.seed, quiet, settings.workers)
     eval_set = (
-        load_eval_set(settings.eval_data, ann.class_names, pre, settings.download, quiet)
+        load_eval_set(settings.eval_data, ann.class_names, pre, settings.download, quiet, settings.workers)
         if settings.eval_data
         else None
     )
     val_set = (
-        load_eval_set(settings.val_data, ann.class_names, pre, settings.download, quiet)
+        load_eval_set(settings.val_data, ann.class_names, pre, settings.download, quiet, settings.workers)
         if settings.val_data
         else None
     )
@@ -159,9 +177,7 @@ def train(
     )  # fmt: skip
     cuda = device.type == "cuda"
     channels_last = settings.channels_last == "on" or (settings.channels_last == "auto" and cuda)
-    amp_dtype = None
-    if settings.amp == "on" or (settings.amp == "auto" and cuda):
-        amp_dtype = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
+    amp_dtype = _amp_dtype(settings.amp, device)
     flip, strong = _dataset_views(ann.data, settings.strong_augment)
     views = Views(
         ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=flip, strong=strong),
@@ -248,9 +264,10 @@ def train(
                 record["loss"] = {"a": baseline_epoch(ctx, peers[0], settings.method, epoch, train_rows)}
             record.update(_evaluate(ctx, peers, holdout_rows, eval_set, val_set))
             record["seconds"] = time.perf_counter() - began
-            save_checkpoint(out / rf.CHECKPOINT, epoch + 1, ctx, peers, bank, {})
+            # Metrics line first: a crash before the checkpoint leaves an extra line that resume truncates.
             with open(out / rf.METRICS, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+            save_checkpoint(out / rf.CHECKPOINT, epoch + 1, ctx, peers, bank, {})
             _log(_epoch_line(record, settings.epochs), quiet)
     except KeyboardInterrupt as exc:
         raise Interrupted(
@@ -258,6 +275,18 @@ def train(
         ) from exc
 
     return _finish(out, ctx, peers, holdout_rows, eval_set, val_set, settings, quiet)
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where it is native (auto: CUDA only). fp16 would need loss scaling, which this trainer
+    does not do, and emulated bf16 is slower than fp32: both fall back to fp32."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if device.type != "cuda" or torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    if amp == "on":
+        warnings.warn("--amp on: this GPU has no native bf16; training in fp32", stacklevel=2)
+    return None
 
 
 def _dataset_views(data_block: dict, strong_augment: str) -> tuple[bool, str]:

@@ -128,7 +128,8 @@ class Views:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+        # A checkpoint loaded with map_location=cuda puts the state on the GPU; CPU generators need it back.
+        self.generator.set_state(state["generator"].cpu())
 
     # ----------------------------------------------------------------------------------------- views
     def eval(self, images: Tensor) -> Tensor:

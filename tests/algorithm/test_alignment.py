@@ -22,6 +22,8 @@ def test_prediction_table_starts_uniform_and_updates_by_item():
     assert table.mean().tolist() == [0.5, 0.5]
     table.update(torch.tensor([1]), torch.tensor([[1.0, 0.0]]))
     assert table.mean().tolist() == pytest.approx([2 / 3, 1 / 3])
+    # Over chosen rows only (held-out rows stay uniform and must not dilute the mean).
+    assert table.mean(torch.tensor([1])).tolist() == [1.0, 0.0]
     other = PredictionTable(3, 2)
     other.load_state_dict(table.state_dict())
     assert torch.equal(other.table, table.table)

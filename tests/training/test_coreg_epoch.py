@@ -1,0 +1,107 @@
+"""One division and one Co-Reg epoch on a tiny random problem: what each step may and may not touch."""
+
+import numpy as np
+import pytest
+import torch
+
+from coreg_edge.algorithm import CoRegConfig, PrototypeBank
+from coreg_edge.models import NetworkConfig
+from coreg_edge.training.context import Context
+from coreg_edge.training.coreg import coreg_epoch, divide_items
+from coreg_edge.training.settings import TrainSettings
+from coreg_edge.training.trainer import _amp_dtype, _build_peer
+from coreg_edge.training.views import ViewConfig, Views
+
+N, C, SIZE = 48, 4, 8
+
+
+def _setup():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (N, 3, SIZE, SIZE), dtype=torch.uint8)
+    labels = torch.arange(N) % C
+    candidates = torch.zeros(N, C, dtype=torch.bool)
+    candidates[torch.arange(N), labels] = True
+    candidates[torch.arange(N), (labels + 1) % C] = True
+    config = CoRegConfig(queue_size=64, proj_dim=16, proj_hidden=32, min_p_share=0.5)
+    settings = TrainSettings(backbone="test_resnet", batch_size=8, coreg=config, compile="off")
+    net_config = NetworkConfig(
+        backbone="test_resnet", num_classes=C, in_chans=3, image_size=SIZE, proj_hidden=32, proj_dim=16
+    )
+    peers = [
+        _build_peer(name, net_config, settings, torch.device("cpu"), N, C, i, False)
+        for i, name in enumerate("ab")
+    ]
+    views = Views(ViewConfig(SIZE, 3, (0.5,) * 3, (0.5,) * 3, flip=False, strong="weak"), seed=0)
+    ctx = Context(
+        device=torch.device("cpu"), images=images, candidates=candidates, labels=labels, top1=labels,
+        views=views, batch_size=8, generator=torch.Generator().manual_seed(0), rng=np.random.default_rng(0),
+    )  # fmt: skip
+    return ctx, peers, config
+
+
+def _bn_stats(net: torch.nn.Module) -> list[torch.Tensor]:
+    return [
+        b.clone()
+        for m in net.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+        for b in (m.running_mean, m.running_var)
+    ]
+
+
+def test_division_ignores_held_out_rows():
+    ctx, (a, _), config = _setup()
+    train_rows = torch.arange(8, N)  # rows 0..7 are held out
+    division = divide_items(ctx, a, config, train_rows, prior=None)
+    held = torch.arange(8)
+    assert not division.in_p[held].any()
+    assert division.in_p[train_rows].float().mean() >= 0.5  # the min_p_share floor
+    # Min-max normalised over the training rows only: their losses span exactly [0, 1].
+    losses = a.history.mean()
+    assert float(losses[train_rows].min()) == 0.0 and float(losses[train_rows].max()) == pytest.approx(1.0)
+    assert torch.all(losses[held] == 0)
+    # Held-out rows of the prediction table are never written.
+    assert torch.allclose(a.table.table[held], torch.full((8, C), 1.0 / C))
+
+
+def test_coreg_epoch_trains_the_peer_and_leaves_the_partner_untouched():
+    ctx, (a, b), config = _setup()
+    rows = torch.arange(N)
+    schedule = config.resolve(epochs=4, warmup_epochs=1)
+    division_b = divide_items(ctx, b, config, rows, prior=None)
+    bank = PrototypeBank(C, config.proj_dim)
+    a_before = [p.detach().clone() for p in a.net.parameters()]
+    b_params = [p.detach().clone() for p in b.net.parameters()]
+    b_stats = _bn_stats(b.net)
+    result = coreg_epoch(ctx, a, b, division_b, 2, config, schedule, bank, rows)
+    assert np.isfinite(result["total"]) and 0.5 <= result["p_share"] <= 1.0
+    assert any(not torch.equal(x, y) for x, y in zip(a_before, a.net.parameters(), strict=True))
+    # The partner only predicts: neither its weights nor its BatchNorm running statistics move.
+    assert all(torch.equal(x, y) for x, y in zip(b_params, b.net.parameters(), strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(b_stats, _bn_stats(b.net), strict=True))
+    assert float(bank.prototypes.abs().sum()) > 0 and len(a.queue) > 0
+
+
+def test_amp_is_bf16_only_where_asked_on_cpu():
+    cpu = torch.device("cpu")
+    assert _amp_dtype("auto", cpu) is None and _amp_dtype("off", cpu) is None
+    assert _amp_dtype("on", cpu) is torch.bfloat16
+
+
+def test_resume_takes_only_execution_settings_from_the_new_call():
+    from coreg_edge.training.trainer import resume_settings
+
+    stored = TrainSettings(backbone="test_resnet", epochs=7, device="cuda", compile="on").to_dict()
+    settings = resume_settings(stored, {"device": "cpu", "compile": "off", "epochs": 99, "data": None})
+    assert (settings.device, settings.compile) == ("cpu", "off")
+    assert settings.epochs == 7 and settings.backbone == "test_resnet" and settings.data is None
+
+
+def test_cache_images_with_worker_threads_is_identical():
+    from coreg_edge.data import open_source
+    from coreg_edge.training.data import cache_images, preprocess_for
+
+    source = open_source("digits:test")
+    config = preprocess_for(source, 8, None)
+    indices = np.arange(40)
+    assert torch.equal(cache_images(source, indices, config, quiet=True),
+                       cache_images(source, indices, config, quiet=True, workers=3))  # fmt: skip

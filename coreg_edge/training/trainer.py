@@ -142,7 +142,7 @@ def train(
         else None
     )
     val_set = (
-        load_eval_set(settings.val_data, ann.class_names, pre, settings.download, quiet)
+        load_eval_set(settings.val_data, ann.class_names, pre, settings.download, quiet, option="--val")
         if settings.val_data
         else None
     )

@@ -54,6 +54,7 @@ def _no_leftovers(folder):
         (["annotate", "{flat}", "--classes", "a,b", "--pretrained", "not-a-tag"], "not a known tag"),
         (["annotate", "{flat}", "--classes", "a,b", "--templates", "{tmp}/none.txt"], "not a template set"),
         (["annotate", "digits", "--annotator", "synthetic", "--partial-rate", "1.5"], "within [0, 1]"),
+        (["annotate", "digits", "--annotator", "synthetic", "--workers", "-1"], "--workers must be >= 0"),
         (["info", "{tmp}/absent.npz"], "no such"),
     ],
 )
@@ -166,3 +167,19 @@ def test_valid_handmade_file_loads_and_garbage_file_does_not(runner, cli, tmp_pa
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"PK\x03\x04 truncated")
     _assert_one_line_error(_run(runner, cli, ["info", str(junk)]), "not a readable")
+
+
+def test_a_checkpoint_that_is_not_clip_weights_is_named(runner, cli, tiny_clip, flat_folder, tmp_path):
+    config, checkpoint = tiny_clip
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    out = tmp_path / "ann.npz"
+    cases = [
+        (["--clip-model", str(config), "--pretrained", str(text)], "not a PyTorch checkpoint"),
+        (["--clip-model", "RN50", "--pretrained", str(checkpoint)], "do not fit --clip-model RN50"),
+    ]
+    for clip_args, fragment in cases:
+        args = ["annotate", str(flat_folder), "--classes", "a,b", "--out", str(out), *clip_args]
+        result = _run(runner, cli, args)
+        _assert_one_line_error(result, fragment)
+        assert "unexpected" not in result.stderr and not out.exists()

@@ -75,6 +75,8 @@ def annotate(
         raise UserError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
     if k < 1 or not 0.0 < ratio <= 1.0 or batch_size < 1:
         raise UserError("--k and --batch-size must be >= 1 and --ratio within (0, 1]")
+    if workers < 0:
+        raise UserError(f"--workers must be >= 0 (got {workers})")
     source = open_source(data, download=download, data_dir=data_dir, channels=channels)
     class_names, prompt_names, labels = resolve_classes(classes, source, wording)
     skips = _Skips(strict)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import socket
 import threading
 from dataclasses import dataclass
@@ -127,6 +128,12 @@ def load_clip(
     except (OSError, KeyError, ValueError) as exc:
         raise UserError(
             f"cannot load CLIP {name} with weights {weights}: {str(exc).splitlines()[0]}"
+        ) from exc
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"--pretrained {pretrained}: not a PyTorch checkpoint of open_clip weights") from exc
+    except AssertionError as exc:  # open_clip asserts when a checkpoint's shapes do not fit the model
+        raise UserError(
+            f"--pretrained {pretrained}: these weights do not fit --clip-model {model} ({exc})"
         ) from exc
     finally:
         logging.disable(logging.NOTSET)

@@ -105,7 +105,9 @@ def parse_overrides(pairs: tuple[str, ...]) -> dict:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
+        if not sep:
+            raise UserError(f"--set {pair}: expected KEY=VALUE, e.g. lr=0.02")
+        if key not in fields:
             raise UserError(f"--set {pair}: unknown setting (known: {', '.join(sorted(fields))})")
         default = getattr(CoRegConfig(), key)
         try:
@@ -114,6 +116,8 @@ def parse_overrides(pairs: tuple[str, ...]) -> dict:
             elif isinstance(default, str):
                 values[key] = raw
             elif isinstance(default, bool):
+                if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                    raise ValueError(raw)
                 values[key] = raw.lower() in ("1", "true", "yes", "on")
             elif isinstance(default, int) or key in ("loss_start", "ramp_epochs", "lr_horizon"):
                 values[key] = int(raw)

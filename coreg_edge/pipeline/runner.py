@@ -42,12 +42,18 @@ def _data_dir(data_dir: str | None) -> Iterator[None]:
             os.environ["COREG_EDGE_DATA"] = before
 
 
-def _check_run_folder(out: Path) -> None:
+def _check_run_folder(out: Path, recipe_name: str) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file; give a folder for the run")
     if out.is_dir() and not (out / STATE_FILE).exists() and any(out.iterdir()):
         raise UserError(
             f"--out {out}: exists and is not a coreg-edge run folder (no {STATE_FILE}); choose a new or empty folder"
+        )
+    previous = (_read(out / STATE_FILE) or {}).get("recipe")
+    if isinstance(previous, str) and previous != recipe_name:
+        raise UserError(
+            f"--out {out}: holds a run of recipe {previous!r}, not {recipe_name!r}; choose another --out "
+            "(running here would replace that run's outputs)"
         )
 
 
@@ -71,7 +77,7 @@ def run_recipe(
     """
     recipe = load_recipe(recipe, overrides)
     out = Path(out) if out is not None else Path("runs") / recipe.name
-    _check_run_folder(out)
+    _check_run_folder(out, recipe.name)
     out.mkdir(parents=True, exist_ok=True)
     if _read(out / RECIPE_FILE) != recipe.to_dict():
         _write_json(out / RECIPE_FILE, recipe.to_dict())

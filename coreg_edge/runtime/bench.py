@@ -174,7 +174,12 @@ def run_bench(
     )
     with bar:
         for size in batch_sizes:
-            inputs = [random_input(m.config, size, rng) for m in opened]
+            try:
+                inputs = [random_input(m.config, size, rng) for m in opened]
+            except MemoryError as exc:
+                raise UserError(
+                    f"--batch-sizes {size}: not enough memory for one batch; use smaller batch sizes"
+                ) from exc
             for _ in range(warmup):
                 for m, x in zip(opened, inputs, strict=True):
                     m.run(x)

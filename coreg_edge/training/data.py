@@ -166,15 +166,17 @@ def load_eval_set(
     download: bool = False,
     quiet: bool = False,
     workers: int = 0,
+    option: str = "--eval",
 ) -> EvalSet:
     source = open_source(data, download=download, channels=config.channels)
     if not source.has_labels:
-        raise UserError(f"--eval {data}: has no ground truth (needs class sub-folders or a built-in split)")
+        raise UserError(f"{option} {data}: has no ground truth (needs class sub-folders or a built-in split)")
     labels = source.labels
     if source.class_names is not None and list(source.class_names) != list(class_names):
         if sorted(source.class_names) != sorted(class_names):
             raise UserError(
-                f"--eval {data}: its classes ({', '.join(source.class_names[:4])}, ...) are not the annotation's"
+                f"{option} {data}: its {len(source.class_names)} classes ({', '.join(source.class_names[:4])}, ...) "
+                f"are not the annotation's {len(class_names)} ({', '.join(class_names[:4])}, ...)"
             )
         remap = np.asarray([class_names.index(n) for n in source.class_names])
         labels = remap[labels]

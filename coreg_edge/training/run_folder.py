@@ -41,11 +41,14 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise UserError(f"{path.parent}: not a finished coreg-edge run (no {path.name}); {what}") from exc
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: corrupt JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: corrupt JSON (expected an object, got {type(data).__name__})")
+    return data
 
 
 def read_config(run: str | os.PathLike[str]) -> dict[str, Any]:
@@ -66,7 +69,14 @@ def read_metrics(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(run) / METRICS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    metrics = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                metrics.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}: corrupt JSON on line {number} ({exc})") from exc
+    return metrics
 
 
 def save_weights(module, path: str | os.PathLike[str]) -> None:
@@ -80,6 +90,7 @@ def save_weights(module, path: str | os.PathLike[str]) -> None:
 
 def load_network(run: str | os.PathLike[str], peer: str = "a"):
     """Rebuild a peer (CoRegNetwork, eval mode, CPU) from the run's config and safetensors weights."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from coreg_edge.models import NetworkConfig, network_from_config
@@ -92,7 +103,11 @@ def load_network(run: str | os.PathLike[str], peer: str = "a"):
         raise UserError(f"{run}: has no weights for peer {peer} ({path.name}); method {config.get('method')}")
     network = network_from_config(NetworkConfig.from_dict(config["network"]))
     try:
-        network.load_state_dict(load_file(str(path)))
+        weights = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        network.load_state_dict(weights)
     except (RuntimeError, OSError) as exc:
         raise UserError(f"{path}: weights do not fit the run's network ({str(exc).splitlines()[0]})") from exc
     return network.eval()

@@ -50,6 +50,8 @@ class TrainSettings:
             raise UserError(f"--method must be one of {', '.join(METHODS)} (got {self.method!r})")
         if self.epochs < 1 or self.batch_size < 1:
             raise UserError("--epochs and --batch-size must be >= 1")
+        if self.image_size is not None and self.image_size < 1:
+            raise UserError(f"--image-size must be >= 1 (got {self.image_size})")
         if self.warmup is not None and not 0 <= self.warmup <= self.epochs:
             raise UserError(f"--warmup must be within 0..--epochs ({self.epochs}) (got {self.warmup})")
         if self.method == "coreg" and self.resolved_warmup() >= self.epochs:

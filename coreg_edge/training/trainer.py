@@ -160,7 +160,9 @@ def train(
         else None
     )
     val_set = (
-        load_eval_set(settings.val_data, ann.class_names, pre, settings.download, quiet, settings.workers)
+        load_eval_set(
+            settings.val_data, ann.class_names, pre, settings.download, quiet, settings.workers, option="--val"
+        )
         if settings.val_data
         else None
     )

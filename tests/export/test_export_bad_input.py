@@ -56,3 +56,19 @@ def test_out_is_a_file(trained_run, runner, cli, tmp_path):
     target.write_text("x")
     result = runner.invoke(cli, ["export", str(trained_run), "--out", str(target)])
     _fails(result, 1, "is a file")
+
+
+def test_corrupt_peer_weights(run_copy, runner, cli, tmp_path):
+    (run_copy / "peer_a.safetensors").write_bytes(b"junk")
+    result = runner.invoke(cli, ["export", str(run_copy), "--out", str(tmp_path / "d"), "--peer", "a"])
+    _fails(result, 1, "peer_a.safetensors: not a readable safetensors file")
+    assert "unexpected" not in result.stderr and not any(Path(tmp_path / "d").glob("*.onnx"))
+
+
+def test_malformed_run_files_are_named(run_copy, runner, cli, tmp_path):
+    (run_copy / "selection.json").write_text("[]\n")
+    for args in (["export", str(run_copy), "--out", str(tmp_path / "d")], ["info", str(run_copy)]):
+        _fails(runner.invoke(cli, args), 1, "selection.json: corrupt JSON (expected an object")
+    (run_copy / "selection.json").unlink()
+    (run_copy / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1, "lr\n')
+    _fails(runner.invoke(cli, ["info", str(run_copy)]), 1, "metrics.jsonl: corrupt JSON on line 2")

@@ -80,3 +80,19 @@ def test_wording_on_an_image_folder_words_the_prompts(tmp_path, class_folder, ti
     ann = load(tmp_path / "ann.npz")
     assert ann.class_names == ["bird", "cat", "dog"]
     assert ann.extra["prompt_names"] == ["a bird face", "a cat face", "a dog face"]
+
+
+def test_a_run_folder_of_another_recipe_is_refused(runner, cli, tmp_path):
+    """Running recipe B into recipe A's folder would replace A's outputs: refused before any stage runs."""
+    run = tmp_path / "run"
+    run.mkdir()
+    state = '{"format_version": 1, "stages": {}, "recipe": "digits"}\n'
+    (run / "stages.json").write_text(state)
+    other = tmp_path / "other.toml"
+    other.write_text('[data]\ntrain = "digits"\n')
+    result = runner.invoke(cli, ["run", str(other), "--out", str(run)])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "recipe 'digits', not 'other'" in lines[0], result.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["stages.json"]
+    assert (run / "stages.json").read_text() == state

@@ -142,3 +142,17 @@ def test_bench_usage_errors(tiny) -> None:
     assert run("bench", tiny.with_metadata, "--iters", "0").exit_code == 2
     missing = run("bench", tiny.folder / "nope.onnx")
     assert missing.exit_code == 1 and "model file not found" in missing.stderr
+
+
+def test_bench_a_batch_too_large_for_memory(tiny, monkeypatch) -> None:
+    import coreg_edge.runtime.bench as bench_module
+
+    def no_memory(config, batch_size, rng):
+        raise MemoryError(f"Unable to allocate an array of {batch_size} images")
+
+    monkeypatch.setattr(bench_module, "random_input", no_memory)
+    result = run("bench", tiny.with_metadata, "--batch-sizes", "99999999", "--iters", "1")
+    assert result.exit_code == 1 and "unexpected" not in result.stderr
+    assert result.stderr.strip() == (
+        "Error: --batch-sizes 99999999: not enough memory for one batch; use smaller batch sizes"
+    )

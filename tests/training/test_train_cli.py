@@ -122,7 +122,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(runner, cli, digit
     assert not (run / rf.SELECTION).exists()
 
 
-def test_train_bad_input(runner, cli, digits_annotation, tmp_path):
+def test_train_bad_input(runner, cli, digits_annotation, class_folder, tmp_path):
     run = tmp_path / "r"
     bad = [
         ([str(tmp_path / "missing.npz"), "--out", str(run)], "no such annotation file"),
@@ -131,8 +131,17 @@ def test_train_bad_input(runner, cli, digits_annotation, tmp_path):
         ([str(digits_annotation), "--out", str(run), "--epochs", "2", "--warmup", "2"], "after warm-up"),
         (["--resume", "--out", str(tmp_path / "nothing")], "no such run folder"),
         ([str(digits_annotation), "--out", str(run), "--eval", "cifar10:test"], "--download"),
+        ([str(digits_annotation), "--out", str(run), "--image-size", "0"], "--image-size must be >= 1"),
+        ([str(digits_annotation), "--out", str(run), "--set", "lr"], "expected KEY=VALUE"),
+        (
+            [str(digits_annotation), "--out", str(run), "--set", "mixup_bn_frozen=maybe"],
+            "'maybe' is not a valid",
+        ),
+        ([str(digits_annotation), "--out", str(run), "--val", str(class_folder)], "--val "),
+        ([str(digits_annotation), "--out", str(run), "--eval", str(class_folder)], "its 3 classes"),
     ]
     for args, fragment in bad:
         result = _train(runner, cli, *TINY, *args)
         assert result.exit_code != 0, args
         assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not run.exists(), args

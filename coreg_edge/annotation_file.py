@@ -170,7 +170,9 @@ def load(path: str | os.PathLike[str]) -> Annotation:
     except AnnotationFormatError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise AnnotationFormatError(f"{path}: not a readable .npz annotation file ({exc})") from exc
+        # numpy's own text for a non-archive suggests allow_pickle=True, which must never be followed here.
+        reason = "not an .npz archive" if "pickle" in str(exc) else str(exc)
+        raise AnnotationFormatError(f"{path}: not a readable .npz annotation file ({reason})") from exc
     try:
         meta = json.loads(str(arrays["meta"]))
     except json.JSONDecodeError as exc:

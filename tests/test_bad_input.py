@@ -167,6 +167,11 @@ def test_valid_handmade_file_loads_and_garbage_file_does_not(runner, cli, tmp_pa
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"PK\x03\x04 truncated")
     _assert_one_line_error(_run(runner, cli, ["info", str(junk)]), "not a readable")
+    text = tmp_path / "notes.npz"
+    text.write_text("just text")
+    result = _run(runner, cli, ["info", str(text)])
+    _assert_one_line_error(result, "not an .npz archive")
+    assert "allow_pickle" not in result.stderr  # numpy's advice to load unsafely is not passed on
 
 
 def test_a_checkpoint_that_is_not_clip_weights_is_named(runner, cli, tiny_clip, flat_folder, tmp_path):

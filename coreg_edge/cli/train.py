@@ -84,6 +84,8 @@ def train(annotation, out, compile_mode, overrides, resume, as_json, device, see
 
     if not resume and not annotation:
         raise UserError("ANNOTATION is required (or --resume --out RUN to continue a run)")
+    if resume:
+        _refuse_changes_on_resume(click.get_current_context(), out)
     coreg = parse_overrides(overrides)
     summary = run_train(
         annotation, out, resume=resume, quiet=quiet, compile=compile_mode, device=device, seed=seed,
@@ -93,6 +95,29 @@ def train(annotation, out, compile_mode, overrides, resume, as_json, device, see
         click.echo(json.dumps(summary, indent=2))
     else:
         echo(f"run folder: {out} (selected peer {summary['selected']})", quiet)
+
+
+def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
+    """--resume continues the stored run exactly: options that would change what it computes are an error
+    (silently ignoring them would train something else than the user asked for)."""
+    from coreg_edge.errors import UserError
+    from coreg_edge.training import run_folder
+    from coreg_edge.training.trainer import RESUME_OVERRIDES
+
+    run_folder.read_config(out)  # first: is there a run to resume at all?
+
+    allowed = RESUME_OVERRIDES | {"resume", "out", "quiet", "as_json", "compile_mode", "device"}
+    given = [
+        param.opts[0] if isinstance(param, click.Option) else param.name.upper()
+        for param in ctx.command.params
+        if param.name not in allowed
+        and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise UserError(
+            f"--resume continues the run with its stored settings; drop {', '.join(given)} "
+            "(only --device, --compile, --amp, --channels-last, --workers, --data may change)"
+        )
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict:

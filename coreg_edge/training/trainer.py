@@ -145,6 +145,8 @@ def train(
             raise UserError(
                 f"{out} already holds a run; pass --resume to continue it, or choose another --out"
             )
+        if out.is_dir() and any(out.iterdir()):
+            raise UserError(f"--out {out}: exists and is not a run folder; choose a new or empty folder")
         settings = TrainSettings(**options)
     ann = load_annotation(annotation)
     if settings.method == "supervised" and not ann.has_labels:
@@ -161,7 +163,13 @@ def train(
     )
     val_set = (
         load_eval_set(
-            settings.val_data, ann.class_names, pre, settings.download, quiet, settings.workers, option="--val"
+            settings.val_data,
+            ann.class_names,
+            pre,
+            settings.download,
+            quiet,
+            settings.workers,
+            option="--val",
         )
         if settings.val_data
         else None

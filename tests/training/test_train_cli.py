@@ -139,9 +139,16 @@ def test_train_bad_input(runner, cli, digits_annotation, class_folder, tmp_path)
         ),
         ([str(digits_annotation), "--out", str(run), "--val", str(class_folder)], "--val "),
         ([str(digits_annotation), "--out", str(run), "--eval", str(class_folder)], "its 3 classes"),
+        ([str(digits_annotation), "--out", str(class_folder)], "is not a run folder"),
     ]
     for args, fragment in bad:
         result = _train(runner, cli, *TINY, *args)
         assert result.exit_code != 0, args
         assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert not run.exists(), args
+    # --resume continues a run as stored: options that change what it computes are refused, not ignored.
+    stored = tmp_path / "stored"
+    stored.mkdir()
+    rf.write_json(stored / rf.CONFIG, {"format_version": rf.RUN_FORMAT_VERSION})
+    result = _train(runner, cli, str(digits_annotation), "--resume", "--out", str(stored), "--epochs", "5")
+    assert result.exit_code == 1 and "drop ANNOTATION, --epochs" in result.stderr, result.stderr

@@ -49,7 +49,18 @@ def main() -> None:
     parser.add_argument(
         "--from-runs", metavar="DIR", help="no training: rebuild the results from a finished work folder"
     )
+    parser.add_argument(
+        "--merge", nargs="+", metavar="FILE", help="no training: print the tables of earlier results files "
+        "(a later file's row replaces an earlier one for the same setting, seed and method)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.merge:
+        rows: dict[tuple, dict] = {}
+        for name in args.merge:
+            for r in json.loads(Path(name).read_text())["results"]:
+                rows[(r["q"], r["eta"], r["seed"], r["method"])] = r
+        print_table(list(rows.values()))
+        return
     if args.from_runs:
         results = rows_from_runs(Path(args.from_runs), previous_seconds(Path(args.out)))
         write_results(Path(args.out), args, results)
@@ -122,7 +133,7 @@ def write_results(out: Path, args: argparse.Namespace, results: list[dict]) -> N
 
 def print_table(results: list[dict]) -> None:
     print(
-        "\n| q, eta | method | selected peer (mean +- std) | ensemble | peak epoch (test-peeking) | seconds |"
+        "\n| q, eta | method | selected peer (mean +- std) | ensemble | peak epoch (test-peeking) | median seconds |"
     )
     print("|---|---|---|---|---|---|")
     for q, eta in sorted({(r["q"], r["eta"]) for r in results}, reverse=True):
@@ -134,7 +145,7 @@ def print_table(results: list[dict]) -> None:
             ens = [r["test_accuracy"]["ensemble"] for r in rows if r["test_accuracy"]["ensemble"] is not None]
             std = statistics.stdev(sel) if len(sel) > 1 else 0.0
             ens_text = f"{statistics.mean(ens):.4f}" if ens else "-"
-            secs = statistics.mean(r["seconds"] for r in rows)
+            secs = statistics.median(r["seconds"] for r in rows)  # robust to a run that shared the machine
             peak = statistics.mean(r["peak_test_accuracy"] for r in rows)
             print(f"| {q}, {eta} | {method} | {statistics.mean(sel):.4f} +- {std:.4f} | {ens_text} | {peak:.4f} | "
                   f"{secs:.0f} |")  # fmt: skip

@@ -60,6 +60,12 @@ def reopen_source(data_block: dict, data: str | None = None, download: bool = Fa
             data = data_block.get("root")
         if not data:
             raise UserError("the annotation file does not say where its images are; pass --data")
+        try:
+            return open_source(data, download=download, channels=data_block.get("channels"))
+        except UserError as exc:  # the folder moved since annotation: say how to point at it
+            raise UserError(
+                f"{exc} (the images the annotation file names; if they moved, pass --data)"
+            ) from exc
     return open_source(data, download=download, channels=data_block.get("channels"))
 
 

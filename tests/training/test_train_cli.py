@@ -146,6 +146,18 @@ def test_train_bad_input(runner, cli, digits_annotation, class_folder, tmp_path)
         assert result.exit_code != 0, args
         assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert not run.exists(), args
+    # Images moved since annotation: the error says how to point at them.
+    import shutil
+
+    from coreg_edge.annotate import annotate
+
+    moved = tmp_path / "moved"
+    shutil.copytree(class_folder, moved)
+    ann = tmp_path / "moved.npz"
+    annotate(str(moved), ann, annotator="synthetic", seed=0, quiet=True)
+    shutil.rmtree(moved)
+    result = _train(runner, cli, str(ann), "--out", str(run), *TINY)
+    assert result.exit_code == 1 and "pass --data" in result.stderr and not run.exists(), result.stderr
     # --resume continues a run as stored: options that change what it computes are refused, not ignored.
     stored = tmp_path / "stored"
     stored.mkdir()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from coreg_edge.algorithm import (
     CoRegConfig,
+    PrototypeBank,
     align_distribution,
     co_pseudo_labels_p,
     co_pseudo_labels_u,
@@ -121,120 +123,190 @@ def coreg_epoch(
     epoch: int,
     config: CoRegConfig,
     schedule: CoRegSchedule,
-    bank,
+    bank: PrototypeBank,
     train_rows: torch.Tensor,
-) -> dict:
+) -> dict[str, Any]:
     """Train `peer` for one epoch on the split its partner made (`division` comes from `other`)."""
     rows_p = train_rows[division.in_p.cpu()[train_rows]]
     rows_u = train_rows[~division.in_p.cpu()[train_rows]]
     b = ctx.batch_size
     iterations = max(1, -(-len(rows_p) // b))
     copy_parameters(peer.key_net, peer.net)  # re-copied at the start of every post-warm-up epoch
-    weights = schedule.loss_weights(epoch)
     use_repr = schedule.representation_losses_active(epoch)
     u_batches = _cycle(ctx, rows_u, b)
-    sums = {"cr": 0.0, "prot": 0.0, "cont": 0.0, "total": 0.0}
-    pseudo_hits, pseudo_known = 0.0, 0
+    stats = _EpochStats()
     peer.net.train()
     other.net.eval()  # the partner only predicts (reference: net2.eval()); its BatchNorm statistics stay its own
     for step, batch_p in enumerate(ctx.batches(rows_p, b)):
         batch_u = next(u_batches) if len(rows_u) else batch_p[:0]
-        lam_u = schedule.lambda_u(epoch + step / iterations)
         idx_p, idx_u = batch_p.to(ctx.device), batch_u.to(ctx.device)
         img_p, img_u = ctx.images[idx_p], ctx.images[idx_u]
-        n_p, n_u = len(idx_p), len(idx_u)
+        n_p = len(idx_p)
 
-        with torch.no_grad(), ctx.autocast():
-            weak = torch.cat(
-                [ctx.views.weak(img_p), ctx.views.weak(img_p), ctx.views.weak(img_u), ctx.views.weak(img_u)]
-            )
-            own_logits, own_z = peer.forward_train(weak)
-            own = own_logits.float().softmax(1)
-            own_p1, own_p2 = own[:n_p], own[n_p : 2 * n_p]
-            own_u1, own_u2 = own[2 * n_p : 2 * n_p + n_u], own[2 * n_p + n_u :]
-            proto_z = own_z[:n_p].float()
-            if n_u:
-                peer_u = other.logits(weak[2 * n_p :]).float().softmax(1)
-            targets_p = co_pseudo_labels_p(
-                division.w[idx_p], division.restricted[idx_p], [own_p1, own_p2], config.sharpen_temperature
-            )
-            if n_u:
-                targets_u = co_pseudo_labels_u(
-                    [own_u1, own_u2, peer_u[:n_u], peer_u[n_u:]], config.sharpen_temperature
-                )
-            else:
-                targets_u = targets_p[:0]
-        strong_1 = torch.cat([ctx.views.strong(img_p), ctx.views.strong(img_u)])
-        strong_2 = torch.cat([ctx.views.strong(img_p), ctx.views.strong(img_u)])
-        # MixUp over [P view1, P view2, U view1, U view2] (spec 5.3).
-        inputs = torch.cat([strong_1[:n_p], strong_2[:n_p], strong_1[n_p:], strong_2[n_p:]])
-        targets = torch.cat([targets_p, targets_p, targets_u, targets_u])
-        lam = sample_mixup_lambda(config.mixup_alpha, ctx.rng)
-        perm = torch.randperm(len(inputs), generator=ctx.generator).to(ctx.device)
-        mixed = mixup(inputs, targets, lam, perm)
-        # The unmixed strong view 1 (contrastive queries) joins the same forward only once L_cont is on.
-        bn_guard = frozen_bn_statistics(peer.net) if config.mixup_bn_frozen else contextlib.nullcontext()
-        with ctx.autocast(), bn_guard:
-            logits, z = peer.forward_train(torch.cat([mixed.inputs, strong_1]) if use_repr else mixed.inputs)
-        logits, z = logits.float(), z.float()
-        m = len(inputs)
+        targets = _co_pseudo_targets(ctx, peer, other, division, idx_p, img_p, img_u, config)
+        fwd = _mixup_forward(ctx, peer, img_p, img_u, targets, config, use_repr)
+        lam_u = schedule.lambda_u(epoch + step / iterations)
+        m = fwd.num_inputs
         l_cr = self_training_loss(
-            logits[: 2 * n_p],
-            mixed.targets[: 2 * n_p],
-            logits[2 * n_p : m],
-            mixed.targets[2 * n_p : m],
+            fwd.logits[: 2 * n_p], fwd.mixed.targets[: 2 * n_p], fwd.logits[2 * n_p : m], fwd.mixed.targets[2 * n_p : m],
             lam_u,
-        )
-
+        )  # fmt: skip
         # Prototypes and queue are updated from the first post-warm-up epoch; their losses start later.
-        labels_p = targets_p.argmax(1)
-        bank.update(proto_z, labels_p, config.proto_momentum)
-        momentum_update(peer.key_net, peer.net, config.key_momentum)
-        with torch.no_grad(), ctx.autocast():
-            keys = peer.key_net.forward_train(strong_2)[1].float()
-        query_labels = torch.cat([labels_p, targets_u.argmax(1)])
-        query_in_p = torch.cat([torch.ones(n_p, dtype=torch.bool), torch.zeros(n_u, dtype=torch.bool)]).to(
-            ctx.device
-        )
+        keys, query_in_p = _update_memories(ctx, peer, bank, targets, fwd.strong_2, config)
         l_prot = l_cont = None
         if use_repr:
-            sim = bank.similarity_logits(z[:m], config.proto_temperature)
-            l_prot = prototype_loss(
-                sim[: 2 * n_p], mixed.targets_a[: 2 * n_p], mixed.targets_b[: 2 * n_p], lam,
-                sim[2 * n_p :], mixed.targets_a[2 * n_p :], mixed.targets_b[2 * n_p :], config.proto_u_weight,
-            )  # fmt: skip
-            l_cont = noisy_supcon_loss(
-                z[m:], keys, query_labels, query_in_p, peer.queue, config.contrastive_temperature
-            )
+            l_prot, l_cont = _representation_losses(peer, bank, fwd, targets, keys, query_in_p, config)
         loss = total_loss(l_cr, l_prot, l_cont, epoch, schedule)
         check_finite(loss, epoch, step, f"peer {peer.name} Co-Reg")
         peer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         peer.optimizer.step()
-        peer.queue.enqueue(keys, torch.cat([targets_p, targets_u]), query_in_p)
+        peer.queue.enqueue(keys, torch.cat([targets.p, targets.u]), query_in_p)
+        stats.add(l_cr, l_prot, l_cont, loss, targets.p.argmax(1), ctx.labels[idx_p])
 
-        sums["cr"] += float(l_cr.detach())
-        sums["prot"] += float(l_prot.detach()) if l_prot is not None else 0.0
-        sums["cont"] += float(l_cont.detach()) if l_cont is not None else 0.0
-        sums["total"] += float(loss.detach())
-        known = ctx.labels[idx_p] >= 0
-        pseudo_hits += float((labels_p[known] == ctx.labels[idx_p][known]).sum())
-        pseudo_known += int(known.sum())
-    steps = max(1, iterations)
-    result = {k: v / steps for k, v in sums.items()}
+    weights = schedule.loss_weights(epoch)
+    result: dict[str, Any] = stats.means(max(1, iterations))
     result["weights"] = {
         "lambda_u": schedule.lambda_u(epoch),
         "prot": weights.prototype,
         "cont": weights.contrastive,
     }
     result["p_share"] = len(rows_p) / max(1, len(train_rows))
-    result["pseudo_label_accuracy"] = pseudo_hits / pseudo_known if pseudo_known else None
+    result["pseudo_label_accuracy"] = stats.pseudo_label_accuracy()
     result["p_collapse"] = (
         detect_collapse(division.restricted[division.in_p].argmax(1), ctx.num_classes)
         if len(rows_p)
         else None
     )
     return result
+
+
+@dataclass
+class _Targets:
+    """Sharpened co-pseudo-labels of a step's P and U items, and P's weak-view projections."""
+
+    p: torch.Tensor  # (n_p, C)
+    u: torch.Tensor  # (n_u, C)
+    proto_z: torch.Tensor  # (n_p, D): updates the prototype bank
+
+
+@torch.no_grad()
+def _co_pseudo_targets(
+    ctx: Context, peer: Peer, other: Peer, division: Division, idx_p: torch.Tensor, img_p: torch.Tensor,
+    img_u: torch.Tensor, config: CoRegConfig,
+) -> _Targets:  # fmt: skip
+    """Spec 5.2: own predictions on two weak views of P and U, the partner's on U only (P's come from the
+    division)."""
+    n_p, n_u = len(img_p), len(img_u)
+    with ctx.autocast():
+        weak = torch.cat(
+            [ctx.views.weak(img_p), ctx.views.weak(img_p), ctx.views.weak(img_u), ctx.views.weak(img_u)]
+        )
+        own_logits, own_z = peer.forward_train(weak)
+        own = own_logits.float().softmax(1)
+        own_p1, own_p2 = own[:n_p], own[n_p : 2 * n_p]
+        own_u1, own_u2 = own[2 * n_p : 2 * n_p + n_u], own[2 * n_p + n_u :]
+        peer_u = other.logits(weak[2 * n_p :]).float().softmax(1) if n_u else None
+        targets_p = co_pseudo_labels_p(
+            division.w[idx_p], division.restricted[idx_p], [own_p1, own_p2], config.sharpen_temperature
+        )
+        if peer_u is not None:
+            targets_u = co_pseudo_labels_u(
+                [own_u1, own_u2, peer_u[:n_u], peer_u[n_u:]], config.sharpen_temperature
+            )
+        else:
+            targets_u = targets_p[:0]
+    return _Targets(targets_p, targets_u, own_z[:n_p].float())
+
+
+@dataclass
+class _Forward:
+    """The one gradient forward of a step: MixUp batch (+ the contrastive queries once L_cont is on)."""
+
+    logits: torch.Tensor
+    z: torch.Tensor
+    mixed: Any  # algorithm.MixupBatch
+    lam: float
+    strong_2: torch.Tensor  # the key encoder's input
+    num_inputs: int  # rows of the MixUp batch; rows after it are the queries
+
+
+def _mixup_forward(
+    ctx: Context, peer: Peer, img_p: torch.Tensor, img_u: torch.Tensor, targets: _Targets, config: CoRegConfig,
+    use_repr: bool,
+) -> _Forward:  # fmt: skip
+    """MixUp over [P view1, P view2, U view1, U view2] of strong views (spec 5.3), one forward."""
+    n_p = len(img_p)
+    strong_1 = torch.cat([ctx.views.strong(img_p), ctx.views.strong(img_u)])
+    strong_2 = torch.cat([ctx.views.strong(img_p), ctx.views.strong(img_u)])
+    inputs = torch.cat([strong_1[:n_p], strong_2[:n_p], strong_1[n_p:], strong_2[n_p:]])
+    labels = torch.cat([targets.p, targets.p, targets.u, targets.u])
+    lam = sample_mixup_lambda(config.mixup_alpha, ctx.rng)
+    perm = torch.randperm(len(inputs), generator=ctx.generator).to(ctx.device)
+    mixed = mixup(inputs, labels, lam, perm)
+    # The unmixed strong view 1 (contrastive queries) joins the same forward only once L_cont is on.
+    bn_guard = frozen_bn_statistics(peer.net) if config.mixup_bn_frozen else contextlib.nullcontext()
+    with ctx.autocast(), bn_guard:
+        logits, z = peer.forward_train(torch.cat([mixed.inputs, strong_1]) if use_repr else mixed.inputs)
+    return _Forward(logits.float(), z.float(), mixed, lam, strong_2, len(inputs))
+
+
+def _update_memories(
+    ctx: Context,
+    peer: Peer,
+    bank: PrototypeBank,
+    targets: _Targets,
+    strong_2: torch.Tensor,
+    config: CoRegConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prototype bank (from P's weak projections), key encoder momentum step, keys of strong view 2.
+    Returns (keys, which keys come from P)."""
+    bank.update(targets.proto_z, targets.p.argmax(1), config.proto_momentum)
+    momentum_update(peer.key_net, peer.net, config.key_momentum)
+    with torch.no_grad(), ctx.autocast():
+        keys = peer.key_net.forward_train(strong_2)[1].float()
+    n_p, n_u = len(targets.p), len(targets.u)
+    in_p = torch.cat([torch.ones(n_p, dtype=torch.bool), torch.zeros(n_u, dtype=torch.bool)]).to(keys.device)
+    return keys, in_p
+
+
+def _representation_losses(
+    peer: Peer, bank: PrototypeBank, fwd: _Forward, targets: _Targets, keys: torch.Tensor, query_in_p: torch.Tensor,
+    config: CoRegConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """L_prot on the MixUp rows (spec 5.4) and the noisy SupCon loss on the query rows (spec 5.5)."""
+    n_p, m, mixed = len(targets.p), fwd.num_inputs, fwd.mixed
+    sim = bank.similarity_logits(fwd.z[:m], config.proto_temperature)
+    l_prot = prototype_loss(
+        sim[: 2 * n_p], mixed.targets_a[: 2 * n_p], mixed.targets_b[: 2 * n_p], fwd.lam,
+        sim[2 * n_p :], mixed.targets_a[2 * n_p :], mixed.targets_b[2 * n_p :], config.proto_u_weight,
+    )  # fmt: skip
+    query_labels = torch.cat([targets.p.argmax(1), targets.u.argmax(1)])
+    l_cont = noisy_supcon_loss(
+        fwd.z[m:], keys, query_labels, query_in_p, peer.queue, config.contrastive_temperature
+    )
+    return l_prot, l_cont
+
+
+class _EpochStats:
+    """Per-epoch sums of the loss terms and the pseudo-label hits on P (where ground truth exists)."""
+
+    def __init__(self) -> None:
+        self.sums = {"cr": 0.0, "prot": 0.0, "cont": 0.0, "total": 0.0}
+        self.hits, self.known = 0.0, 0
+
+    def add(self, l_cr, l_prot, l_cont, loss, labels_p: torch.Tensor, truth: torch.Tensor) -> None:
+        for key, value in (("cr", l_cr), ("prot", l_prot), ("cont", l_cont), ("total", loss)):
+            self.sums[key] += float(value.detach()) if value is not None else 0.0
+        known = truth >= 0
+        self.hits += float((labels_p[known] == truth[known]).sum())
+        self.known += int(known.sum())
+
+    def means(self, steps: int) -> dict[str, Any]:
+        return {k: v / steps for k, v in self.sums.items()}
+
+    def pseudo_label_accuracy(self) -> float | None:
+        return self.hits / self.known if self.known else None
 
 
 @contextlib.contextmanager

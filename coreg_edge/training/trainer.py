@@ -242,36 +242,7 @@ def train(
             for peer in peers:
                 set_lr(peer, schedule.learning_rate(epoch))
             record: dict[str, Any] = {"epoch": epoch, "lr": schedule.learning_rate(epoch)}
-            if settings.method == "coreg" and schedule.is_warmup(epoch):
-                record["phase"] = "warmup"
-                record["loss"] = {
-                    p.name: warmup_epoch(ctx, p, epoch, settings.coreg, train_rows) for p in peers
-                }
-            elif settings.method == "coreg":
-                record["phase"] = "coreg"
-                divisions = {p.name: divide_items(ctx, p, settings.coreg, train_rows, prior) for p in peers}
-                a, b = peers
-                record["loss"] = {
-                    "a": coreg_epoch(
-                        ctx, a, b, divisions["b"], epoch, settings.coreg, schedule, bank, train_rows
-                    ),
-                    "b": coreg_epoch(
-                        ctx, b, a, divisions["a"], epoch, settings.coreg, schedule, bank, train_rows
-                    ),
-                }
-                record["collapse"] = {
-                    k: detect_collapse(d.predictions[train_rows.to(device)], c) for k, d in divisions.items()
-                }
-                for k, verdict in record["collapse"].items():
-                    if verdict["collapsed"]:
-                        warnings.warn(
-                            f"epoch {epoch}: peer {k} predicts one class for {verdict['largest_class_share']:.0%} of "
-                            "items (collapse); consider a longer --warmup",
-                            stacklevel=2,
-                        )
-            else:
-                record["phase"] = settings.method
-                record["loss"] = {"a": baseline_epoch(ctx, peers[0], settings.method, epoch, train_rows)}
+            record.update(_train_one_epoch(ctx, peers, settings, schedule, bank, train_rows, epoch, prior))
             record.update(_evaluate(ctx, peers, holdout_rows, eval_set, val_set))
             record["seconds"] = time.perf_counter() - began
             # Metrics line first: a crash before the checkpoint leaves an extra line that resume truncates.
@@ -285,6 +256,36 @@ def train(
         ) from exc
 
     return _finish(out, ctx, peers, holdout_rows, eval_set, val_set, settings, quiet)
+
+
+def _train_one_epoch(
+    ctx: Context, peers: list[Peer], settings: TrainSettings, schedule, bank, train_rows: torch.Tensor, epoch: int,
+    prior: torch.Tensor | None,
+) -> dict[str, Any]:  # fmt: skip
+    """One epoch of the method's phase: Co-Reg warm-up, Co-Reg (both divisions first, then each network on
+    its partner's), or a baseline. Returns the metrics record's `phase`, `loss` (and `collapse`)."""
+    if settings.method != "coreg":
+        return {"phase": settings.method,
+                "loss": {"a": baseline_epoch(ctx, peers[0], settings.method, epoch, train_rows)}}  # fmt: skip
+    if schedule.is_warmup(epoch):
+        return {"phase": "warmup",
+                "loss": {p.name: warmup_epoch(ctx, p, epoch, settings.coreg, train_rows) for p in peers}}  # fmt: skip
+    divisions = {p.name: divide_items(ctx, p, settings.coreg, train_rows, prior) for p in peers}
+    a, b = peers
+    loss = {
+        "a": coreg_epoch(ctx, a, b, divisions["b"], epoch, settings.coreg, schedule, bank, train_rows),
+        "b": coreg_epoch(ctx, b, a, divisions["a"], epoch, settings.coreg, schedule, bank, train_rows),
+    }
+    rows = train_rows.to(ctx.device)
+    collapse = {k: detect_collapse(d.predictions[rows], ctx.num_classes) for k, d in divisions.items()}
+    for k, verdict in collapse.items():
+        if verdict["collapsed"]:
+            warnings.warn(
+                f"epoch {epoch}: peer {k} predicts one class for {verdict['largest_class_share']:.0%} of "
+                "items (collapse); consider a longer --warmup",
+                stacklevel=3,
+            )
+    return {"phase": "coreg", "loss": loss, "collapse": collapse}
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter, ImageOps
 
 from coreg_edge.runtime.preprocess import PreprocessConfig, normalise
-from coreg_edge.training import views as views_module
-from coreg_edge.training.views import CUTOUT_GREY, RANDAUGMENT_OPS, ViewConfig, Views
+from coreg_edge.training import randaugment as ops_module
+from coreg_edge.training.randaugment import RANDAUGMENT_OPS
+from coreg_edge.training.views import CUTOUT_GREY, ViewConfig, Views
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -174,17 +175,17 @@ def test_one_channel_views(strong):
 def test_each_randaugment_op_keeps_uint8_and_zero_magnitude_is_mostly_identity(op, channels):
     images = random_images(6, size=16, channels=channels, seed=2)
     k = RANDAUGMENT_OPS.index(op)
-    if op in views_module._PHOTOMETRIC:
-        run = views_module._PHOTOMETRIC[op]
+    if op in ops_module._PHOTOMETRIC:
+        run = ops_module._PHOTOMETRIC[op]
         out = run(images, torch.rand(6), torch.ones(6))
         zero = run(images, torch.zeros(6), torch.ones(6))
     elif op == "identity":
         return
     else:
-        matrix, shift = views_module._affine_params(torch.full((6,), k), torch.rand(6), torch.ones(6), 16)
-        out = views_module._warp(images, matrix, shift)
-        matrix, shift = views_module._affine_params(torch.full((6,), k), torch.zeros(6), torch.ones(6), 16)
-        zero = views_module._warp(images, matrix, shift)
+        matrix, shift = ops_module._affine_params(torch.full((6,), k), torch.rand(6), torch.ones(6), 16)
+        out = ops_module._warp(images, matrix, shift)
+        matrix, shift = ops_module._affine_params(torch.full((6,), k), torch.zeros(6), torch.ones(6), 16)
+        zero = ops_module._warp(images, matrix, shift)
     assert out.shape == images.shape and out.dtype == torch.uint8
     if op not in ("autocontrast", "equalize", "solarize", "sharpness"):
         # Magnitude-free ops always act; solarize at magnitude 0 only flips the 255s; the rest are no-ops.
@@ -193,25 +194,25 @@ def test_each_randaugment_op_keeps_uint8_and_zero_magnitude_is_mostly_identity(o
 
 def test_equalize_and_smoothing_match_pil_and_posterize_solarize_translate_are_exact():
     images = random_images(4, size=16, seed=4) // 3 + 40  # a narrow histogram, so equalize has work to do
-    ours = views_module._equalize(images, torch.zeros(4), torch.ones(4))
+    ours = ops_module._equalize(images, torch.zeros(4), torch.ones(4))
     for image, result in zip(images, ours, strict=True):
         pil = ImageOps.equalize(Image.fromarray(image.permute(1, 2, 0).numpy()))
         assert np.array_equal(result.permute(1, 2, 0).numpy(), np.asarray(pil))
 
-    smooth_only = views_module._sharpness(images, torch.full((4,), 1 / 0.9), -torch.ones(4))  # factor 0
+    smooth_only = ops_module._sharpness(images, torch.full((4,), 1 / 0.9), -torch.ones(4))  # factor 0
     for image, result in zip(images, smooth_only, strict=True):
         pil = Image.fromarray(image.permute(1, 2, 0).numpy()).filter(ImageFilter.SMOOTH)
         assert np.array_equal(result.permute(1, 2, 0).numpy(), np.asarray(pil))
 
-    posterized = views_module._posterize(images, torch.ones(4), torch.ones(4))  # 4 bits
+    posterized = ops_module._posterize(images, torch.ones(4), torch.ones(4))  # 4 bits
     assert torch.equal(posterized, images & 0xF0)
-    solarized = views_module._solarize(images, torch.full((4,), 0.5), torch.ones(4))  # threshold 128
+    solarized = ops_module._solarize(images, torch.full((4,), 0.5), torch.ones(4))  # threshold 128
     assert torch.equal(solarized, torch.where(images >= 128, 255 - images, images))
 
     k = RANDAUGMENT_OPS.index("translate_x")
-    mags = torch.full((4,), 3.0 / (views_module._MAX_TRANSLATE * 16))  # exactly 3 px to the right
-    matrix, shift = views_module._affine_params(torch.full((4,), k), mags, torch.ones(4), 16)
-    moved = views_module._warp(images, matrix, shift)
+    mags = torch.full((4,), 3.0 / (ops_module._MAX_TRANSLATE * 16))  # exactly 3 px to the right
+    matrix, shift = ops_module._affine_params(torch.full((4,), k), mags, torch.ones(4), 16)
+    moved = ops_module._warp(images, matrix, shift)
     assert torch.equal(moved[..., 3:], images[..., :-3]) and (moved[..., :3] == 0).all()
 
 

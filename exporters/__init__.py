@@ -17,8 +17,9 @@ Attributes load lazily so `coreg_edge.exporters.describe` works on a device inst
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from coreg_edge.utils import lazy_attributes
 
 if TYPE_CHECKING:  # pragma: no cover
     from coreg_edge.exporters.describe import describe_onnx
@@ -50,8 +51,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'coreg_edge.exporters' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"coreg_edge.exporters.{module}"), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

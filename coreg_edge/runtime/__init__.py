@@ -6,8 +6,7 @@ onnxruntime parts (`Classifier`, `run_bench`, sessions) load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from coreg_edge.runtime.image import IMAGE_EXTENSIONS, ImageDecodeError, find_images, load_image, to_pil
 from coreg_edge.runtime.metadata import (
@@ -22,6 +21,7 @@ from coreg_edge.runtime.metadata import (
     make_metadata,
 )
 from coreg_edge.runtime.preprocess import PreprocessConfig, preprocess, preprocess_batch
+from coreg_edge.utils import lazy_attributes
 
 if TYPE_CHECKING:  # pragma: no cover
     from coreg_edge.runtime.bench import BenchReport, format_report, run_bench
@@ -72,8 +72,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'coreg_edge.runtime' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"coreg_edge.runtime.{module}"), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

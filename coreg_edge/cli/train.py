@@ -106,7 +106,7 @@ def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
 
     run_folder.read_config(out)  # first: is there a run to resume at all?
 
-    allowed = RESUME_OVERRIDES | {"resume", "out", "quiet", "as_json", "compile_mode", "device"}
+    allowed = RESUME_OVERRIDES | {"resume", "out", "quiet", "as_json", "compile_mode"}
     given = [
         param.opts[0] if isinstance(param, click.Option) else param.name.upper()
         for param in ctx.command.params

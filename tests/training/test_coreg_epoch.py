@@ -9,7 +9,7 @@ from coreg_edge.models import NetworkConfig
 from coreg_edge.training.context import Context
 from coreg_edge.training.coreg import coreg_epoch, divide_items
 from coreg_edge.training.settings import TrainSettings
-from coreg_edge.training.trainer import _amp_dtype, _build_peer
+from coreg_edge.training.trainer import _build_peer
 from coreg_edge.training.views import ViewConfig, Views
 
 N, C, SIZE = 48, 4, 8
@@ -79,29 +79,3 @@ def test_coreg_epoch_trains_the_peer_and_leaves_the_partner_untouched():
     assert all(torch.equal(x, y) for x, y in zip(b_params, b.net.parameters(), strict=True))
     assert all(torch.equal(x, y) for x, y in zip(b_stats, _bn_stats(b.net), strict=True))
     assert float(bank.prototypes.abs().sum()) > 0 and len(a.queue) > 0
-
-
-def test_amp_is_bf16_only_where_asked_on_cpu():
-    cpu = torch.device("cpu")
-    assert _amp_dtype("auto", cpu) is None and _amp_dtype("off", cpu) is None
-    assert _amp_dtype("on", cpu) is torch.bfloat16
-
-
-def test_resume_takes_only_execution_settings_from_the_new_call():
-    from coreg_edge.training.trainer import resume_settings
-
-    stored = TrainSettings(backbone="test_resnet", epochs=7, device="cuda", compile="on").to_dict()
-    settings = resume_settings(stored, {"device": "cpu", "compile": "off", "epochs": 99, "data": None})
-    assert (settings.device, settings.compile) == ("cpu", "off")
-    assert settings.epochs == 7 and settings.backbone == "test_resnet" and settings.data is None
-
-
-def test_cache_images_with_worker_threads_is_identical():
-    from coreg_edge.data import open_source
-    from coreg_edge.training.data import cache_images, preprocess_for
-
-    source = open_source("digits:test")
-    config = preprocess_for(source, 8, None)
-    indices = np.arange(40)
-    assert torch.equal(cache_images(source, indices, config, quiet=True),
-                       cache_images(source, indices, config, quiet=True, workers=3))  # fmt: skip

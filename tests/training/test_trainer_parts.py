@@ -1,0 +1,30 @@
+"""Trainer parts that need no training: AMP choice, resume settings, the image cache."""
+
+import numpy as np
+import torch
+
+from coreg_edge.data import open_source
+from coreg_edge.training.data import cache_images, preprocess_for
+from coreg_edge.training.settings import TrainSettings
+from coreg_edge.training.trainer import _amp_dtype, resume_settings
+
+
+def test_amp_is_bf16_only_where_asked_on_cpu():
+    cpu = torch.device("cpu")
+    assert _amp_dtype("auto", cpu) is None and _amp_dtype("off", cpu) is None
+    assert _amp_dtype("on", cpu) is torch.bfloat16
+
+
+def test_resume_takes_only_execution_settings_from_the_new_call():
+    stored = TrainSettings(backbone="test_resnet", epochs=7, device="cuda", compile="on").to_dict()
+    settings = resume_settings(stored, {"device": "cpu", "compile": "off", "epochs": 99, "data": None})
+    assert (settings.device, settings.compile) == ("cpu", "off")
+    assert settings.epochs == 7 and settings.backbone == "test_resnet" and settings.data is None
+
+
+def test_cache_images_with_worker_threads_is_identical():
+    source = open_source("digits:test")
+    config = preprocess_for(source, 8, None)
+    indices = np.arange(40)
+    assert torch.equal(cache_images(source, indices, config, quiet=True),
+                       cache_images(source, indices, config, quiet=True, workers=3))  # fmt: skip

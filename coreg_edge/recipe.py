@@ -16,7 +16,7 @@ is a one-line error naming the key and what is allowed, never a silently ignored
     [annotate] annotator, clip_model, pretrained, mode, k, ratio, templates, partial_rate, noise_rate, ...
     [train]    TrainSettings fields (method, backbone, image_size, channels, epochs, warmup, batch_size, ...)
     [train.coreg]  any CoRegConfig field (lr, queue_size, warmup_view, loss_start, ramp_epochs, ...)
-    [export]   int8, peer, opset, calibration_images, parity_images, batch_size, ...
+    [export]   int8, target (auto | x86-vnni | x86-avx2 | arm64 | portable), recover, peer, opset, ...
     [bench]    batch_sizes, iters, warmup, threads
 
 Overrides (`--set KEY=VALUE`) use dotted keys (`train.epochs=5`, `train.coreg.lr=0.05`, `seed=1`) and are
@@ -128,6 +128,10 @@ STATIC_SECTIONS: dict[str, dict[str, Key]] = {
     },
     "export": {
         "int8": Key("bool"),
+        "target": Key("str", ("auto", "x86-vnni", "x86-avx2", "arm64", "portable")),
+        "recover": Key("bool"),
+        "emulate": Key("bool"),
+        "reduce_range": Key("bool"),
         "peer": Key("str", ("selected", "a", "b", "ensemble")),
         "opset": Key("int"),
         "calibration_images": Key("int"),

@@ -20,8 +20,18 @@ from coreg_edge.utils import progress
 class ImageCalibrationReader(CalibrationDataReader):
     """Feeds {"images": float32 (N, C, H, W)} batches, loading lazily so memory stays flat."""
 
-    def __init__(self, classifier: Classifier, subset: Subset, batch_size: int = 32, quiet: bool = False):
+    def __init__(
+        self,
+        classifier: Classifier,
+        subset: Subset,
+        batch_size: int = 32,
+        quiet: bool = False,
+        single: bool = False,
+    ):
+        """`single`: feed one image at a time. onnxruntime's histogram calibrators (entropy, percentile)
+        stack per-batch outputs and fail on a last batch of another size."""
         self.classifier, self.subset, self.batch_size, self.quiet = classifier, subset, batch_size, quiet
+        self.single = single
         self.input_name = classifier.loaded.input_name
         self.skipped: list[str] = []
         self.count = 0
@@ -34,7 +44,8 @@ class ImageCalibrationReader(CalibrationDataReader):
                 batch = self.classifier.preprocess(images)
                 self.count += len(batch)
                 bar.update(len(batch))
-                yield {self.input_name: batch}
+                for part in np.split(batch, len(batch)) if self.single else [batch]:
+                    yield {self.input_name: part}
 
     def get_next(self) -> dict[str, Any] | None:
         if self._batches is None:

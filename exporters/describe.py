@@ -134,6 +134,10 @@ def describe_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
     if other:
         summary["other_opsets"] = other
     summary.update(meta or {})
+    if isinstance(summary.get("quantization"), dict):  # an int8 file: which kernels it would meet here
+        from coreg_edge.runtime.cpu import kernel_family
+
+        summary["int8_kernels_here"] = kernel_family()
     extra = {k: v for k, v in header["metadata_props"].items() if k != METADATA_KEY}
     if extra:
         summary["other_metadata"] = extra

@@ -11,6 +11,7 @@ metadata describes); PyTorch and every ONNX file (`Classifier.logits`) see that 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,6 +47,13 @@ class Logits:
     labels: np.ndarray
     is_eval: np.ndarray
     skipped: list[str]
+    inputs: np.ndarray | None = None  # the preprocessed batches, on disk (kept only when asked)
+
+    @property
+    def check_labels(self) -> np.ndarray:
+        """Labels the accuracy-drop check uses: the evaluation split's when it has any, else all known."""
+        eval_labels = np.where(self.is_eval, self.labels, -1)
+        return eval_labels if (eval_labels >= 0).any() else self.labels
 
 
 def collect_logits(
@@ -55,8 +63,12 @@ def collect_logits(
     *,
     batch_size: int = 32,
     quiet: bool = False,
+    keep_inputs: str | os.PathLike[str] | None = None,
 ) -> Logits:
-    """Run PyTorch (`module`) and every classifier on the same runtime-preprocessed batches."""
+    """Run PyTorch (`module`) and every classifier on the same runtime-preprocessed batches.
+
+    `keep_inputs`: a .npy path that receives the preprocessed batches, so that later files (int8
+    attempts, an emulator) see exactly the same tensors without decoding the images again."""
     import torch
 
     first = next(iter(classifiers.values()))
@@ -66,9 +78,17 @@ def collect_logits(
     is_eval: list[np.ndarray] = []
     skipped: list[str] = []
     total = sum(len(part) for part in subsets)
+    stored: np.ndarray | None = None
+    filled = 0
     with progress(None, desc="parity", total=total, quiet=quiet, unit="img") as bar, torch.no_grad():
         for images, batch_labels, batch_eval in iter_batches(subsets, batch_size, skipped):
             arrays = first.preprocess(images)
+            if keep_inputs is not None:
+                if stored is None:
+                    shape = (total, *arrays.shape[1:])
+                    stored = np.lib.format.open_memmap(keep_inputs, mode="w+", dtype=np.float32, shape=shape)
+                stored[filled : filled + len(arrays)] = arrays
+                filled += len(arrays)
             reference.append(module(torch.from_numpy(arrays)).numpy())
             for name, classifier in classifiers.items():
                 outputs[name].append(classifier.logits(arrays))
@@ -85,6 +105,7 @@ def collect_logits(
         labels=np.concatenate(labels) if labels else np.zeros(0, np.int64),
         is_eval=np.concatenate(is_eval) if is_eval else np.zeros(0, bool),
         skipped=skipped,
+        inputs=None if stored is None else stored[:filled],
     )
 
 
@@ -150,9 +171,8 @@ def evaluate(
     `kinds` maps each file name to "fp32" or "int8". The accuracy-drop check uses the evaluation split's
     labels when it has them, else the labelled held-out items; test accuracy is the evaluation split's only.
     """
-    labels = measured.labels
-    eval_labels = np.where(measured.is_eval, labels, -1)
-    check_labels = eval_labels if (eval_labels >= 0).any() else labels
+    eval_labels = np.where(measured.is_eval, measured.labels, -1)
+    check_labels = measured.check_labels
     checks: dict[str, dict[str, dict[str, Any]]] = {}
     for name, kind in kinds.items():
         logits = measured.onnx[name]
@@ -208,6 +228,10 @@ def format_table(report: Mapping[str, Any]) -> str:
         lines.append(
             "sizes: " + ", ".join(f"{name} {info['bytes'] / 1e6:.2f} MB" for name, info in sizes.items())
         )
+    if report.get("int8"):
+        from coreg_edge.exporters.int8 import summary_line
+
+        lines.append(summary_line(report["int8"]))
     for note in report.get("problems", []):
         lines.append(f"problem: {note}")
     lines.append("parity: OK" if report.get("ok") else "parity: FAILED")

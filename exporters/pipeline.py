@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,13 @@ from coreg_edge import __version__
 from coreg_edge.errors import UserError
 from coreg_edge.exporters.errors import ParityError
 from coreg_edge.exporters.images import ImagePlan, plan_images
+from coreg_edge.exporters.int8 import Route, route_outputs
 from coreg_edge.exporters.metadata import get_metadata, set_metadata
 from coreg_edge.exporters.onnx_export import check_onnx, load_peer_module, resolve_peer, to_onnx
-from coreg_edge.exporters.parity import Thresholds, collect_logits, evaluate, first_failure
+from coreg_edge.exporters.parity import Logits, Thresholds, collect_logits, evaluate, first_failure
 from coreg_edge.exporters.quantize import QuantSettings
 from coreg_edge.exporters.staging import FP32_NAME, INT8_NAME, PARITY_NAME, Staging
+from coreg_edge.exporters.targets import AUTO, TARGETS, Int8Target, apply_overrides, resolve_target
 from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.runtime.metadata import ModelError, make_metadata
 from coreg_edge.runtime.session import load_model
@@ -44,8 +48,21 @@ def _check_sizes(batch_size: int, parity_images: int) -> None:
         raise UserError(f"--parity-images must be >= 1 (got {parity_images})")
 
 
-def run_parity(
-    module: Any,
+def _problems(folder: Path, names: list[str], config: dict[str, Any], batch_size: int) -> list[str]:
+    """What is wrong with the files apart from their numbers: class names, preprocessing."""
+    classifiers = {name: open_classifier(folder / name, batch_size) for name in names}
+    problems = [
+        f"{name}: its class names differ from the run's"
+        for name, classifier in classifiers.items()
+        if list(classifier.class_names) != list(config["class_names"])
+    ]
+    if len({classifier.config for classifier in classifiers.values()}) > 1:
+        problems.append("the files' metadata describe different preprocessing")
+    return problems
+
+
+def parity_report(
+    measured: Logits,
     folder: Path,
     names: list[str],
     plan: ImagePlan,
@@ -53,18 +70,9 @@ def run_parity(
     *,
     limits: Thresholds,
     batch_size: int,
-    quiet: bool,
 ) -> dict[str, Any]:
-    """Measure every file in `names` (inside `folder`) against PyTorch; the report's check part."""
-    classifiers = {name: open_classifier(folder / name, batch_size) for name in names}
-    problems = []
-    for name, classifier in classifiers.items():
-        if list(classifier.class_names) != list(config["class_names"]):
-            problems.append(f"{name}: its class names differ from the run's")
-    configs = {classifier.config for classifier in classifiers.values()}
-    if len(configs) > 1:
-        problems.append("the files' metadata describe different preprocessing")
-    measured = collect_logits(module, classifiers, plan.parity, batch_size=batch_size, quiet=quiet)
+    """The report's check part for every file in `names` (inside `folder`), from logits measured already."""
+    problems = _problems(folder, names, config, batch_size)
     checks, test_accuracy = evaluate(measured, {name: KINDS[name] for name in names}, limits)
     count = len(measured.reference)
     if count < limits.min_images:
@@ -96,18 +104,32 @@ def _finish(report: dict[str, Any], folder: Path, names: list[str]) -> dict[str,
     return {"ok": reason is None, "reason": reason, **report, "files": files}
 
 
+def quantization_metadata(target: Int8Target, settings: QuantSettings, route: Route) -> dict[str, Any]:
+    """What the int8 file says about itself: the CPU family it was made for and how it was checked."""
+    return {
+        "target": target.name,
+        "settings": settings.describe(),
+        "checked_with": route.kernels,
+        "faithful": route.faithful,
+    }
+
+
 def export_run(
     run: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
     int8: bool = False,
+    target: str = AUTO,
+    recover: bool = True,
+    emulate: bool = True,
     peer: str = "selected",
     opset: int | None = None,
     calibration_images: int = 256,
-    activation_type: str = "uint8",
-    weight_type: str = "int8",
-    per_channel: bool = True,
-    calibration_method: str = "minmax",
+    activation_type: str | None = None,
+    weight_type: str | None = None,
+    per_channel: bool | None = None,
+    calibration_method: str | None = None,
+    reduce_range: bool | None = None,
     parity_images: int = 256,
     batch_size: int = 32,
     dynamo: bool = False,
@@ -116,16 +138,25 @@ def export_run(
 ) -> dict[str, Any]:
     """Export RUN's peer to OUT/model.onnx (and OUT/model.int8.onnx), check parity, return the report.
 
+    int8: `target` (targets.py; auto = this CPU) gives the settings, the explicit options override them;
+    when they fail parity, the recovery attempts follow unless `recover` is false. `emulate`: check a
+    target this CPU cannot run on an emulator when one is installed (emulation.py).
     Raises ParityError (after writing parity.json with ok=false) when a check fails; nothing is then left
     under a model's final name.
     """
     from coreg_edge.exporters.calibration import ImageCalibrationReader
-    from coreg_edge.exporters.quantize import pre_process, quantize
+    from coreg_edge.exporters.int8 import choose_route, quantize_for_target
+    from coreg_edge.exporters.quantize import pre_process
 
     _check_sizes(batch_size, parity_images)
     config = read_config(run)
     resolved = resolve_peer(run, peer)
-    settings = QuantSettings(activation_type, weight_type, per_channel, calibration_method) if int8 else None
+    chosen = resolve_target(target)
+    settings = None
+    if int8:
+        overrides = dict(activation_type=activation_type, weight_type=weight_type, per_channel=per_channel)
+        overrides.update(calibration_method=calibration_method, reduce_range=reduce_range)
+        settings = apply_overrides(chosen.settings, **overrides)
     module = load_peer_module(run, resolved)
     transform = preprocess_config(run)
     plan = plan_images(
@@ -150,25 +181,53 @@ def export_run(
         names = [FP32_NAME]
         used_opset = to_onnx(module, stage.path(FP32_NAME), transform.shape, opset=opset, dynamo=dynamo)
         set_metadata(stage.path(FP32_NAME), meta)
-        calibration = None
+        fp32 = open_classifier(stage.path(FP32_NAME), batch_size)
+        keep = stage.path("parity-inputs.npy") if settings is not None else None
+        measured = collect_logits(
+            module, {FP32_NAME: fp32}, plan.parity, batch_size=batch_size, quiet=quiet, keep_inputs=keep
+        )
+        calibration = outcome = None
         if settings is not None and plan.calibration is not None:
-            reader = ImageCalibrationReader(
-                open_classifier(stage.path(FP32_NAME), batch_size), plan.calibration, batch_size, quiet
-            )
+            readers: list[ImageCalibrationReader] = []
+
+            def reader(used: QuantSettings) -> ImageCalibrationReader:
+                single = used.calibration_method != "minmax"
+                readers.append(ImageCalibrationReader(fp32, plan.calibration, batch_size, quiet, single))
+                return readers[-1]
+
+            route = choose_route(chosen, emulate=emulate)
+
+            def finish(path: Path, used: QuantSettings) -> None:
+                set_metadata(path, {**meta, "quantization": quantization_metadata(chosen, used, route)})
+                check_onnx(path)
+
             pre_process(stage.path(FP32_NAME), stage.path("model.pre.onnx"))
-            quantize(stage.path("model.pre.onnx"), stage.path(INT8_NAME), reader, settings)
-            set_metadata(stage.path(INT8_NAME), meta)
-            check_onnx(stage.path(INT8_NAME))
+            outcome = quantize_for_target(
+                stage.path("model.pre.onnx"),
+                stage.folder,
+                settings=settings,
+                route=route,
+                reference=measured.reference,
+                inputs=measured.inputs,
+                labels=measured.check_labels,
+                limits=limits,
+                reader=reader,
+                finish=finish,
+                recover=recover,
+                log=(lambda _: None) if quiet else (lambda line: print(line, file=sys.stderr)),
+            )
+            measured.onnx[INT8_NAME] = outcome.logits
             names.append(INT8_NAME)
             calibration = {
                 **plan.calibration.describe(),
-                "used": reader.count,
-                "skipped": reader.skipped,
+                "used": readers[0].count,
+                "skipped": readers[0].skipped,
                 "disjoint_from_parity": plan.disjoint,
             }
-        report = run_parity(
-            module, stage.folder, names, plan, config, limits=limits, batch_size=batch_size, quiet=quiet
+        report = parity_report(
+            measured, stage.folder, names, plan, config, limits=limits, batch_size=batch_size
         )
+        shipped = outcome.settings if outcome is not None else None
         header = {
             "run": str(run),
             "peer": resolved,
@@ -178,12 +237,16 @@ def export_run(
                 "opset": used_opset,
             },
             "calibration": calibration,
-            "quantization": settings.to_dict() if settings else None,
+            "quantization": None if shipped is None else {**shipped.to_dict(), "target": chosen.name},
+            "int8": None if outcome is None else {"target": chosen.to_dict(), **outcome.to_dict()},
         }
         accuracy = report["test_accuracy"] or {}
         if first_failure(report) is None:
             for name in names:  # the device sees each file's own measured test accuracy
-                set_metadata(stage.path(name), {**meta, "test_accuracy": accuracy.get(KINDS[name])})
+                extra = {}
+                if name == INT8_NAME and outcome is not None:
+                    extra["quantization"] = quantization_metadata(chosen, shipped, outcome.route)
+                set_metadata(stage.path(name), {**meta, **extra, "test_accuracy": accuracy.get(KINDS[name])})
         report = _finish({**header, **report}, stage.folder, names)
         if not report["ok"]:
             stage.reject(names, report)
@@ -205,6 +268,7 @@ def check_export(
     out: str | os.PathLike[str],
     *,
     peer: str | None = None,
+    emulate: bool = True,
     parity_images: int = 256,
     batch_size: int = 32,
     seed: int = 0,
@@ -235,12 +299,25 @@ def check_export(
         "coreg_edge_version": __version__,
         "check_only": True,
         **{key: previous.get(key) for key in ("export", "calibration", "quantization")},
+        "int8": None,
     }
     limits = Thresholds(min_images=parity_images)
     try:
-        report = run_parity(
-            module, out, names, plan, config, limits=limits, batch_size=batch_size, quiet=quiet
-        )
+        with tempfile.TemporaryDirectory(prefix="coreg-edge-check-") as tmp:
+            keep = Path(tmp) / "inputs.npy" if INT8_NAME in names else None
+            fp32 = open_classifier(out / FP32_NAME, batch_size)
+            measured = collect_logits(
+                module, {FP32_NAME: fp32}, plan.parity, batch_size=batch_size, quiet=quiet, keep_inputs=keep
+            )
+            if INT8_NAME in names:
+                open_classifier(out / INT8_NAME, batch_size)  # an unreadable file: ModelError, as the device
+                route = int8_route(out / INT8_NAME, emulate=emulate)
+                header["int8"] = {"target": resolve_target(route.target).to_dict(), **route.to_dict()}
+                measured.onnx[INT8_NAME] = route_outputs(route, out / INT8_NAME, measured.inputs, ["logits"])[
+                    "logits"
+                ]
+                del measured.inputs  # the memory map must close before its folder goes
+            report = parity_report(measured, out, names, plan, config, limits=limits, batch_size=batch_size)
     except ModelError as exc:  # a file the runtime cannot even open: its old parity.json must not stand
         report = {"thresholds": limits.to_dict(), "checks": {}, "test_accuracy": None, "problems": [str(exc)]}
     report = _finish({**header, **report}, out, names)
@@ -248,3 +325,15 @@ def check_export(
     if not report["ok"]:
         raise ParityError(report["reason"], report)
     return report
+
+
+def int8_route(path: Path, *, emulate: bool = True) -> Route:
+    """How to check an int8 file already written: on the kernels of the target its metadata names."""
+    from coreg_edge.exporters.int8 import choose_route
+
+    try:
+        recorded = (get_metadata(path) or {}).get("quantization") or {}
+    except ModelError:
+        recorded = {}
+    name = recorded.get("target") if isinstance(recorded, dict) else None
+    return choose_route(resolve_target(name if name in TARGETS else AUTO), emulate=emulate)

@@ -1,28 +1,7 @@
 """fp32 ONNX -> int8 QDQ ONNX with onnxruntime's tools: `pre_process`, then `quantize` (static, calibrated).
 
-Defaults: U8 activations, S8 weights, per-channel, MinMax. Measured 2026-11-24 on the development machine
-(AMD EPYC, 2 shared cores, /proc/cpuinfo has avx2 AND avx512_vnni; onnxruntime 1.32; ResNet-18 with the
-small-input stem at 32 px trained 3 epochs on digits (82.5% test); 256 digits:train calibration images;
-parity on the 360 digits:test images; ratios are int8 / fp32 p50 latency, timed interleaved, 2 threads;
-`python benchmarks/export_bench.py --grid-only --backbones resnet18 --epochs 3`):
-
-    activations / weights  per-channel  size   b1 latency  b32 latency  cosine   top-1 agree  acc drop
-    U8 / S8                yes          0.253  0.259       0.354        0.99939  98.3%        0.28 pt
-    U8 / S8                no           0.251  0.263       0.339        0.99962  98.3%        0.56 pt
-    S8 / S8                yes          0.253  0.700       0.790        0.99939  98.3%        0.28 pt
-    S8 / S8                no           0.251  0.679       0.794        0.99963  98.3%        0.56 pt
-
-So even WITH VNNI, onnxruntime's S8S8 QDQ path is ~2.3x slower than U8S8 here (and public reports show it
-gives no speed-up at all on AVX2 without VNNI), while U8S8 is ~2.8x faster than fp32 at batch 32. U8S8 is
-the default; per-channel weight scales cost nothing measurable in size or speed and are the safer choice
-for accuracy (weights of different output channels span very different ranges; here the drop was 1 vs 2
-of 360 images, within noise), so they are on. MinMax is the fastest calibration and is exact on the ranges a confident model sees;
-entropy / percentile stay available for models with outlier activations. Caveat: on AVX2 CPUs WITHOUT
-VNNI, onnxruntime's U8S8 kernel (vpmaddubsw) can saturate int16 sums; parity would catch the accuracy loss
-there, and `--activation-type int8` is the fallback. (The machine was shared during the measurement, load
-~3 on 2 cores; the ratios come from interleaved timing, the S8S8 / U8S8 gap is far larger than the noise.
-Re-measured idle with `benchmarks/export_bench.py`: the default U8S8 per-channel file at 0.253x fp32, batch 32
-at 0.27x and batch 1 at 0.38x fp32 latency, -0.28 points of accuracy.)
+Which settings suit which CPU is the target table's job (`targets.py`); the measurements behind it are in
+docs/INT8.md and re-run with `benchmarks/int8_targets.py`.
 """
 
 from __future__ import annotations
@@ -48,6 +27,8 @@ class QuantSettings:
     weight_type: str = "int8"
     per_channel: bool = True
     calibration_method: str = "minmax"
+    reduce_range: bool = False  # 7-bit weights: u8 x s7 pair sums fit in 16 bits (no AVX2 saturation)
+    nodes_to_exclude: tuple[str, ...] = ()  # nodes kept in float (the most sensitive ones, when recovering)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -59,7 +40,23 @@ class QuantSettings:
                 raise UserError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": "QDQ", "static": True, **asdict(self)}
+        return {"format": "QDQ", "static": True, **asdict(self), "nodes_to_exclude": list(self.nodes_to_exclude)}
+
+    def describe(self) -> str:
+        """One line: "U8S8 per-channel minmax reduce-range, 3 nodes in float"."""
+        short = {"uint8": "U8", "int8": "S8"}
+        parts = [
+            f"{short[self.activation_type]}{short[self.weight_type]}",
+            "per-channel" if self.per_channel else "per-tensor",
+            self.calibration_method,
+        ]
+        if self.reduce_range:
+            parts.append("reduce-range")
+        text = " ".join(parts)
+        if self.nodes_to_exclude:
+            count = len(self.nodes_to_exclude)
+            text += f", {count} node{'s' if count > 1 else ''} in float"
+        return text
 
 
 def _one_line(exc: Exception) -> str:
@@ -100,6 +97,8 @@ def quantize(
             activation_type=types[settings.activation_type],
             weight_type=types[settings.weight_type],
             calibrate_method=methods[settings.calibration_method],
+            reduce_range=settings.reduce_range,
+            nodes_to_exclude=list(settings.nodes_to_exclude) or None,
         )
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"onnxruntime static quantization failed: {_one_line(exc)}") from exc

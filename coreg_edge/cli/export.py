@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from coreg_edge.cli.common import common_options, handle_errors
+from coreg_edge.exporters.targets import TARGET_NAMES, table
 
 EPILOG = """\b
 Examples:
@@ -12,6 +13,7 @@ Examples:
   coreg-edge export runs/digits --out dist/digits --int8
   coreg-edge export runs/digits --out dist/digits --peer ensemble --opset 18
   coreg-edge export runs/digits --out dist/digits --check-only
+  coreg-edge export runs/digits --out dist/pi --int8 --target arm64
 
 \b
 Writes DIR/model.onnx (input `images` float32 (N, C, H, W), output `logits`), DIR/model.int8.onnx with
@@ -19,10 +21,20 @@ Writes DIR/model.onnx (input `images` float32 (N, C, H, W), output `logits`), DI
 run's evaluation split (else held-out training images never used to calibrate) through the same runtime
 a device uses; a failed check exits non-zero, and no model is left under its final name. Export runs on
 the CPU whatever --device says.
+
+\b
+int8 targets (--target; auto = this CPU's row):
+__TABLE__
+
+\b
+A parity check proves the kernels of the machine that runs it: for another target it uses an emulator
+when one is installed (x86-avx2: qemu-user-static), else this CPU's kernels, and parity.json and the
+output say so. When the target's settings fail, the recovery steps are tried in order (7-bit weights,
+U8U8, percentile calibration, the most sensitive nodes kept in float); parity.json records each attempt.
 """
 
 
-@click.command(epilog=EPILOG)
+@click.command(epilog=EPILOG.replace("__TABLE__", table()))
 @click.argument("run", type=click.Path(path_type=str))
 @click.option("--out", "out", required=True, type=click.Path(path_type=str), help="Output folder DIR.")
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (static QDQ quantization).")
@@ -44,28 +56,47 @@ the CPU whatever --device says.
     help="Training images to calibrate int8 ranges on.",
 )
 @click.option(
-    "--activation-type", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
-    help="int8 activations (uint8 with int8 weights is fast on AVX2 and VNNI CPUs alike).",
+    "--target",
+    type=click.Choice(TARGET_NAMES),
+    default="auto",
+    show_default=True,
+    help="The CPU the int8 file is for (its settings; see the table below). auto: this machine's CPU.",
+)
+@click.option(
+    "--recover/--no-recover",
+    default=True,
+    show_default=True,
+    help="When the target's int8 settings fail parity, try the recovery steps and ship the first that "
+    "passes (--no-recover: fail at once).",
+)
+@click.option(
+    "--emulate/--no-emulate",
+    default=True,
+    show_default=True,
+    help="Check a target this CPU cannot run with an emulator when one is installed "
+    "(x86-avx2 on any x86-64: qemu-user-static).",
+)
+@click.option(
+    "--activation-type", type=click.Choice(["uint8", "int8"]), default=None,
+    help="Override the target's activation type.",
 )  # fmt: skip
 @click.option(
     "--weight-type",
     type=click.Choice(["int8", "uint8"]),
-    default="int8",
-    show_default=True,
-    help="Weight integer type.",
+    default=None,
+    help="Override the target's weight type.",
 )
 @click.option(
     "--per-channel/--no-per-channel",
-    default=True,
-    show_default=True,
-    help="Per-output-channel weight scales.",
+    default=None,
+    help="Override the target's per-output-channel weight scales.",
 )
+@click.option("--reduce-range/--no-reduce-range", default=None, help="Override the target's 7-bit weights.")
 @click.option(
     "--calibration-method",
     type=click.Choice(["minmax", "entropy", "percentile"]),
-    default="minmax",
-    show_default=True,
-    help="How activation ranges are chosen from the calibration images.",
+    default=None,
+    help="Override the target's calibration (how activation ranges are chosen).",
 )
 @click.option(
     "--parity-images",
@@ -95,10 +126,14 @@ def export(
     peer: str | None,
     opset: int | None,
     calibration_images: int,
-    activation_type: str,
-    weight_type: str,
-    per_channel: bool,
-    calibration_method: str,
+    target: str,
+    recover: bool,
+    emulate: bool,
+    activation_type: str | None,
+    weight_type: str | None,
+    per_channel: bool | None,
+    reduce_range: bool | None,
+    calibration_method: str | None,
     parity_images: int,
     batch_size: int,
     dynamo: bool,
@@ -129,6 +164,7 @@ def export(
                 run,
                 out,
                 peer=peer,
+                emulate=emulate,
                 parity_images=parity_images,
                 batch_size=batch_size,
                 seed=seed,
@@ -142,9 +178,13 @@ def export(
                 peer=peer or "selected",
                 opset=opset,
                 calibration_images=calibration_images,
+                target=target,
+                recover=recover,
+                emulate=emulate,
                 activation_type=activation_type,
                 weight_type=weight_type,
                 per_channel=per_channel,
+                reduce_range=reduce_range,
                 calibration_method=calibration_method,
                 parity_images=parity_images,
                 batch_size=batch_size,

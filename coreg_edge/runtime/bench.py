@@ -13,13 +13,14 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from coreg_edge.errors import UserError
-from coreg_edge.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product
+from coreg_edge.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product, kernel_family
 from coreg_edge.runtime.metadata import MetadataOverrides
 from coreg_edge.runtime.preprocess import PreprocessConfig
 from coreg_edge.runtime.session import LoadedModel, load_model
@@ -63,6 +64,9 @@ class ModelBench:
     threads: int
     cpu_flags: tuple[str, ...]
     results: tuple[LatencyStats, ...]
+    cpu: str = ""
+    int8_kernels: str = ""  # this CPU's int8 kernel family (coreg_edge.runtime.cpu.kernel_family)
+    int8_target: str | None = None  # the CPU family an int8 file was quantized for (its metadata)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,8 +75,21 @@ class ModelBench:
             "provider": self.provider,
             "threads": self.threads,
             "cpu_flags": list(self.cpu_flags),
+            "cpu": self.cpu,
+            "int8_kernels": self.int8_kernels,
+            "int8_target": self.int8_target,
             "results": [result.to_dict() for result in self.results],
         }
+
+    @property
+    def target_note(self) -> str | None:
+        """A warning when an int8 file was made for another CPU family than this one."""
+        if self.int8_target in (None, "portable", self.int8_kernels):
+            return None
+        return (
+            f"{Path(self.model).name} was quantized for {self.int8_target}; this CPU runs {self.int8_kernels} "
+            "kernels, so its speed (and accuracy) here are not the target's"
+        )
 
 
 @dataclass(frozen=True)
@@ -202,12 +219,21 @@ def run_bench(
             threads=m.threads,
             cpu_flags=flags,
             results=tuple(LatencyStats.from_seconds(size, seconds[j][size]) for size in batch_sizes),
+            cpu=cpu_name(),
+            int8_kernels=kernel_family(flags),
+            int8_target=_int8_target(m.metadata),
         )
         for j, m in enumerate(opened)
     ]
     return BenchReport(
         main=benches[0], vs=benches[1] if len(benches) > 1 else None, warmup=warmup, iters=iters
     )
+
+
+def _int8_target(metadata: Any) -> str | None:
+    quantization = metadata.get("quantization") if isinstance(metadata, dict) else None
+    target = quantization.get("target") if isinstance(quantization, dict) else None
+    return target if isinstance(target, str) else None
 
 
 def _megabytes(size: int) -> str:
@@ -219,12 +245,15 @@ def format_report(report: BenchReport) -> str:
     main, vs = report.main, report.vs
     flags = " ".join(main.cpu_flags) or "none detected"
     lines = [
-        f"cpu       {cpu_name()} | int8 flags: {flags}",
+        f"cpu       {main.cpu or cpu_name()} | int8 flags: {flags} | int8 kernels: {main.int8_kernels or '?'}",
         f"provider  {main.provider} | threads {main.threads} | {report.warmup} warm-up + {report.iters} timed iterations",
         f"model     {main.model} ({_megabytes(main.bytes)})",
     ]
     if not has_int8_dot_product(main.cpu_flags):
         lines.append("note      no VNNI / dot-product instructions: int8 may not beat fp32 on this CPU")
+    for bench in (main, vs):
+        if bench is not None and bench.target_note:
+            lines.append(f"note      {bench.target_note}")
     if vs is None:
         lines.append(f"{'batch':>5}  {'p50 ms':>9}  {'p90 ms':>9}  {'p99 ms':>9}  {'images/s':>10}")
         for r in main.results:

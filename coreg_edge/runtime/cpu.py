@@ -59,6 +59,24 @@ def cpu_flags() -> tuple[str, ...]:
     return tuple(parse_cpuinfo(_read("/proc/cpuinfo")))
 
 
+# onnxruntime's int8 kernel families: which one a CPU runs decides which int8 settings are exact on it.
+X86_VNNI, X86_AVX2, ARM64, UNKNOWN = "x86-vnni", "x86-avx2", "arm64", "unknown"
+_VNNI = {"AVX512-VNNI", "AVX-VNNI", "AMX-INT8"}
+
+
+def kernel_family(flags: tuple[str, ...] | list[str] | None = None, machine: str | None = None) -> str:
+    """The int8 kernel family of a CPU (this one by default): "x86-vnni" (u8 x s8 products summed in 32
+    bits), "x86-avx2" (any other x86-64: vpmaddubsw sums pairs in 16 bits and can saturate), "arm64", or
+    "unknown"."""
+    flags = cpu_flags() if flags is None else flags
+    machine = (platform.machine() if machine is None else machine).lower()
+    if machine in ("x86_64", "amd64", "i686", "x86"):
+        return X86_VNNI if _VNNI.intersection(flags) else X86_AVX2
+    if machine in ("aarch64", "arm64", "armv8l", "armv8b"):
+        return ARM64
+    return UNKNOWN
+
+
 def has_int8_dot_product(flags: tuple[str, ...] | list[str]) -> bool:
     """True when int8 matrix products have a fast path (VNNI / dot-product)."""
     return bool(_DOT_PRODUCT.intersection(flags))

@@ -31,6 +31,12 @@ def test_metadata_round_trips(exported, name):
         annotator={"kind": "synthetic"},
         test_accuracy=stored["test_accuracy"],
     )
+    if name == "model.int8.onnx":  # the int8 file also says which CPU family it was made for
+        from coreg_edge.exporters.targets import resolve_target
+
+        target = resolve_target("auto").name
+        assert stored["quantization"]["target"] == target and stored["quantization"]["settings"]
+        expected["quantization"] = stored["quantization"]
     assert stored == json.loads(json.dumps(expected))
     assert 0.9 <= stored["test_accuracy"] <= 1.0
 

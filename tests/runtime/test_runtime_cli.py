@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from coreg_edge.cli import cli
 
 CONTRACT_FIELDS = {"model", "bytes", "provider", "threads", "cpu_flags", "results"}
+HOST_FIELDS = {"cpu", "int8_kernels", "int8_target"}  # beyond the contract: which CPU, which int8 kernels
 RESULT_FIELDS = {"batch_size", "p50_ms", "p90_ms", "p99_ms", "images_per_s"}
 
 
@@ -94,7 +95,8 @@ def test_bench_json(tiny) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert set(report) == CONTRACT_FIELDS
+    assert set(report) == CONTRACT_FIELDS | HOST_FIELDS
+    assert report["int8_kernels"] in ("x86-vnni", "x86-avx2", "arm64", "unknown")
     assert report["bytes"] == tiny.with_metadata.stat().st_size
     assert report["provider"] == "CPUExecutionProvider" and report["threads"] >= 1
     assert isinstance(report["cpu_flags"], list)
@@ -125,8 +127,8 @@ def test_bench_vs(tiny) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert set(report) == CONTRACT_FIELDS | {"vs", "ratios"}
-    assert set(report["vs"]) == CONTRACT_FIELDS and report["vs"]["threads"] == 1
+    assert set(report) == CONTRACT_FIELDS | HOST_FIELDS | {"vs", "ratios"}
+    assert set(report["vs"]) == CONTRACT_FIELDS | HOST_FIELDS and report["vs"]["threads"] == 1
     assert [r["batch_size"] for r in report["ratios"]] == [1, 4]
     for ratio, a, b in zip(report["ratios"], report["results"], report["vs"]["results"], strict=True):
         assert ratio["p50_ratio"] == pytest.approx(b["p50_ms"] / a["p50_ms"], rel=1e-3)

@@ -1,0 +1,249 @@
+"""int8 for a target CPU: quantize, check parity on the target's kernels, recover when a check fails.
+
+route      where int8 logits come from: this CPU's kernels when they are the target's, else an
+           emulator's (emulation.py), else this CPU's with a plain note that they are not the target's
+attempts   the target's settings, then (unless --no-recover) the recovery ladder (targets.py), then
+           the same with the most sensitive nodes kept in float (sensitivity.py); the first attempt
+           that passes every int8 check ships, each attempt is recorded (settings, checks, seconds)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coreg_edge.exporters.emulation import EmulationError, Emulator, find_emulator, run_emulated
+from coreg_edge.exporters.errors import ExportError
+from coreg_edge.exporters.parity import Thresholds, cosine, int8_checks
+from coreg_edge.exporters.quantize import QuantSettings, quantize
+from coreg_edge.exporters.targets import Int8Target, recovery_ladder
+from coreg_edge.runtime.cpu import ARM64, X86_AVX2, X86_VNNI, cpu_flags, cpu_name, kernel_family
+
+# How many of the most sensitive nodes the last recovery steps keep in float.
+EXCLUDE_STEPS = (2, 5)
+SENSITIVITY_IMAGES = 64
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which kernels compute the int8 logits parity judges."""
+
+    target: str
+    host: str
+    kernels: str
+    faithful: bool
+    note: str
+    emulator: Emulator | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": {"cpu": cpu_name(), "cpu_flags": list(cpu_flags()), "kernels": self.host},
+            "checked_with": self.kernels,
+            "emulator": self.emulator.to_dict() if self.emulator else None,
+            "faithful": self.faithful,
+            "note": self.note,
+        }
+
+
+def _unfaithful_note(target: Int8Target, host: str) -> str:
+    wanted = " / ".join(target.kernels)
+    if X86_AVX2 in target.kernels:
+        why = "install qemu-user-static to check them with emulated AVX2 kernels"
+    elif target.kernels == (X86_VNNI,):
+        why = "VNNI cannot be emulated here; AVX2 kernels can only be less exact than VNNI's"
+    elif target.kernels == (ARM64,):
+        why = "no ARM emulation for onnxruntime; re-check on the device"
+    else:
+        why = "re-check on the device"
+    return f"this {host} CPU cannot run {wanted} kernels: checked with its own {host} kernels instead ({why})"
+
+
+def choose_route(target: Int8Target, *, host: str | None = None, emulate: bool = True) -> Route:
+    """The most faithful way this machine can compute `target`'s int8 logits."""
+    host = host or kernel_family()
+    if host in target.kernels:
+        note = f"checked on this CPU's {host} kernels"
+        if len(target.kernels) > 1:
+            note += f" ({target.name}: the settings are meant to be exact on {', '.join(target.kernels)})"
+        return Route(target.name, host, host, True, note)
+    if emulate:
+        for family in target.kernels:
+            emulator = find_emulator(family)
+            if emulator is not None:
+                return Route(target.name, host, family, True, f"checked with {emulator.describe()}", emulator)
+    return Route(target.name, host, host, False, _unfaithful_note(target, host))
+
+
+def route_outputs(route: Route, path: Path, inputs: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+    """`path`'s outputs on `inputs` through the route's kernels."""
+    from coreg_edge.exporters.sensitivity import host_runner
+
+    if route.emulator is None:
+        return host_runner(path, inputs, outputs)
+    try:
+        return run_emulated(route.emulator, path, inputs, outputs=outputs)
+    except EmulationError as exc:
+        raise ExportError(f"int8 parity: {exc}") from exc
+
+
+@dataclass
+class Int8Outcome:
+    """What quantize_for_target did: every attempt, the shipped one (None when none passed)."""
+
+    route: Route
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    shipped: int | None = None
+    logits: np.ndarray | None = None  # the shipped (else the best) file's logits
+    best: int | None = None
+
+    @property
+    def settings(self) -> QuantSettings | None:
+        index = self.shipped if self.shipped is not None else self.best
+        return None if index is None else self.attempts[index]["_settings"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.route.to_dict(),
+            "recovered": self.shipped is not None and self.shipped > 0,
+            "shipped": self.shipped,
+            "attempts": [{k: v for k, v in a.items() if not k.startswith("_")} for a in self.attempts],
+        }
+
+
+def summary_line(int8: dict[str, Any]) -> str:
+    """parity.json's int8 part in one line: target, shipped settings, recovery, how it was checked."""
+    target = (int8.get("target") or {}).get("name", "?")
+    attempts = int8.get("attempts")
+    if attempts is None:  # --check-only: nothing was quantized
+        return f"int8 target {target}: {int8.get('note')}"
+    shipped = int8.get("shipped")
+    if shipped is None:
+        return f"int8 target {target}: none of {len(attempts)} attempts passed parity; {int8.get('note')}"
+    text = f"int8 target {target}: {attempts[shipped]['settings_text']}"
+    if shipped:
+        first = attempts[0]
+        text += f" (recovered at attempt {shipped + 1}; {first['settings_text']} failed: {first['reason']})"
+    return f"{text}; {int8.get('note')}"
+
+
+def _failed_attempt(number: int, step: QuantSettings, error: str, began: float) -> dict[str, Any]:
+    return {
+        "attempt": number,
+        "settings": step.to_dict(),
+        "settings_text": step.describe(),
+        "checks": {},
+        "ok": False,
+        "reason": error,
+        "seconds": round(time.perf_counter() - began, 3),
+        "_settings": step,
+    }
+
+
+def _first_failure(checks: dict[str, dict[str, Any]]) -> str | None:
+    for name, result in checks.items():
+        if not result["ok"]:
+            value = "n/a" if result["value"] is None else f"{result['value']:.6g}"
+            return f"{name} = {value} (needs {result['op']} {result['threshold']:g})"
+    return None
+
+
+def quantize_for_target(
+    pre_processed: Path,
+    folder: Path,
+    *,
+    settings: QuantSettings,
+    route: Route,
+    reference: np.ndarray,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    limits: Thresholds,
+    reader: Callable[[QuantSettings], Any],
+    finish: Callable[[Path, QuantSettings], None],
+    recover: bool = True,
+    log: Callable[[str], None] = lambda _: None,
+    output_name: str = "logits",
+) -> Int8Outcome:
+    """Quantize `pre_processed` with `settings` (then the recovery steps) until one passes the int8 checks.
+
+    Each candidate is written to `folder`; `finish(path, settings)` adds metadata and checks the file. The
+    shipped candidate ends as `folder/model.int8.onnx`; when none passes, the best one (highest mean
+    cosine) stays there for inspection. `reader(settings)` returns a fresh calibration reader.
+    """
+    outcome = Int8Outcome(route)
+    target = folder / "model.int8.onnx"
+    steps: list[QuantSettings | int] = list(recovery_ladder(settings) if recover else [settings])
+    if recover:
+        steps += list(EXCLUDE_STEPS)
+    best_cosine = -np.inf
+    ranked: list[dict[str, Any]] = []
+    for index, step in enumerate(steps):
+        began = time.perf_counter()
+        if isinstance(step, int):  # the target's settings, the `step` most sensitive nodes kept in float
+            chosen = tuple(row["node"] for row in ranked[:step])
+            if not chosen or chosen == outcome.attempts[-1]["_settings"].nodes_to_exclude:
+                continue
+            step = replace(settings, nodes_to_exclude=chosen)
+        candidate = folder / f"model.int8.attempt{index + 1}.onnx"
+        try:
+            quantize(pre_processed, candidate, reader(step), step)
+            finish(candidate, step)
+        except ExportError as exc:  # one setting onnxruntime cannot do is no reason to stop the ladder
+            if not recover:
+                raise
+            outcome.attempts.append(_failed_attempt(len(outcome.attempts) + 1, step, str(exc), began))
+            log(f"int8 attempt {len(outcome.attempts)}: {step.describe()}: {exc}")
+            continue
+        logits = route_outputs(route, candidate, inputs, [output_name])[output_name]
+        checks = int8_checks(reference, logits, labels, limits)
+        reason = _first_failure(checks)
+        mean_cosine = float(cosine(reference, logits).mean()) if len(logits) else -np.inf
+        attempt = {
+            "attempt": len(outcome.attempts) + 1,
+            "settings": step.to_dict(),
+            "settings_text": step.describe(),
+            "checks": checks,
+            "ok": reason is None,
+            "reason": reason,
+            "seconds": round(time.perf_counter() - began, 3),
+            "_settings": step,
+        }
+        if step.nodes_to_exclude:
+            attempt["excluded"] = [row for row in ranked if row["node"] in step.nodes_to_exclude]
+        if index == 0 and reason is not None and recover:  # diagnose the target's own file once
+            ranked = _rank(pre_processed, candidate, route, inputs[:SENSITIVITY_IMAGES])
+            attempt["most_sensitive"] = ranked[: max(EXCLUDE_STEPS)]
+            attempt["seconds"] = round(time.perf_counter() - began, 3)
+        outcome.attempts.append(attempt)
+        log(f"int8 attempt {attempt['attempt']}: {step.describe()}: {'ok' if reason is None else reason}")
+        if reason is None or mean_cosine > best_cosine:
+            best_cosine = mean_cosine
+            outcome.best, outcome.logits = len(outcome.attempts) - 1, logits
+            os.replace(candidate, target)
+        else:
+            candidate.unlink(missing_ok=True)
+        if reason is None:
+            outcome.shipped = len(outcome.attempts) - 1
+            break
+    return outcome
+
+
+def _rank(pre_processed: Path, int8_file: Path, route: Route, inputs: np.ndarray) -> list[dict[str, Any]]:
+    """Per-node error of `int8_file`, measured through the route's kernels (JSON-safe numbers)."""
+    from coreg_edge.exporters.sensitivity import rank_nodes
+
+    def runner(path: Path, arrays: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+        return route_outputs(route, path, arrays, outputs)
+
+    def safe(value: float) -> float | None:
+        return round(value, 3) if np.isfinite(value) else None
+
+    return [
+        {**row, **{key: safe(row[key]) for key in ("sqnr_in", "sqnr_out", "loss_db")}}
+        for row in rank_nodes(pre_processed, int8_file, inputs, runner)
+    ]

@@ -1,0 +1,131 @@
+"""int8 targets: which quantization settings suit which CPU, one row each, and the recovery ladder.
+
+onnxruntime runs an int8 QDQ file with other kernels on each CPU family, and the same settings are not
+exact on all of them. The rows say why, with the measurement behind each (docs/INT8.md has the tables and
+the commands that re-run them):
+
+- x86-vnni: VNNI (vpdpbusd) sums u8 x s8 products in 32 bits, so U8S8 is exact and the fastest choice;
+  S8S8 measured ~2.3x slower than U8S8 there.
+- x86-avx2: without VNNI, onnxruntime's u8 x s8 kernel (vpmaddubsw) adds pairs of products in 16 bits,
+  which saturate (255 * 127 * 2 > 32767). On an AVX2-only CPU the demo's U8S8 file measured mean cosine
+  0.9838 (fails the 0.99 bar); with 7-bit weights (reduce_range) 0.9988, U8U8 0.9994.
+  reduce_range keeps the faster kernel: ResNet-18 32 px int8/fp32 latency 0.52 (b1) vs 0.63 for U8U8.
+- arm64: onnxruntime's ARM kernels (SDOT/UDOT, or widening multiply-adds without dot-product) accumulate
+  in 32 bits: no saturation; U8S8 per onnxruntime's guide (as fast as U8U8 on big cores, faster on small).
+- portable: one file for a mixed fleet; 7-bit weights are exact on every kernel family above.
+
+`auto` is this machine's family (`coreg_edge.runtime.cpu.kernel_family`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from coreg_edge.errors import UserError
+from coreg_edge.exporters.quantize import QuantSettings
+from coreg_edge.runtime.cpu import ARM64, UNKNOWN, X86_AVX2, X86_VNNI, kernel_family
+
+AUTO, PORTABLE = "auto", "portable"
+
+
+@dataclass(frozen=True)
+class Int8Target:
+    """One row: a CPU family, the settings that hold on its kernels, and why."""
+
+    name: str
+    cpus: str
+    settings: QuantSettings
+    reason: str
+    kernels: tuple[str, ...]  # kernel families whose results these settings are meant for
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cpus": self.cpus,
+            "reason": self.reason,
+            "settings": self.settings.to_dict(),
+        }
+
+
+TARGETS: dict[str, Int8Target] = {
+    row.name: row
+    for row in (
+        Int8Target(
+            X86_VNNI,
+            "x86-64 with AVX512-VNNI, AVX-VNNI or AMX (Ice Lake+, Zen 4+)",
+            QuantSettings(),
+            "u8 x s8 sums in 32 bits: U8S8 exact and fastest (S8S8 ~2.3x slower)",
+            (X86_VNNI,),
+        ),
+        Int8Target(
+            X86_AVX2,
+            "x86-64 without VNNI (AVX2, AVX512 without VNNI)",
+            QuantSettings(reduce_range=True),
+            "vpmaddubsw sums pairs in 16 bits and saturates: 7-bit weights keep them exact "
+            "(demo cosine 0.9838 -> 0.9988) and the fast kernel",
+            (X86_AVX2,),
+        ),
+        Int8Target(
+            ARM64,
+            "ARM64 (Raspberry Pi 4/5, phones), with or without dot-product instructions",
+            QuantSettings(),
+            "ARM kernels accumulate in 32 bits: no saturation; U8S8 per onnxruntime's guide",
+            (ARM64,),
+        ),
+        Int8Target(
+            PORTABLE,
+            "any CPU: one file for a mixed fleet",
+            QuantSettings(reduce_range=True),
+            "7-bit weights are exact on every kernel family (VNNI, AVX2, ARM)",
+            (X86_VNNI, X86_AVX2, ARM64),
+        ),
+    )
+}
+TARGET_NAMES = (AUTO, *TARGETS)
+_HOST_TARGET = {X86_VNNI: X86_VNNI, X86_AVX2: X86_AVX2, ARM64: ARM64, UNKNOWN: PORTABLE}
+
+
+def resolve_target(name: str = AUTO, family: str | None = None) -> Int8Target:
+    """A target row by name; `auto` is the row of `family` (this machine's kernel family by default)."""
+    if name == AUTO:
+        return TARGETS[_HOST_TARGET[family or kernel_family()]]
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise UserError(f"--target must be one of {', '.join(TARGET_NAMES)} (got {name!r})") from None
+
+
+def apply_overrides(settings: QuantSettings, **overrides: Any) -> QuantSettings:
+    """The target's settings with the user's explicit options (None = the target's value)."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return replace(settings, **given) if given else settings
+
+
+def recovery_ladder(first: QuantSettings) -> list[QuantSettings]:
+    """What to try, in order, when `first` fails parity: each step removes one known cause of int8 error.
+
+    1. reduce_range: 7-bit weights, no 16-bit saturation (the AVX2 case), fast kernel kept;
+    2. U8U8: uint8 weights take another kernel without pair sums (slower on VNNI, exact everywhere);
+    3. percentile calibration: activation ranges that ignore rare outliers;
+    the last step, keeping the most sensitive nodes in float, needs a measurement and is added by the caller.
+    """
+    steps = [
+        first,
+        replace(first, reduce_range=True),
+        replace(first, activation_type="uint8", weight_type="uint8", reduce_range=False),
+        replace(first, reduce_range=True, calibration_method="percentile"),
+    ]
+    ladder: list[QuantSettings] = []
+    for step in steps:
+        if step not in ladder:
+            ladder.append(step)
+    return ladder
+
+
+def table() -> str:
+    """The targets as a plain-text table (for `coreg-edge export --help` and docs)."""
+    lines = [f"{'target':<10} {'settings':<38} cpus"]
+    for row in TARGETS.values():
+        lines.append(f"{row.name:<10} {row.settings.describe():<38} {row.cpus}")
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""`export --int8 --target`: every preset this CPU can check faithfully passes parity, a real failure
+recovers, and emulated AVX2 kernels are really other kernels.
+
+CI machines have either CPU (AVX512-VNNI or AVX2 only); qemu-user-static (installed by .ci/run) emulates an
+AVX2-only CPU for onnxruntime on both, so the x86-avx2 preset and the recovery are exercised everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coreg_edge.exporters.emulation import find_emulator, run_emulated
+from coreg_edge.exporters.int8 import choose_route
+from coreg_edge.exporters.targets import TARGETS
+from coreg_edge.runtime.cpu import kernel_family
+
+
+def _emulator():
+    emulator = find_emulator("x86-avx2")
+    if emulator is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs qemu-user-static for the emulated AVX2 checks (.ci/run installs it)")
+        pytest.skip("needs qemu-user-static on an x86-64 host (apt-get install qemu-user-static)")
+    return emulator
+
+
+def _parity(folder: Path) -> dict:
+    return json.loads((folder / "parity.json").read_text())
+
+
+def _export(runner, cli, run, out, *args):
+    return runner.invoke(cli, ["export", str(run), "--out", str(out), "--int8", *args])
+
+
+FAITHFUL = [name for name, row in TARGETS.items() if choose_route(row, emulate=True).faithful]
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_each_target_preset(target, trained_run, runner, cli, tmp_path):
+    """Presets this CPU can check (natively or emulated) pass as they are; the others are checked on this
+    CPU's kernels and say so."""
+    if target == "x86-avx2" and kernel_family() != "x86-avx2":
+        _emulator()
+    out = tmp_path / target
+    faithful = target in FAITHFUL
+    # A faithful check must pass with the preset as it is; another CPU's kernels may need recovery here.
+    strict = ["--no-recover"] if faithful else []
+    result = _export(runner, cli, trained_run, out, "--target", target, *strict, "--quiet")
+    assert result.exit_code == 0, result.output
+    report = _parity(out)
+    int8 = report["int8"]
+    assert int8["target"]["name"] == target and report["quantization"]["target"] == target
+    if faithful:
+        assert int8["shipped"] == 0 and len(int8["attempts"]) == 1
+        assert report["quantization"]["reduce_range"] == TARGETS[target].settings.reduce_range
+    assert int8["host"]["kernels"] == kernel_family() and int8["host"]["cpu"]
+    assert int8["faithful"] is faithful
+    if not faithful:
+        assert "checked with its own" in int8["note"] and "checked with its own" in result.stdout
+    from coreg_edge.exporters.describe import describe_onnx
+
+    meta = describe_onnx(out / "model.int8.onnx")
+    assert meta["quantization"]["target"] == target and meta["int8_kernels_here"] == kernel_family()
+    assert meta["quantization"]["checked_with"] == int8["checked_with"]
+
+
+def test_x86_avx2_is_checked_on_emulated_avx2_kernels(trained_run, runner, cli, tmp_path):
+    if kernel_family() == "x86-avx2":
+        pytest.skip("an AVX2-only host checks x86-avx2 natively (covered by test_each_target_preset)")
+    emulator = _emulator()
+    out = tmp_path / "avx2"
+    result = _export(runner, cli, trained_run, out, "--target", "x86-avx2", "--quiet")
+    assert result.exit_code == 0, result.output
+    int8 = _parity(out)["int8"]
+    assert int8["checked_with"] == "x86-avx2" and int8["faithful"] is True
+    assert int8["emulator"]["cpu"] == emulator.cpu and "emulated" in result.stdout
+    # --check-only re-checks on the kernels of the target the file names, emulated again
+    result = runner.invoke(cli, ["export", str(trained_run), "--out", str(out), "--check-only", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert _parity(out)["int8"]["checked_with"] == "x86-avx2"
+
+
+def test_emulated_avx2_kernels_are_other_kernels(exported):
+    """fp32 is the same under emulation; the u8 x s8 file is not on a VNNI host (16-bit pair sums)."""
+    emulator = _emulator()
+    from coreg_edge.exporters.sensitivity import host_runner
+
+    inputs = np.random.default_rng(0).standard_normal((64, 3, 16, 16)).astype(np.float32)
+    for name in ("model.onnx", "model.int8.onnx"):
+        here = host_runner(exported.out / name, inputs, ["logits"])["logits"]
+        there = run_emulated(emulator, exported.out / name, inputs)["logits"]
+        if name == "model.onnx":
+            np.testing.assert_allclose(there, here, atol=1e-4)
+        elif kernel_family() == "x86-vnni":
+            assert np.abs(there - here).max() > 0
+        else:  # an AVX2-only host: the emulator runs the host's own kernels
+            np.testing.assert_array_equal(there, here)
+
+
+class _WrongRanges:
+    """Makes the first calibration see images shrunk 50x: activation ranges far too narrow, so the int8
+    file clips almost everything and fails parity for real. Later calibrations see the true images."""
+
+    def __init__(self, monkeypatch):
+        import coreg_edge.exporters.calibration as calibration
+
+        real = calibration.ImageCalibrationReader
+        self.made = 0
+
+        def make(*args, **kwargs):
+            reader = real(*args, **kwargs)
+            self.made += 1
+            if self.made == 1:
+                generate = reader._generate
+
+                def shrunk():
+                    for batch in generate():
+                        yield {name: value * 0.02 for name, value in batch.items()}
+
+                reader._generate = shrunk
+            return reader
+
+        monkeypatch.setattr(calibration, "ImageCalibrationReader", make)
+
+
+def test_a_failed_attempt_recovers_and_both_are_recorded(trained_run, runner, cli, tmp_path, monkeypatch):
+    _WrongRanges(monkeypatch)
+    out = tmp_path / "recovered"
+    result = _export(runner, cli, trained_run, out, "--target", "x86-vnni", "--emulate")
+    assert result.exit_code == 0, result.output
+    report = _parity(out)
+    first, second = report["int8"]["attempts"]
+    assert first["ok"] is False and "mean_cosine" in first["reason"] and first["seconds"] > 0
+    assert first["checks"]["mean_cosine"]["value"] < 0.99
+    assert first["most_sensitive"] and first["most_sensitive"][0]["op"] in ("Conv", "Gemm")
+    assert second["ok"] is True and second["settings"]["reduce_range"] is True
+    assert report["int8"]["shipped"] == 1 and report["int8"]["recovered"] is True
+    assert report["quantization"]["reduce_range"] is True and report["ok"] is True
+    assert "recovered at attempt 2" in result.stdout and "int8 attempt 1" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["model.int8.onnx", "model.onnx", "parity.json"]
+
+
+def test_no_recover_fails_at_once(trained_run, runner, cli, tmp_path, monkeypatch):
+    _WrongRanges(monkeypatch)
+    out = tmp_path / "strict"
+    result = _export(runner, cli, trained_run, out, "--target", "x86-vnni", "--no-recover", "--quiet")
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("Error: parity failed: model.int8.onnx mean_cosine")
+    )
+    report = _parity(out)
+    assert (
+        report["ok"] is False and len(report["int8"]["attempts"]) == 1 and report["int8"]["shipped"] is None
+    )
+    assert not (out / "model.int8.onnx").exists() and (out / "model.int8.onnx.rejected").exists()
+
+
+def test_when_nothing_passes_every_attempt_is_recorded(run_copy, runner, cli, tmp_path, monkeypatch):
+    import functools
+
+    import coreg_edge.exporters.pipeline as exporter
+
+    monkeypatch.setattr(exporter, "Thresholds", functools.partial(exporter.Thresholds, int8_min_cosine=1.01))
+    out = tmp_path / "never"
+    result = _export(runner, cli, run_copy, out, "--target", "x86-vnni", "--quiet")
+    assert result.exit_code == 1
+    attempts = _parity(out)["int8"]["attempts"]
+    texts = [a["settings_text"] for a in attempts]
+    assert texts[:4] == [
+        "U8S8 per-channel minmax",
+        "U8S8 per-channel minmax reduce-range",
+        "U8U8 per-channel minmax",
+        "U8S8 per-channel percentile reduce-range",
+    ]
+    assert texts[4:] == [
+        "U8S8 per-channel minmax, 2 nodes in float",
+        "U8S8 per-channel minmax, 5 nodes in float",
+    ]
+    assert attempts[4]["settings"]["nodes_to_exclude"] == [
+        n["node"] for n in attempts[0]["most_sensitive"][:2]
+    ]
+    assert not any(a["ok"] for a in attempts)
+    shutil.rmtree(out)

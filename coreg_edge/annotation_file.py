@@ -182,9 +182,14 @@ def load(path: str | os.PathLike[str]) -> Annotation:
     missing_meta = [key for key in META_KEYS if key not in meta]
     if missing_meta:
         raise AnnotationFormatError(f"{path}: meta lacks {', '.join(missing_meta)}")
-    if meta["format_version"] != FORMAT_VERSION:
+    version = meta["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool):
         raise AnnotationFormatError(
-            f"{path}: format_version {meta['format_version']} is not supported (this coreg-edge reads {FORMAT_VERSION})"
+            f"{path}: format_version must be a whole number (got {version!r}, a {type(version).__name__})"
+        )
+    if version != FORMAT_VERSION:
+        raise AnnotationFormatError(
+            f"{path}: format_version {version} is not supported (this coreg-edge reads {FORMAT_VERSION})"
         )
     if arrays["item_ids"].dtype.kind != "U":
         raise AnnotationFormatError(f"{path}: 'item_ids' must be strings")

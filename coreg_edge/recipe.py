@@ -46,6 +46,7 @@ else:  # pragma: no cover - Python 3.10
         tomllib = None  # type: ignore[assignment]
 
 from coreg_edge.errors import UserError
+from coreg_edge.exporters.targets import TARGET_NAMES
 
 RECIPE_PACKAGE = "coreg_edge.recipes"
 
@@ -128,7 +129,7 @@ STATIC_SECTIONS: dict[str, dict[str, Key]] = {
     },
     "export": {
         "int8": Key("bool"),
-        "target": Key("str", ("auto", "x86-vnni", "x86-avx2", "arm64", "portable")),
+        "target": Key("str", TARGET_NAMES),
         "recover": Key("bool"),
         "emulate": Key("bool"),
         "reduce_range": Key("bool"),

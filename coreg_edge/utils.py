@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -74,3 +75,15 @@ def lazy_attributes(package: str, table: dict[str, str]) -> Callable[[str], Any]
         return getattr(importlib.import_module(f"{package}.{module}"), name)
 
     return __getattr__
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None: JSON has no NaN (Python's json writes a
+    bare `NaN` that other readers reject)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value

@@ -26,6 +26,9 @@ from typing import Any
 X86_AVX2 = "x86-avx2"  # the same name as coreg_edge.runtime.cpu.X86_AVX2 (not imported: see the docstring)
 # kernel family -> (qemu binary, -cpu model); families without a row cannot be emulated here.
 EMULATED = {X86_AVX2: ("qemu-x86_64-static", "Haswell")}
+# What the child's CPU must (True) and must not (False) report, as numpy's CPU dispatch sees CPUID: a qemu
+# older than 7.2 has no AVX2 in TCG, and onnxruntime would quietly run its SSE kernels instead.
+EXPECTED_FEATURES = {X86_AVX2: {"AVX2": True, "AVX512VNNI": False, "AVX512BW": False}}
 ENV = "COREG_EDGE_QEMU"
 
 
@@ -94,10 +97,29 @@ def run_emulated(
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise EmulationError(f"{emulator.describe()}: {exc}") from exc
         if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-            raise EmulationError(f"{emulator.describe()} failed: {tail}")
+            lines = [line for line in done.stderr.strip().splitlines() if "warning: TCG" not in line]
+            raise EmulationError(
+                f"{emulator.describe()} failed: {(lines or [f'exit {done.returncode}'])[-1]}"
+            )
+        check_features(emulator, done.stdout)
         with np.load(result) as data:
             return {name: data[name] for name in data.files}
+
+
+def check_features(emulator: Emulator, reported: str) -> None:
+    """Refuse results from an emulator whose CPU is not the family it stands for."""
+    import json
+
+    try:
+        seen = json.loads(reported.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise EmulationError(f"{emulator.describe()}: the child did not report its CPU features") from None
+    wrong = [k for k, want in EXPECTED_FEATURES.get(emulator.family, {}).items() if bool(seen.get(k)) != want]
+    if wrong:
+        raise EmulationError(
+            f"{emulator.describe()} does not present an {emulator.family} CPU ({', '.join(wrong)} "
+            f"{'missing' if EXPECTED_FEATURES[emulator.family][wrong[0]] else 'present'}): qemu >= 7.2 is needed"
+        )
 
 
 def run_outputs(
@@ -123,6 +145,8 @@ def run_outputs(
 
 def _main(argv: list[str]) -> int:
     """The child: python emulation.py MODEL INPUTS.npy OUT.npz [--batch-size B] [--outputs a,b]."""
+    import json
+
     import numpy as np
 
     model, source, result, *rest = argv
@@ -131,7 +155,16 @@ def _main(argv: list[str]) -> int:
     names = options["--outputs"].split(",") if "--outputs" in options else None
     values = run_outputs(model, np.load(source, mmap_mode="r"), outputs=names, batch_size=batch_size)
     np.savez(result, **values)
+    print(json.dumps(_cpu_features()))  # what this (emulated) CPU offers, for check_features
     return 0
+
+
+def _cpu_features() -> dict[str, bool]:
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__
+    return {name: bool(value) for name, value in __cpu_features__.items()}
 
 
 if __name__ == "__main__":

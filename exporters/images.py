@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from coreg_edge.data import ImageSource, open_source
+from coreg_edge.data import ImageSource, reopen
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import ImageDecodeError
 
@@ -86,18 +86,6 @@ def data_block(config: dict[str, Any], run: str | os.PathLike[str]) -> dict[str,
     return block
 
 
-def open_data(block: dict[str, Any] | str) -> tuple[ImageSource, str]:
-    """Reopen a data block ({source, root, split, channels}) or a DATA string; returns (source, its name)."""
-    if isinstance(block, str):
-        return open_source(block), block
-    channels = block.get("channels")
-    if block.get("source") == "builtin":
-        name = f"{block['root']}:{block['split']}" if block.get("split") else str(block["root"])
-    else:
-        name = str(block["root"])
-    return open_source(name, channels=channels), name
-
-
 def run_labels(source: ImageSource, class_names: Sequence[str]) -> np.ndarray:
     """The source's labels mapped by class NAME onto the run's class order; -1 where unknown."""
     labels = np.full(len(source), -1, dtype=np.int64)
@@ -118,24 +106,26 @@ def plan_images(
     parity_images: int = 256,
     seed: int = 0,
     calibrate: bool = True,
+    data: str | None = None,
 ) -> ImagePlan:
     """Choose calibration items (training data) and parity items (evaluation split, topped up with held-out
     training items); the two never share an item. The training data is opened only when it is needed
-    (calibrate, or a top-up), so an fp32 export works where only the evaluation split is at hand."""
+    (calibrate, or a top-up), so an fp32 export works where only the evaluation split is at hand. `data`:
+    where the training images are now, when they moved since training."""
     if calibration_images < 1:
         raise UserError(f"--calibration-images must be >= 1 (got {calibration_images})")
     class_names = config["class_names"]
     parity: list[Subset] = []
     eval_data = config.get("eval_data")
     if eval_data:
-        source, name = open_data(eval_data)
+        source, name = reopen(eval_data)
         parity.append(
             Subset(source, name, EVALUATION, np.arange(len(source)), run_labels(source, class_names))
         )
     shortfall = max(0, parity_images - sum(len(part) for part in parity))
     if not (calibrate or shortfall):
         return ImagePlan(None, tuple(parity))
-    train, train_name = open_data(data_block(config, run))
+    train, train_name = reopen(data_block(config, run), data)
     order = np.random.default_rng(seed).permutation(len(train))
     held = min(shortfall, len(train) // 2)  # calibration keeps at least half of the training items
     train_labels = run_labels(train, class_names)

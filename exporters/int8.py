@@ -23,7 +23,7 @@ from coreg_edge.exporters.errors import ExportError
 from coreg_edge.exporters.parity import Thresholds, cosine, int8_checks
 from coreg_edge.exporters.quantize import QuantSettings, quantize
 from coreg_edge.exporters.targets import Int8Target, recovery_ladder
-from coreg_edge.runtime.cpu import ARM64, X86_AVX2, X86_VNNI, cpu_flags, cpu_name, kernel_family
+from coreg_edge.runtime.cpu import X86_AVX2, X86_VNNI, cpu_flags, cpu_name, kernel_family
 
 # How many of the most sensitive nodes the last recovery steps keep in float.
 EXCLUDE_STEPS = (2, 5)
@@ -51,16 +51,14 @@ class Route:
         }
 
 
-def _unfaithful_note(target: Int8Target, host: str) -> str:
+def _unfaithful_note(target: Int8Target, host: str, emulate: bool) -> str:
     wanted = " / ".join(target.kernels)
-    if X86_AVX2 in target.kernels:
-        why = "install qemu-user-static to check them with emulated AVX2 kernels"
-    elif target.kernels == (X86_VNNI,):
+    if X86_AVX2 in target.kernels and host.startswith("x86"):
+        why = "--no-emulate" if not emulate else "install qemu-user-static to check them with emulated AVX2"
+    elif target.kernels == (X86_VNNI,) and host == X86_AVX2:
         why = "VNNI cannot be emulated here; AVX2 kernels can only be less exact than VNNI's"
-    elif target.kernels == (ARM64,):
-        why = "no ARM emulation for onnxruntime; re-check on the device"
     else:
-        why = "re-check on the device"
+        why = "re-check on such a CPU: coreg-edge export RUN --out DIR --check-only"
     return f"this {host} CPU cannot run {wanted} kernels: checked with its own {host} kernels instead ({why})"
 
 
@@ -77,7 +75,7 @@ def choose_route(target: Int8Target, *, host: str | None = None, emulate: bool =
             emulator = find_emulator(family)
             if emulator is not None:
                 return Route(target.name, host, family, True, f"checked with {emulator.describe()}", emulator)
-    return Route(target.name, host, host, False, _unfaithful_note(target, host))
+    return Route(target.name, host, host, False, _unfaithful_note(target, host, emulate))
 
 
 def route_outputs(route: Route, path: Path, inputs: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
@@ -89,7 +87,11 @@ def route_outputs(route: Route, path: Path, inputs: np.ndarray, outputs: list[st
     try:
         return run_emulated(route.emulator, path, inputs, outputs=outputs)
     except EmulationError as exc:
-        raise ExportError(f"int8 parity: {exc}") from exc
+        raise EmulatorFailed(f"int8 parity: {exc} (--no-emulate checks on this CPU's kernels)") from exc
+
+
+class EmulatorFailed(ExportError):
+    """The emulator itself failed: every attempt would fail the same way, so the ladder stops."""
 
 
 @dataclass
@@ -112,6 +114,7 @@ class Int8Outcome:
             **self.route.to_dict(),
             "recovered": self.shipped is not None and self.shipped > 0,
             "shipped": self.shipped,
+            "best": self.best,
             "attempts": [{k: v for k, v in a.items() if not k.startswith("_")} for a in self.attempts],
         }
 
@@ -128,21 +131,11 @@ def summary_line(int8: dict[str, Any]) -> str:
     text = f"int8 target {target}: {attempts[shipped]['settings_text']}"
     if shipped:
         first = attempts[0]
-        text += f" (recovered at attempt {shipped + 1}; {first['settings_text']} failed: {first['reason']})"
+        text += f" (recovered at attempt {shipped + 1}; {first['settings_text']} failed: {first['reason']}"
+        if not int8.get("faithful"):
+            text += "; on this CPU's kernels, not the target's, where the target's own settings may pass"
+        text += ")"
     return f"{text}; {int8.get('note')}"
-
-
-def _failed_attempt(number: int, step: QuantSettings, error: str, began: float) -> dict[str, Any]:
-    return {
-        "attempt": number,
-        "settings": step.to_dict(),
-        "settings_text": step.describe(),
-        "checks": {},
-        "ok": False,
-        "reason": error,
-        "seconds": round(time.perf_counter() - began, 3),
-        "_settings": step,
-    }
 
 
 def _first_failure(checks: dict[str, dict[str, Any]]) -> str | None:
@@ -182,55 +175,66 @@ def quantize_for_target(
         steps += list(EXCLUDE_STEPS)
     best_cosine = -np.inf
     ranked: list[dict[str, Any]] = []
-    for index, step in enumerate(steps):
-        began = time.perf_counter()
+    for step in steps:
         if isinstance(step, int):  # the target's settings, the `step` most sensitive nodes kept in float
             chosen = tuple(row["node"] for row in ranked[:step])
             if not chosen or chosen == outcome.attempts[-1]["_settings"].nodes_to_exclude:
                 continue
             step = replace(settings, nodes_to_exclude=chosen)
-        candidate = folder / f"model.int8.attempt{index + 1}.onnx"
-        try:
+        number = len(outcome.attempts) + 1
+        attempt = {"attempt": number, "settings": step.to_dict(), "settings_text": step.describe()}
+        attempt.update(checks={}, ok=False, reason=None, _settings=step)
+        candidate = folder / f"model.int8.attempt{number}.onnx"
+        began = time.perf_counter()
+        try:  # a setting onnxruntime cannot build or run is recorded; the ladder goes on
             quantize(pre_processed, candidate, reader(step), step)
             finish(candidate, step)
-        except ExportError as exc:  # one setting onnxruntime cannot do is no reason to stop the ladder
+            logits = route_outputs(route, candidate, inputs, [output_name])[output_name]
+        except EmulatorFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
             if not recover:
-                raise
-            outcome.attempts.append(_failed_attempt(len(outcome.attempts) + 1, step, str(exc), began))
-            log(f"int8 attempt {len(outcome.attempts)}: {step.describe()}: {exc}")
+                raise ExportError(f"int8 ({step.describe()}): {_one_line(exc)}") from exc
+            attempt.update(reason=f"failed: {_one_line(exc)}", seconds=round(time.perf_counter() - began, 3))
+            outcome.attempts.append(attempt)
+            log(f"int8 attempt {number}: {step.describe()}: {attempt['reason']}")
+            candidate.unlink(missing_ok=True)
             continue
-        logits = route_outputs(route, candidate, inputs, [output_name])[output_name]
-        checks = int8_checks(reference, logits, labels, limits)
-        reason = _first_failure(checks)
-        mean_cosine = float(cosine(reference, logits).mean()) if len(logits) else -np.inf
-        attempt = {
-            "attempt": len(outcome.attempts) + 1,
-            "settings": step.to_dict(),
-            "settings_text": step.describe(),
-            "checks": checks,
-            "ok": reason is None,
-            "reason": reason,
-            "seconds": round(time.perf_counter() - began, 3),
-            "_settings": step,
-        }
+        attempt["checks"] = int8_checks(reference, logits, labels, limits)
+        attempt["reason"] = _first_failure(attempt["checks"])
+        attempt["ok"] = attempt["reason"] is None
         if step.nodes_to_exclude:
             attempt["excluded"] = [row for row in ranked if row["node"] in step.nodes_to_exclude]
-        if index == 0 and reason is not None and recover:  # diagnose the target's own file once
-            ranked = _rank(pre_processed, candidate, route, inputs[:SENSITIVITY_IMAGES])
-            attempt["most_sensitive"] = ranked[: max(EXCLUDE_STEPS)]
-            attempt["seconds"] = round(time.perf_counter() - began, 3)
+        if number == 1 and not attempt["ok"] and recover:  # diagnose the target's own file once
+            try:
+                ranked = _rank(pre_processed, candidate, route, inputs[:SENSITIVITY_IMAGES])
+                attempt["most_sensitive"] = ranked[: max(EXCLUDE_STEPS)]
+            except Exception as exc:  # noqa: BLE001 - a diagnosis that fails only loses its steps
+                attempt["sensitivity_error"] = _one_line(exc)
+        attempt["seconds"] = round(time.perf_counter() - began, 3)
         outcome.attempts.append(attempt)
-        log(f"int8 attempt {attempt['attempt']}: {step.describe()}: {'ok' if reason is None else reason}")
-        if reason is None or mean_cosine > best_cosine:
+        log(f"int8 attempt {number}: {step.describe()}: {'ok' if attempt['ok'] else attempt['reason']}")
+        mean_cosine = (
+            float(np.nan_to_num(cosine(reference, logits).mean(), nan=-1.0)) if len(logits) else -1.0
+        )
+        if attempt["ok"] or outcome.best is None or mean_cosine > best_cosine:
             best_cosine = mean_cosine
             outcome.best, outcome.logits = len(outcome.attempts) - 1, logits
             os.replace(candidate, target)
         else:
             candidate.unlink(missing_ok=True)
-        if reason is None:
+        if attempt["ok"]:
             outcome.shipped = len(outcome.attempts) - 1
             break
+    if outcome.best is None:
+        reasons = "; ".join(f"{a['settings_text']}: {a['reason']}" for a in outcome.attempts)
+        raise ExportError(f"int8: no attempt produced a file that runs ({reasons})")
     return outcome
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _rank(pre_processed: Path, int8_file: Path, route: Route, inputs: np.ndarray) -> list[dict[str, Any]]:

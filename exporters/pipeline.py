@@ -1,7 +1,8 @@
 """`export_run` and `check_export`: the library functions behind `coreg-edge export` (same arguments).
 
 export_run: run folder -> staged fp32 ONNX (+ metadata) -> [pre-process, calibrate, quantize to int8 QDQ]
--> parity on real images -> publish model.onnx (+ model.int8.onnx) and parity.json, or reject them all.
+-> parity on real images -> publish each file that passed, keep each that failed as NAME.rejected (an earlier
+good file under NAME stays), parity.json last.
 check_export: parity again on the files already in DIR (`--check-only`).
 """
 
@@ -16,15 +17,16 @@ from typing import Any
 
 from coreg_edge import __version__
 from coreg_edge.errors import UserError
-from coreg_edge.exporters.errors import ParityError
+from coreg_edge.exporters.errors import ExportError, ParityError
 from coreg_edge.exporters.images import ImagePlan, plan_images
-from coreg_edge.exporters.int8 import Route, route_outputs
+from coreg_edge.exporters.int8 import Int8Outcome, Route, route_outputs
 from coreg_edge.exporters.metadata import get_metadata, set_metadata
 from coreg_edge.exporters.onnx_export import check_onnx, load_peer_module, resolve_peer, to_onnx
 from coreg_edge.exporters.parity import Logits, Thresholds, collect_logits, evaluate, first_failure
 from coreg_edge.exporters.quantize import QuantSettings
 from coreg_edge.exporters.staging import FP32_NAME, INT8_NAME, PARITY_NAME, Staging
 from coreg_edge.exporters.targets import AUTO, TARGETS, Int8Target, apply_overrides, resolve_target
+from coreg_edge.locks import locks_output
 from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.runtime.metadata import ModelError, make_metadata
 from coreg_edge.runtime.session import load_model
@@ -114,6 +116,67 @@ def quantization_metadata(target: Int8Target, settings: QuantSettings, route: Ro
     }
 
 
+def _int8(
+    stage: Staging,
+    fp32: Classifier,
+    measured: Logits,
+    plan: ImagePlan,
+    chosen: Int8Target,
+    settings: QuantSettings,
+    meta: dict[str, Any],
+    *,
+    recover: bool,
+    emulate: bool,
+    limits: Thresholds,
+    batch_size: int,
+    quiet: bool,
+) -> tuple[Int8Outcome, dict[str, Any]]:
+    """Calibrate once, then quantize for `chosen` (with recovery) into the staging folder."""
+    from coreg_edge.exporters.calibration import ArrayCalibrationReader, preprocess_calibration
+    from coreg_edge.exporters.int8 import choose_route, quantize_for_target
+    from coreg_edge.exporters.quantize import pre_process
+
+    store = stage.path("calibration-inputs.npy")
+    images = preprocess_calibration(fp32, plan.calibration, store, batch_size, quiet)
+    used_count = images.count
+    route = choose_route(chosen, emulate=emulate)
+
+    def reader(used: QuantSettings) -> ArrayCalibrationReader:
+        single = used.calibration_method != "minmax"
+        return ArrayCalibrationReader(images.array, fp32.loaded.input_name, batch_size, single)
+
+    def finish(path: Path, used: QuantSettings) -> None:
+        set_metadata(path, {**meta, "quantization": quantization_metadata(chosen, used, route)})
+        check_onnx(path)
+
+    pre_process(stage.path(FP32_NAME), stage.path("model.pre.onnx"))
+    try:
+        outcome = quantize_for_target(
+            stage.path("model.pre.onnx"),
+            stage.folder,
+            settings=settings,
+            route=route,
+            reference=measured.reference,
+            inputs=measured.inputs,
+            labels=measured.check_labels,
+            limits=limits,
+            reader=reader,
+            finish=finish,
+            recover=recover,
+            log=(lambda _: None) if quiet else (lambda line: print(line, file=sys.stderr)),
+        )
+    finally:
+        images.array = None  # close the memory map before the staging folder goes
+    calibration = {
+        **plan.calibration.describe(),
+        "used": used_count,
+        "skipped": images.skipped,
+        "disjoint_from_parity": plan.disjoint,
+    }
+    return outcome, calibration
+
+
+@locks_output("out", "export folder")
 def export_run(
     run: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -133,6 +196,7 @@ def export_run(
     parity_images: int = 256,
     batch_size: int = 32,
     dynamo: bool = False,
+    data: str | None = None,
     seed: int = 0,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -141,13 +205,10 @@ def export_run(
     int8: `target` (targets.py; auto = this CPU) gives the settings, the explicit options override them;
     when they fail parity, the recovery attempts follow unless `recover` is false. `emulate`: check a
     target this CPU cannot run on an emulator when one is installed (emulation.py).
-    Raises ParityError (after writing parity.json with ok=false) when a check fails; nothing is then left
-    under a model's final name.
+    Raises ParityError (after writing parity.json with ok=false) when a check fails: the files that passed
+    are published all the same, a failed one is left as NAME.rejected, and an earlier export's file under
+    its name is kept.
     """
-    from coreg_edge.exporters.calibration import ImageCalibrationReader
-    from coreg_edge.exporters.int8 import choose_route, quantize_for_target
-    from coreg_edge.exporters.quantize import pre_process
-
     _check_sizes(batch_size, parity_images)
     config = read_config(run)
     resolved = resolve_peer(run, peer)
@@ -166,6 +227,7 @@ def export_run(
         parity_images=parity_images,
         seed=seed,
         calibrate=int8,
+        data=data,
     )
     limits = Thresholds(min_images=parity_images)
     meta = make_metadata(
@@ -187,43 +249,16 @@ def export_run(
             module, {FP32_NAME: fp32}, plan.parity, batch_size=batch_size, quiet=quiet, keep_inputs=keep
         )
         calibration = outcome = None
-        if settings is not None and plan.calibration is not None:
-            readers: list[ImageCalibrationReader] = []
-
-            def reader(used: QuantSettings) -> ImageCalibrationReader:
-                single = used.calibration_method != "minmax"
-                readers.append(ImageCalibrationReader(fp32, plan.calibration, batch_size, quiet, single))
-                return readers[-1]
-
-            route = choose_route(chosen, emulate=emulate)
-
-            def finish(path: Path, used: QuantSettings) -> None:
-                set_metadata(path, {**meta, "quantization": quantization_metadata(chosen, used, route)})
-                check_onnx(path)
-
-            pre_process(stage.path(FP32_NAME), stage.path("model.pre.onnx"))
-            outcome = quantize_for_target(
-                stage.path("model.pre.onnx"),
-                stage.folder,
-                settings=settings,
-                route=route,
-                reference=measured.reference,
-                inputs=measured.inputs,
-                labels=measured.check_labels,
-                limits=limits,
-                reader=reader,
-                finish=finish,
-                recover=recover,
-                log=(lambda _: None) if quiet else (lambda line: print(line, file=sys.stderr)),
-            )
-            measured.onnx[INT8_NAME] = outcome.logits
-            names.append(INT8_NAME)
-            calibration = {
-                **plan.calibration.describe(),
-                "used": readers[0].count,
-                "skipped": readers[0].skipped,
-                "disjoint_from_parity": plan.disjoint,
-            }
+        try:
+            if settings is not None and plan.calibration is not None:
+                outcome, calibration = _int8(
+                    stage, fp32, measured, plan, chosen, settings, meta, recover=recover, emulate=emulate,
+                    limits=limits, batch_size=batch_size, quiet=quiet,
+                )  # fmt: skip
+                measured.onnx[INT8_NAME] = outcome.logits
+                names.append(INT8_NAME)
+        finally:
+            measured.inputs = None  # the memory map closes before the staging folder goes
         report = parity_report(
             measured, stage.folder, names, plan, config, limits=limits, batch_size=batch_size
         )
@@ -241,18 +276,32 @@ def export_run(
             "int8": None if outcome is None else {"target": chosen.to_dict(), **outcome.to_dict()},
         }
         accuracy = report["test_accuracy"] or {}
-        if first_failure(report) is None:
-            for name in names:  # the device sees each file's own measured test accuracy
-                extra = {}
-                if name == INT8_NAME and outcome is not None:
-                    extra["quantization"] = quantization_metadata(chosen, shipped, outcome.route)
-                set_metadata(stage.path(name), {**meta, **extra, "test_accuracy": accuracy.get(KINDS[name])})
+        passed = [name for name in names if _file_passed(report, name)]
+        for name in passed:  # the device sees each file's own measured test accuracy
+            extra = {}
+            if name == INT8_NAME and outcome is not None:
+                extra["quantization"] = quantization_metadata(chosen, shipped, outcome.route)
+            set_metadata(stage.path(name), {**meta, **extra, "test_accuracy": accuracy.get(KINDS[name])})
         report = _finish({**header, **report}, stage.folder, names)
+        report = stage.publish(passed, [name for name in names if name not in passed], report)
         if not report["ok"]:
-            stage.reject(names, report)
-            raise ParityError(report["reason"], report)
-        stage.publish(names, report)
+            raise ParityError(_failure_line(report, passed), report)
     return report
+
+
+def _file_passed(report: dict[str, Any], name: str) -> bool:
+    """A file is published when every one of its checks passed and nothing is wrong with the export."""
+    checks = (report.get("checks") or {}).get(name) or {}
+    return bool(checks) and not report.get("problems") and all(c["ok"] for c in checks.values())
+
+
+def _failure_line(report: dict[str, Any], passed: list[str]) -> str:
+    """The one error line: the first failure, then what was published and what was kept."""
+    reason = report["reason"]
+    kept = [name for name, entry in report["files"].items() if entry.get("kept")]
+    notes = [f"published {', '.join(passed)}"] if passed else []
+    notes += [f"kept the earlier {', '.join(kept)}"] if kept else []
+    return f"{reason} ({'; '.join(notes)})" if notes else reason
 
 
 def _previous_report(path: Path) -> dict[str, Any]:
@@ -263,6 +312,7 @@ def _previous_report(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+@locks_output("out", "export folder")
 def check_export(
     run: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -271,6 +321,7 @@ def check_export(
     emulate: bool = True,
     parity_images: int = 256,
     batch_size: int = 32,
+    data: str | None = None,
     seed: int = 0,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -292,7 +343,7 @@ def check_export(
     resolved = resolve_peer(run, peer or meta.get("peer") or "selected")
     module = load_peer_module(run, resolved)
     previous = _previous_report(out / PARITY_NAME)
-    plan = plan_images(config, run, parity_images=parity_images, seed=seed, calibrate=False)
+    plan = plan_images(config, run, parity_images=parity_images, seed=seed, calibrate=False, data=data)
     header = {
         "run": str(run),
         "peer": resolved,
@@ -304,27 +355,47 @@ def check_export(
     limits = Thresholds(min_images=parity_images)
     try:
         with tempfile.TemporaryDirectory(prefix="coreg-edge-check-") as tmp:
-            keep = Path(tmp) / "inputs.npy" if INT8_NAME in names else None
-            fp32 = open_classifier(out / FP32_NAME, batch_size)
-            measured = collect_logits(
-                module, {FP32_NAME: fp32}, plan.parity, batch_size=batch_size, quiet=quiet, keep_inputs=keep
+            measured = _measure_written(
+                module, out, names, plan, header, Path(tmp), batch_size, emulate, quiet
             )
-            if INT8_NAME in names:
-                open_classifier(out / INT8_NAME, batch_size)  # an unreadable file: ModelError, as the device
-                route = int8_route(out / INT8_NAME, emulate=emulate)
-                header["int8"] = {"target": resolve_target(route.target).to_dict(), **route.to_dict()}
-                measured.onnx[INT8_NAME] = route_outputs(route, out / INT8_NAME, measured.inputs, ["logits"])[
-                    "logits"
-                ]
-                del measured.inputs  # the memory map must close before its folder goes
-            report = parity_report(measured, out, names, plan, config, limits=limits, batch_size=batch_size)
-    except ModelError as exc:  # a file the runtime cannot even open: its old parity.json must not stand
+        report = parity_report(measured, out, names, plan, config, limits=limits, batch_size=batch_size)
+    except (ModelError, ExportError) as exc:  # a file that cannot be opened or run: the old report must go
         report = {"thresholds": limits.to_dict(), "checks": {}, "test_accuracy": None, "problems": [str(exc)]}
     report = _finish({**header, **report}, out, names)
     write_json(out / PARITY_NAME, report)
     if not report["ok"]:
         raise ParityError(report["reason"], report)
     return report
+
+
+def _measure_written(
+    module: Any,
+    out: Path,
+    names: list[str],
+    plan: ImagePlan,
+    header: dict[str, Any],
+    tmp: Path,
+    batch_size: int,
+    emulate: bool,
+    quiet: bool,
+) -> Logits:
+    """Logits of the files already in OUT: fp32 here, int8 on its target's kernels (header["int8"] says
+    which)."""
+    fp32 = open_classifier(out / FP32_NAME, batch_size)
+    keep = tmp / "inputs.npy" if INT8_NAME in names else None
+    measured = collect_logits(
+        module, {FP32_NAME: fp32}, plan.parity, batch_size=batch_size, quiet=quiet, keep_inputs=keep
+    )
+    try:
+        if INT8_NAME in names:
+            open_classifier(out / INT8_NAME, batch_size)  # an unreadable file: ModelError, as on the device
+            route = int8_route(out / INT8_NAME, emulate=emulate)
+            header["int8"] = {"target": resolve_target(route.target).to_dict(), **route.to_dict()}
+            logits = route_outputs(route, out / INT8_NAME, measured.inputs, ["logits"])["logits"]
+            measured.onnx[INT8_NAME] = logits
+    finally:
+        measured.inputs = None  # the memory map closes before its folder goes
+    return measured
 
 
 def int8_route(path: Path, *, emulate: bool = True) -> Route:

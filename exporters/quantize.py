@@ -6,6 +6,8 @@ docs/INT8.md and re-run with `benchmarks/int8_targets.py`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +42,12 @@ class QuantSettings:
                 raise UserError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": "QDQ", "static": True, **asdict(self), "nodes_to_exclude": list(self.nodes_to_exclude)}
+        return {
+            "format": "QDQ",
+            "static": True,
+            **asdict(self),
+            "nodes_to_exclude": list(self.nodes_to_exclude),
+        }
 
     def describe(self) -> str:
         """One line: "U8S8 per-channel minmax reduce-range, 3 nodes in float"."""
@@ -87,19 +94,20 @@ def quantize(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    try:
-        quantize_static(
-            str(src),
-            str(dst),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=settings.per_channel,
-            activation_type=types[settings.activation_type],
-            weight_type=types[settings.weight_type],
-            calibrate_method=methods[settings.calibration_method],
-            reduce_range=settings.reduce_range,
-            nodes_to_exclude=list(settings.nodes_to_exclude) or None,
-        )
+    try:  # onnxruntime's histogram calibrators print() their bins: keep stdout for the user's JSON
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(src),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=settings.per_channel,
+                activation_type=types[settings.activation_type],
+                weight_type=types[settings.weight_type],
+                calibrate_method=methods[settings.calibration_method],
+                reduce_range=settings.reduce_range,
+                nodes_to_exclude=list(settings.nodes_to_exclude) or None,
+            )
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"onnxruntime static quantization failed: {_one_line(exc)}") from exc
     if not Path(dst).exists():

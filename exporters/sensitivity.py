@@ -23,6 +23,8 @@ WEIGHTED = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 # Ops the quantizer folds into the producer's QDQ group (Conv -> Relu -> Q): the error owner is upstream.
 PASS_THROUGH = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Flatten", "Reshape")
 
+RENAMED_OUTPUT = "_QuantizeLinear_Input"
+
 Runner = Callable[[Path, np.ndarray, list[str]], dict[str, np.ndarray]]
 
 
@@ -42,9 +44,13 @@ def _initializers(graph: Any) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in graph.initializer}
 
 
-def quantized_activations(int8_model: Any) -> dict[str, tuple[str, float, int]]:
-    """{float tensor name: (its QuantizeLinear output, scale, zero point)} for every quantized activation."""
+def quantized_activations(int8_model: Any) -> dict[str, tuple[str, float, int, int]]:
+    """{float tensor name: (its QuantizeLinear output, scale, zero point, the zero point's onnx element
+    type)} for every quantized activation."""
+    import onnx
+
     constants = _initializers(int8_model.graph)
+    types = {init.name: init.data_type for init in int8_model.graph.initializer}
     found = {}
     for node in int8_model.graph.node:
         if node.op_type != "QuantizeLinear" or node.input[0] in constants:
@@ -53,7 +59,12 @@ def quantized_activations(int8_model: Any) -> dict[str, tuple[str, float, int]]:
         zero = constants.get(node.input[2]) if len(node.input) > 2 else np.zeros((), np.uint8)
         if scale is None or zero is None or scale.size != 1:
             continue
-        found[node.input[0]] = (node.output[0], float(scale.reshape(-1)[0]), int(zero.reshape(-1)[0]))
+        elem = (
+            types.get(node.input[2], onnx.TensorProto.UINT8)
+            if len(node.input) > 2
+            else onnx.TensorProto.UINT8
+        )
+        found[node.input[0]] = (node.output[0], float(scale.reshape(-1)[0]), int(zero.reshape(-1)[0]), elem)
     return found
 
 
@@ -106,25 +117,19 @@ def rank_nodes(
 
     float_model = onnx.load(str(float_model_path))
     int8_model = onnx.load(str(int8_model_path))
-    known = {t for node in float_model.graph.node for t in node.output} | {
-        i.name for i in float_model.graph.input
-    }
-    quantized = {k: v for k, v in quantized_activations(int8_model).items() if k in known}
+    known = {t for node in float_model.graph.node for t in node.output}
+    known |= {i.name for i in float_model.graph.input}
+    quantized = {}
+    for name, value in quantized_activations(int8_model).items():
+        # The quantizer renames a graph output's producer ("logits" -> "logits_QuantizeLinear_Input").
+        name = name if name in known else name.removesuffix(RENAMED_OUTPUT)
+        if name in known:
+            quantized[name] = value
     if not quantized:
         return []
-    elem = {o.name: o.type.tensor_type.elem_type for o in int8_model.graph.output}
-    zero_types = {}
-    constants = {init.name: init.data_type for init in int8_model.graph.initializer}
-    for node in int8_model.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] in quantized and len(node.input) > 2:
-            zero_types[node.output[0]] = constants.get(node.input[2], onnx.TensorProto.UINT8)
     float_outputs = sorted(quantized)
     with tempfile.TemporaryDirectory(prefix="coreg-edge-sensitivity-") as tmp:
-        q_names = {
-            quantized[name][0]: zero_types.get(quantized[name][0], onnx.TensorProto.UINT8)
-            for name in float_outputs
-        }
-        q_names.update(elem)
+        q_names = {quantized[name][0]: quantized[name][3] for name in float_outputs}
         int8_probe = _with_outputs(int8_model, q_names, Path(tmp) / "int8.onnx")
         float_probe = _with_outputs(
             float_model, {name: onnx.TensorProto.FLOAT for name in float_outputs}, Path(tmp) / "float.onnx"
@@ -133,7 +138,7 @@ def rank_nodes(
         int8_values = int8_runner(int8_probe, inputs, [quantized[name][0] for name in float_outputs])
     quality = {}
     for name in float_outputs:
-        q_name, scale, zero = quantized[name]
+        q_name, scale, zero, _ = quantized[name]
         dequantized = (int8_values[q_name].astype(np.float64) - zero) * scale
         quality[name] = sqnr(float_values[name], dequantized)
     consumers: dict[str, list[Any]] = {}

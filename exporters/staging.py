@@ -1,9 +1,13 @@
-"""Outputs are built in a hidden staging folder inside DIR and published only after parity passes.
+"""Outputs are built in a hidden staging folder inside DIR and published file by file after parity.
 
-Publishing renames each model into place, then writes parity.json (ok=true) last, so a reader that sees
-`ok: true` sees the files it describes. A failed export publishes parity.json with ok=false, keeps the
-rejected candidates as `NAME.rejected` for inspection, and removes stale models under the final names:
-nothing in DIR is presented as a good export.
+Each model that passed its checks is renamed into place (the same filesystem, so a reader never sees half a
+file); one that failed is kept as `NAME.rejected` for inspection, and whatever good file an earlier export
+left under NAME stays where it is: a deployable file never disappears because a later attempt failed.
+parity.json is written last and describes every model under a final name: `files[NAME].published` says
+whether this export wrote it, `kept` that an earlier export's file was left in place. A complete export
+(every file passed) leaves DIR holding exactly its own files: a model it was not asked for (fp32 only after
+an int8 export) is removed with its `.rejected` copy. A staging folder
+left behind by a killed export (`.export-*`, its owner's pid gone) is removed by the next export.
 """
 
 from __future__ import annotations
@@ -16,11 +20,50 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
+from coreg_edge.locks import process_alive
 from coreg_edge.training.run_folder import write_json
 
 FP32_NAME, INT8_NAME, PARITY_NAME = "model.onnx", "model.int8.onnx", "parity.json"
 MODEL_NAMES = (FP32_NAME, INT8_NAME)
 REJECTED_SUFFIX = ".rejected"
+STAGING_PREFIX = ".export-"
+OWNER_FILE = "owner.pid"
+
+
+def remove_abandoned(out: Path) -> list[Path]:
+    """Remove staging folders whose export is gone (killed with -9, power lost); returns what went."""
+    removed = []
+    for folder in out.glob(f"{STAGING_PREFIX}*"):
+        if not folder.is_dir():
+            continue
+        try:
+            pid = int((folder / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None and pid != os.getpid() and process_alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _earlier_checks(earlier: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The earlier report's checks of a kept file, when that report describes this very file (its size)."""
+    entry = (earlier.get("files") or {}).get(path.name) or {}
+    checks = (earlier.get("checks") or {}).get(path.name)
+    if not isinstance(entry, dict) or entry.get("bytes") != path.stat().st_size or not checks:
+        return {}
+    return {"earlier_checks": checks}
 
 
 class Staging:
@@ -30,31 +73,49 @@ class Staging:
         self.out = Path(out)
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out}: is a file; give a folder for model.onnx and parity.json")
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.folder = Path(tempfile.mkdtemp(prefix=".export-", dir=self.out))
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            remove_abandoned(self.out)
+            self.folder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out))
+        except PermissionError:
+            raise UserError(f"--out {self.out}: not writable") from None
+        (self.folder / OWNER_FILE).write_text(f"{os.getpid()}\n")
 
     def path(self, name: str) -> Path:
         return self.folder / name
 
-    def publish(self, names: Iterable[str], report: dict[str, Any]) -> None:
-        """Move the checked models into DIR, drop stale ones this export did not write, then parity.json."""
-        names = list(names)
-        for name in names:
+    def publish(self, passed: Iterable[str], failed: Iterable[str], report: dict[str, Any]) -> dict[str, Any]:
+        """Move the models that passed into DIR, keep the failed ones as NAME.rejected (an earlier good file
+        under NAME stays), then write parity.json with each file's status. Returns the report written."""
+        passed, failed = list(passed), list(failed)
+        files = dict(report.get("files") or {})
+        earlier = _read_report(self.out / PARITY_NAME)
+        for name in passed:
             os.replace(self.path(name), self.out / name)
-        for name in MODEL_NAMES:
             (self.out / f"{name}{REJECTED_SUFFIX}").unlink(missing_ok=True)
-            if name not in names:
-                (self.out / name).unlink(missing_ok=True)
-        write_json(self.out / PARITY_NAME, report)
-
-    def reject(self, names: Iterable[str], report: dict[str, Any]) -> None:
-        """Keep the candidates as NAME.rejected, remove every model under a final name, write parity.json."""
-        for name in MODEL_NAMES:
-            (self.out / name).unlink(missing_ok=True)
-        for name in names:
+            files[name] = {**files.get(name, {}), "published": True}
+        for name in failed:
             if self.path(name).exists():
                 os.replace(self.path(name), self.out / f"{name}{REJECTED_SUFFIX}")
+            entry = {**files.get(name, {}), "published": False, "rejected_as": f"{name}{REJECTED_SUFFIX}"}
+            if (self.out / name).exists():
+                entry["kept"] = f"an earlier export's {name} stays in place (not checked by this export)"
+                entry.update(_earlier_checks(earlier, self.out / name))
+            files[name] = entry
+        for name in MODEL_NAMES:
+            if not failed and name not in passed:  # a complete export: DIR is exactly what it made
+                (self.out / name).unlink(missing_ok=True)
+                (self.out / f"{name}{REJECTED_SUFFIX}").unlink(missing_ok=True)
+            elif name not in files and (self.out / name).exists():
+                files[name] = {
+                    "bytes": (self.out / name).stat().st_size,
+                    "published": False,
+                    "kept": f"an earlier export's {name} (not written or checked by this export)",
+                    **_earlier_checks(earlier, self.out / name),
+                }
+        report = {**report, "files": files}
         write_json(self.out / PARITY_NAME, report)
+        return report
 
     def cleanup(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

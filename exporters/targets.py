@@ -1,20 +1,17 @@
 """int8 targets: which quantization settings suit which CPU, one row each, and the recovery ladder.
 
 onnxruntime runs an int8 QDQ file with other kernels on each CPU family, and the same settings are not
-exact on all of them. The rows say why, with the measurement behind each (docs/INT8.md has the tables and
-the commands that re-run them):
+exact on all of them:
 
-- x86-vnni: VNNI (vpdpbusd) sums u8 x s8 products in 32 bits, so U8S8 is exact and the fastest choice;
-  S8S8 measured ~2.3x slower than U8S8 there.
+- x86-vnni: VNNI (vpdpbusd) sums u8 x s8 products in 32 bits, so U8S8 is exact and the fastest choice.
 - x86-avx2: without VNNI, onnxruntime's u8 x s8 kernel (vpmaddubsw) adds pairs of products in 16 bits,
-  which saturate (255 * 127 * 2 > 32767). On an AVX2-only CPU the demo's U8S8 file measured mean cosine
-  0.9838 (fails the 0.99 bar); with 7-bit weights (reduce_range) 0.9988, U8U8 0.9994.
-  reduce_range keeps the faster kernel: ResNet-18 32 px int8/fp32 latency 0.52 (b1) vs 0.63 for U8U8.
+  which saturate (255 * 127 * 2 > 32767); 7-bit weights (reduce_range, |w| <= 64) fit and keep that kernel.
 - arm64: onnxruntime's ARM kernels (SDOT/UDOT, or widening multiply-adds without dot-product) accumulate
   in 32 bits: no saturation; U8S8 per onnxruntime's guide (as fast as U8U8 on big cores, faster on small).
 - portable: one file for a mixed fleet; 7-bit weights are exact on every kernel family above.
 
-`auto` is this machine's family (`coreg_edge.runtime.cpu.kernel_family`).
+The measurements behind each row, and the commands that re-run them, are in docs/INT8.md
+(`benchmarks/int8_targets.py`). `auto` is this machine's family (`coreg_edge.runtime.cpu.kernel_family`).
 """
 
 from __future__ import annotations
@@ -55,15 +52,15 @@ TARGETS: dict[str, Int8Target] = {
             X86_VNNI,
             "x86-64 with AVX512-VNNI, AVX-VNNI or AMX (Ice Lake+, Zen 4+)",
             QuantSettings(),
-            "u8 x s8 sums in 32 bits: U8S8 exact and fastest (S8S8 ~2.3x slower)",
+            "u8 x s8 sums in 32 bits: U8S8 exact and fastest (S8S8 and U8U8 slower: docs/INT8.md)",
             (X86_VNNI,),
         ),
         Int8Target(
             X86_AVX2,
             "x86-64 without VNNI (AVX2, AVX512 without VNNI)",
             QuantSettings(reduce_range=True),
-            "vpmaddubsw sums pairs in 16 bits and saturates: 7-bit weights keep them exact "
-            "(demo cosine 0.9838 -> 0.9988) and the fast kernel",
+            "vpmaddubsw sums pairs in 16 bits and saturates: 7-bit weights keep them exact and keep the "
+            "fast kernel (docs/INT8.md)",
             (X86_AVX2,),
         ),
         Int8Target(

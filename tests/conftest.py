@@ -74,3 +74,13 @@ def cli():
     from coreg_edge.cli import cli as group
 
     return group
+
+
+@pytest.fixture(scope="session")
+def digits_annotation(tmp_path_factory) -> Path:
+    """digits with synthetic candidate sets (q=0.3, eta=0.2), written once per test session. Read only."""
+    from coreg_edge.annotate import annotate
+
+    path = tmp_path_factory.mktemp("ann") / "digits.npz"
+    annotate("digits", path, annotator="synthetic", partial_rate=0.3, noise_rate=0.2, seed=0, quiet=True)
+    return path

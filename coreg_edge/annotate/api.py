@@ -16,7 +16,8 @@ from coreg_edge.annotate.templates import load_templates
 from coreg_edge.annotation_file import Annotation
 from coreg_edge.data import ImageSource, open_source
 from coreg_edge.errors import UserError
-from coreg_edge.runtime.image import ImageDecodeError
+from coreg_edge.locks import locks_output
+from coreg_edge.runtime.image import ImageDecodeError, set_max_image_pixels
 from coreg_edge.utils import progress, resolve_device
 
 ANNOTATORS = ("clip", "synthetic")
@@ -38,6 +39,7 @@ class _Skips:
         self.indices.add(index)
 
 
+@locks_output("out", "annotation file")
 def annotate(
     data: str,
     out: str | Path | None = None,
@@ -58,6 +60,7 @@ def annotate(
     batch_size: int = 128,
     workers: int = 0,
     strict: bool = False,
+    max_image_pixels: int | None = None,
     download: bool = False,
     data_dir: str | Path | None = None,
     channels: int | None = None,
@@ -69,6 +72,9 @@ def annotate(
     `annotator="synthetic"`: the benchmark protocol (needs ground truth): partial rate q, noise rate eta.
     `wording` ("number {}") is how a class name reads in prompts; the file keeps the plain names.
     """
+    set_max_image_pixels(max_image_pixels)
+    if out is not None and Path(out).suffix != ".npz":
+        raise UserError(f"--out {out}: an annotation file ends in .npz (did you mean {out}.npz?)")
     if annotator not in ANNOTATORS:
         raise UserError(f"--annotator must be one of {', '.join(ANNOTATORS)} (got {annotator!r})")
     if mode not in MODES:

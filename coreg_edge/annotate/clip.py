@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import pickle
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -73,6 +74,19 @@ class ClipBundle:
     device: str
 
 
+def key_summary(message: str, shown: int = 3) -> str:
+    """PyTorch's load_state_dict error (thousands of key names) as counts and a few examples."""
+    parts = []
+    for label in ("Missing", "Unexpected"):
+        found = re.search(label + r" key\(s\) in state_dict: (.*?)\.(?:\s|$)", message, re.S)
+        if found:
+            keys = [key.strip().strip('"') for key in found.group(1).split(",") if key.strip()]
+            parts.append(f"{len(keys)} {label.lower()} keys, e.g. {', '.join(keys[:shown])}")
+    if "size mismatch" in message:
+        parts.append(f"{message.count('size mismatch')} size mismatches")
+    return "; ".join(parts) or message.strip().splitlines()[0][:200]
+
+
 def load_clip(
     model: str = DEFAULT_CLIP_MODEL, pretrained: str | None = DEFAULT_PRETRAINED, device: str = "cpu"
 ) -> ClipBundle:
@@ -118,6 +132,10 @@ def load_clip(
                 name, pretrained=weights, device=device
             )
     except RuntimeError as exc:
+        if "state_dict" in str(exc):  # weights of another architecture: count the keys, do not list them all
+            raise UserError(
+                f"--pretrained {pretrained}: these weights do not fit --clip-model {model} ({key_summary(str(exc))})"
+            ) from exc
         if offline or "download" in str(exc).lower():
             raise UserError(
                 f"cannot get CLIP weights {name}/{weights}: no network and not in the open_clip cache; "
@@ -129,7 +147,9 @@ def load_clip(
         raise UserError(
             f"cannot load CLIP {name} with weights {weights}: {str(exc).splitlines()[0]}"
         ) from exc
-    except pickle.UnpicklingError as exc:
+    except (pickle.UnpicklingError, IndexError, TypeError, AttributeError) as exc:
+        if not (weights and Path(weights).is_file()):
+            raise
         raise UserError(f"--pretrained {pretrained}: not a PyTorch checkpoint of open_clip weights") from exc
     except AssertionError as exc:  # open_clip asserts when a checkpoint's shapes do not fit the model
         raise UserError(

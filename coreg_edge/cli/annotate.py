@@ -46,6 +46,8 @@ Examples:
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="Image-decoding worker processes.")
 @click.option("--strict", is_flag=True, help="Unreadable images are an error instead of skipped and listed.")
+@click.option("--max-image-pixels", type=int, default=None,
+              help="Images above this many pixels are skipped as unreadable [default: PIL's ~89 million].")  # fmt: skip
 @click.option("--download", is_flag=True, help="Download a built-in torchvision dataset if it is not cached.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Cache folder of built-in datasets.")
 @click.option("--json", "as_json", is_flag=True, help="Print the annotation statistics as JSON on stdout.")

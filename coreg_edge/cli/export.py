@@ -19,7 +19,8 @@ Examples:
 Writes DIR/model.onnx (input `images` float32 (N, C, H, W), output `logits`), DIR/model.int8.onnx with
 --int8 (static QDQ, calibrated on the run's training images), and DIR/parity.json. Parity runs on the
 run's evaluation split (else held-out training images never used to calibrate) through the same runtime
-a device uses; a failed check exits non-zero, and no model is left under its final name. Export runs on
+a device uses. A file whose check fails is left as NAME.rejected and the export exits 1; the files that
+passed are published, and an earlier export's good file is never deleted by a failed one. Export runs on
 the CPU whatever --device says.
 
 \b
@@ -113,6 +114,12 @@ U8U8, percentile calibration, the most sensitive nodes kept in float); parity.js
     help="Batch size for parity and calibration.",
 )
 @click.option(
+    "--data",
+    default=None,
+    help="Where the run's training images are now, when they moved since training (calibration and "
+    "held-out parity images).",
+)
+@click.option(
     "--dynamo", is_flag=True, help="Use torch.onnx's torch.export-based exporter (default: TorchScript)."
 )
 @click.option("--check-only", is_flag=True, help="Re-run parity on the files already in DIR; export nothing.")
@@ -137,6 +144,7 @@ def export(
     parity_images: int,
     batch_size: int,
     dynamo: bool,
+    data: str | None,
     check_only: bool,
     as_json: bool,
     device: str,
@@ -167,6 +175,7 @@ def export(
                 emulate=emulate,
                 parity_images=parity_images,
                 batch_size=batch_size,
+                data=data,
                 seed=seed,
                 quiet=quiet,
             )
@@ -189,6 +198,7 @@ def export(
                 parity_images=parity_images,
                 batch_size=batch_size,
                 dynamo=dynamo,
+                data=data,
                 seed=seed,
                 quiet=quiet,
             )

@@ -113,10 +113,14 @@ def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
         if param.name not in allowed
         and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
     ]
+    if "--set" in given and run_folder.diverged(out):  # the documented exception: a lower learning rate
+        if all(pair.partition("=")[0].strip() == "lr" for pair in ctx.params["overrides"]):
+            given.remove("--set")
     if given:
         raise UserError(
             f"--resume continues the run with its stored settings; drop {', '.join(given)} "
-            "(only --device, --compile, --amp, --channels-last, --workers, --data may change)"
+            "(only --device, --compile, --amp, --channels-last, --workers, --data may change; "
+            "after a divergence also --set lr=...)"
         )
 
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from coreg_edge.data.builtin import DATASETS, DatasetInfo, default_data_dir, parse_builtin
 from coreg_edge.data.sources import FolderSource, ImageSource
 from coreg_edge.errors import UserError
 
-__all__ = ["DATASETS", "DatasetInfo", "FolderSource", "ImageSource", "open_source", "dataset_info"]
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "FolderSource",
+    "ImageSource",
+    "absolute_data",
+    "dataset_info",
+    "open_source",
+    "reopen",
+]
 
 
 def open_source(
@@ -41,6 +52,43 @@ def open_source(
             f"{data}: is a file; DATA must be an image folder or a built-in name ({', '.join(DATASETS)})"
         )
     raise UserError(f"{data}: no such folder, and not a built-in dataset ({', '.join(DATASETS)})")
+
+
+def reopen(
+    block: Mapping[str, Any] | str,
+    data: str | None = None,
+    *,
+    download: bool = False,
+    option: str = "--data",
+) -> tuple[ImageSource, str]:
+    """Open recorded images again: a data block ({source, root, split, channels}, as
+    `ImageSource.describe()` records it) or a DATA string; `data` is where they are now, when they moved.
+    Returns (source, the DATA it was opened as). The one way every stage finds its images again."""
+    if isinstance(block, str):
+        block = {"root": block, "source": None}
+    recorded = data is None
+    if recorded:
+        if block.get("source") == "builtin":
+            data = f"{block['root']}:{block.get('split') or 'train'}"
+        else:
+            data = block.get("root")
+        if not data:
+            raise UserError(f"the recorded data names no images; pass {option}")
+    try:
+        return open_source(str(data), download=download, channels=block.get("channels")), str(data)
+    except UserError as exc:
+        if not recorded:
+            raise
+        raise UserError(f"{exc} (the images recorded earlier; if they moved, pass {option})") from exc
+
+
+def absolute_data(data: str | None) -> str | None:
+    """DATA with a folder made absolute (a run resumed or exported from another directory finds it);
+    built-in names stay as they are."""
+    if data is None:
+        return None
+    path = Path(data).expanduser()
+    return str(path.resolve()) if path.is_dir() else data
 
 
 def dataset_info(source: ImageSource) -> DatasetInfo | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
+from coreg_edge.locks import exclusive
 from coreg_edge.pipeline.layout import RECIPE_FILE, STAGES, STATE_FILE, SUMMARY_FILE, _read
 from coreg_edge.pipeline.stages import _Run
 from coreg_edge.pipeline.summary import build_summary
@@ -77,6 +78,11 @@ def run_recipe(
     """
     recipe = load_recipe(recipe, overrides)
     out = Path(out) if out is not None else Path("runs") / recipe.name
+    with exclusive(out, "run folder"):  # before the checks: two calls must not both pass them
+        return _run_locked(recipe, out, quiet)
+
+
+def _run_locked(recipe: Recipe, out: Path, quiet: bool) -> dict[str, Any]:
     _check_run_folder(out, recipe.name)
     out.mkdir(parents=True, exist_ok=True)
     if _read(out / RECIPE_FILE) != recipe.to_dict():

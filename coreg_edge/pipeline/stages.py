@@ -154,14 +154,17 @@ class _Run:
 
     def export(self) -> None:
         from coreg_edge.exporters.errors import ParityError
+        from coreg_edge.exporters.int8 import choose_route
         from coreg_edge.exporters.pipeline import export_run
         from coreg_edge.exporters.targets import resolve_target
 
         call = _accepted(export_run, export_call(self.recipe), "export")
         settings = _without({**_defaults(export_run), **call})
         settings.pop("quiet", None)
-        if settings.get("int8"):  # auto is this machine's CPU: another machine's file is not this one's
-            settings["target"] = resolve_target(settings.get("target", "auto")).name
+        if settings.get("int8"):  # auto is this machine's CPU; installing an emulator changes the check
+            target = resolve_target(settings.get("target", "auto"))
+            settings["target"] = target.name
+            settings["checked_with"] = choose_route(target, emulate=settings.get("emulate", True)).kernels
         inputs = {"train": self.outputs("train")}
         fp = fingerprint(settings, inputs)
         if self.unchanged("export", fp):

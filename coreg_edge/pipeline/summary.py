@@ -79,17 +79,19 @@ def build_summary(
             if checks is None:
                 export[kind] = None
                 continue
-            published = (run / EXPORT_DIR / name).exists()
+            record = (parity.get("files") or {}).get(name) or {}
+            # published by this export (older reports have no "published": then its file is this one)
+            published = (run / EXPORT_DIR / name).exists() and record.get("published", parity.get("ok"))
             export[kind] = {
                 "path": str(Path(EXPORT_DIR) / name) if published else None,
-                "bytes": ((parity.get("files") or {}).get(name) or {}).get("bytes"),
+                "bytes": record.get("bytes"),
                 "test_accuracy": accuracy.get(kind),
                 "parity_ok": all(c.get("ok") for c in checks.values()) and not parity.get("problems"),
             }
         summary["export"] = export
         for kind in ("int8", "fp32"):
             entry = export.get(kind)
-            if entry and entry["path"] and entry["parity_ok"] and parity.get("ok"):
+            if entry and entry["path"] and entry["parity_ok"]:
                 summary["deployable"] = entry["path"]
                 break
     bench = _read(run / BENCH_FILE) if summary["stages"]["bench"]["status"] != "not run" else None

@@ -98,6 +98,7 @@ class BenchReport:
 
     main: ModelBench
     vs: ModelBench | None = None
+    differences: tuple[str, ...] = ()  # how the two models differ beyond their numbers (classes, input)
     warmup: int = 0
     iters: int = 0
 
@@ -124,6 +125,7 @@ class BenchReport:
         if self.vs is not None:
             out["vs"] = self.vs.to_dict()
             out["ratios"] = self.ratios
+            out["differences"] = list(self.differences)
         return out
 
 
@@ -226,8 +228,24 @@ def run_bench(
         for j, m in enumerate(opened)
     ]
     return BenchReport(
-        main=benches[0], vs=benches[1] if len(benches) > 1 else None, warmup=warmup, iters=iters
+        main=benches[0],
+        vs=benches[1] if len(benches) > 1 else None,
+        warmup=warmup,
+        iters=iters,
+        differences=tuple(model_differences(*opened)) if len(opened) > 1 else (),
     )
+
+
+def model_differences(first: LoadedModel, second: LoadedModel) -> list[str]:
+    """What makes a side-by-side comparison of two models misleading: other classes, another input."""
+    found = []
+    if tuple(first.config.shape) != tuple(second.config.shape):
+        found.append(f"input {tuple(first.config.shape)} vs {tuple(second.config.shape)}")
+    names = [m.metadata.get("class_names") if isinstance(m.metadata, dict) else None for m in (first, second)]
+    if names[0] and names[1] and list(names[0]) != list(names[1]):
+        found.append(f"{len(names[0])} classes vs {len(names[1])}" if len(names[0]) != len(names[1])
+                     else "other class names")  # fmt: skip
+    return found
 
 
 def _int8_target(metadata: Any) -> str | None:
@@ -262,6 +280,10 @@ def format_report(report: BenchReport) -> str:
             )
         return "\n".join(lines)
     lines.append(f"vs        {vs.model} ({_megabytes(vs.bytes)}; size ratio {vs.bytes / main.bytes:.3f})")
+    if report.differences:
+        lines.append(
+            f"note      not the same model: {'; '.join(report.differences)} (the ratios compare unlike work)"
+        )
     lines.append("          measured interleaved; ratios are vs / model (p50 < 1: vs is faster)")
     lines.append(
         f"{'batch':>5}  {'p50 ms':>9}  {'vs p50':>9}  {'p50 ratio':>9}  {'images/s':>10}  {'vs img/s':>10}  {'speed-up':>8}"

@@ -199,7 +199,7 @@ class Classifier:
     def top(self, probs: np.ndarray, topk: int = 5) -> list[Prediction]:
         """Rank each row of probabilities; ties keep the lower class index first."""
         if topk < 1:
-            raise UserError(f"--topk must be >= 1 (got {topk})")
+            raise UserError(f"topk must be >= 1 (got {topk})")
         k = min(topk, self.num_classes)
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [
@@ -229,7 +229,7 @@ class Classifier:
         With skip_errors, an item that cannot be decoded yields Prediction(error=...) and the rest go on.
         """
         if topk < 1:
-            raise UserError(f"--topk must be >= 1 (got {topk})")
+            raise UserError(f"topk must be >= 1 (got {topk})")
         items = images if isinstance(images, Iterator) else iter(_as_items(images))
         size = batch_size or self.batch_size
         if size < 1:

@@ -72,8 +72,8 @@ def kernel_family(flags: tuple[str, ...] | list[str] | None = None, machine: str
     machine = (platform.machine() if machine is None else machine).lower()
     if machine in ("x86_64", "amd64", "i686", "x86"):
         return X86_VNNI if _VNNI.intersection(flags) else X86_AVX2
-    if machine in ("aarch64", "arm64", "armv8l", "armv8b"):
-        return ARM64
+    if machine in ("aarch64", "arm64") or machine.startswith(("armv7", "armv8")):
+        return ARM64  # 32-bit ARM userlands too: onnxruntime's NEON kernels also accumulate in 32 bits
     return UNKNOWN
 
 

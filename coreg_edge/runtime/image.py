@@ -6,6 +6,7 @@ One implementation so that a device decodes a file exactly as training did (CONT
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +46,29 @@ def load_image(path: str | os.PathLike[str], channels: int = 3) -> Image.Image:
     """Decode a file fully (truncated files fail here, not later), apply EXIF orientation, convert mode."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return convert_mode(image, channels)
+        with warnings.catch_warnings():  # PIL only warns between 1x and 2x its limit: a limit is a limit
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return convert_mode(image, channels)
     except FileNotFoundError as exc:
         raise ImageDecodeError(f"{path}: no such file") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # PIL's bomb guard
+        raise ImageDecodeError(
+            f"{path}: larger than the {Image.MAX_IMAGE_PIXELS:,} pixel limit ({exc}; raise it with "
+            "--max-image-pixels)"
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageDecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """PIL's decompression-bomb limit (None keeps PIL's default, about 89 megapixels)."""
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"--max-image-pixels must be >= 1 (got {limit})")
+        Image.MAX_IMAGE_PIXELS = int(limit)
 
 
 def to_pil(image: Image.Image | np.ndarray | str | os.PathLike[str], channels: int = 3) -> Image.Image:
@@ -62,6 +78,8 @@ def to_pil(image: Image.Image | np.ndarray | str | os.PathLike[str], channels: i
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise UserError(f"numpy images must be uint8 (got {image.dtype})")
+        if image.ndim >= 2 and 0 in image.shape[:2]:
+            raise UserError(f"numpy image is empty (shape {image.shape})")
         if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)):
             return convert_mode(
                 Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image),

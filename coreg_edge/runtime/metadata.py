@@ -160,7 +160,9 @@ def parse_metadata(custom_metadata_map: Mapping[str, str], source: str) -> dict[
     if not isinstance(meta, dict):
         raise MetadataError(f"{source}: the {METADATA_KEY} metadata is not a JSON object")
     version = meta.get("format_version", METADATA_FORMAT_VERSION)
-    if not isinstance(version, int) or version > METADATA_FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MetadataError(f"{source}: metadata format_version must be a whole number (got {version!r})")
+    if version > METADATA_FORMAT_VERSION:
         raise MetadataError(
             f"{source}: metadata format_version {version!r} is newer than this coreg-edge understands "
             f"({METADATA_FORMAT_VERSION}); upgrade: pip install -U coreg-edge"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,15 @@ def load_checkpoint(
     try:
         state = torch.load(path, map_location=ctx.device, weights_only=True)
     except FileNotFoundError as exc:
-        raise UserError(f"{path.parent}: nothing to resume (no {path.name})") from exc
+        raise UserError(
+            f"{path.parent}: nothing to resume: the run stopped before its first epoch was saved (no "
+            f"{path.name}); run the same train command without --resume to start it over"
+        ) from exc
+    except pickle.UnpicklingError as exc:  # never relay PyTorch's advice to load it with weights_only=False
+        raise UserError(
+            f"{path}: not a checkpoint this program wrote (it holds Python objects other than tensors and "
+            "was not loaded)"
+        ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise UserError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from exc
     for peer in peers:

@@ -76,9 +76,10 @@ class Context:
                 yield batch
 
 
+class Diverged(TrainingError):
+    """A loss or a prediction became NaN or infinite; the trainer adds what to do next."""
+
+
 def check_finite(loss: torch.Tensor, epoch: int, step: int, what: str) -> None:
     if not torch.isfinite(loss.detach()).all():
-        raise TrainingError(
-            f"{what} loss became {float(loss.detach()):.3g} at epoch {epoch}, step {step}; "
-            "the last good checkpoint is kept (try a lower --lr, or --amp off)"
-        )
+        raise Diverged(f"{what} loss became {float(loss.detach()):.3g} at epoch {epoch}, step {step}")

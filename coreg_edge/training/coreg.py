@@ -39,7 +39,7 @@ from coreg_edge.algorithm import (
     warmup_loss,
 )
 from coreg_edge.algorithm.schedule import CoRegSchedule
-from coreg_edge.training.context import Context, Peer, check_finite
+from coreg_edge.training.context import Context, Diverged, Peer, check_finite
 
 
 def set_lr(peer: Peer, lr: float) -> None:
@@ -97,6 +97,8 @@ def divide_items(
         batch = rows[start : start + 4 * ctx.batch_size]
         with ctx.autocast():
             logits = peer.logits(ctx.views.weak(ctx.images[batch])).float()
+        if not torch.isfinite(logits).all():  # before the GMM, which would fail on NaN with its own error
+            raise Diverged(f"peer {peer.name}'s predictions became non-finite before the division")
         probs[batch] = logits.softmax(1)
         peer.table.update(batch, probs[batch])
         if config.distribution_alignment:

@@ -51,25 +51,6 @@ def preprocess_for(source: ImageSource, image_size: int | None, channels: int | 
     )
 
 
-def reopen_source(data_block: dict, data: str | None = None, download: bool = False) -> ImageSource:
-    """The annotation's DATA again (or `data` when it moved)."""
-    recorded = data is None
-    if recorded:
-        if data_block.get("source") == "builtin":
-            data = f"{data_block['root']}:{data_block.get('split') or 'train'}"
-        else:
-            data = data_block.get("root")
-        if not data:
-            raise UserError("the annotation file does not say where its images are; pass --data")
-    try:
-        return open_source(data, download=download, channels=data_block.get("channels"))
-    except UserError as exc:
-        if not recorded:
-            raise
-        # The folder the annotation file names has moved since annotation: say how to point at it.
-        raise UserError(f"{exc} (the images the annotation file names; if they moved, pass --data)") from exc
-
-
 def cache_images(
     source: ImageSource,
     indices: np.ndarray,

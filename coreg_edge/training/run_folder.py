@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
-from coreg_edge.utils import atomic_path
+from coreg_edge.utils import atomic_path, json_safe
 
 RUN_FORMAT_VERSION = 1
 CONFIG = "config.json"
 SELECTION = "selection.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+DIVERGED = "diverged.json"  # written when training stopped on a non-finite loss; resume may lower lr
 PEERS = ("a", "b")
 
 
@@ -36,7 +37,7 @@ def peer_file(run: str | os.PathLike[str], peer: str) -> Path:
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Atomic JSON write (temporary name, then rename)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -56,8 +57,13 @@ def read_config(run: str | os.PathLike[str]) -> dict[str, Any]:
     if not run.is_dir():
         raise UserError(f"{run}: no such run folder")
     config = read_json(run / CONFIG, "train one with `coreg-edge train`")
-    if config.get("format_version") != RUN_FORMAT_VERSION:
-        raise UserError(f"{run}: run format {config.get('format_version')} is not supported")
+    version = config.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserError(f"{run}: config.json format_version must be a whole number (got {version!r})")
+    if version != RUN_FORMAT_VERSION:
+        raise UserError(
+            f"{run}: run format {version} is not supported (this coreg-edge reads {RUN_FORMAT_VERSION})"
+        )
     return config
 
 
@@ -143,3 +149,15 @@ def describe_run(run: str | os.PathLike[str]) -> dict[str, Any]:
         "annotator": config["annotator"],
         "eval_data": config.get("eval_data"),
     }
+
+
+def diverged(run: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The divergence record of a run that stopped on a non-finite loss (None when it did not)."""
+    path = Path(run) / DIVERGED
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}

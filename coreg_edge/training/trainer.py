@@ -7,6 +7,7 @@ exactly with `resume=True`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -20,6 +21,7 @@ import torch
 from coreg_edge import __version__
 from coreg_edge.algorithm import (
     ContrastiveQueue,
+    CoRegConfig,
     LossHistory,
     PredictionTable,
     PrototypeBank,
@@ -27,18 +29,20 @@ from coreg_edge.algorithm import (
     initial_proden_targets,
 )
 from coreg_edge.annotation_file import load as load_annotation
+from coreg_edge.data import absolute_data, reopen
 from coreg_edge.errors import UserError
+from coreg_edge.locks import locks_output
 from coreg_edge.models import NetworkConfig, network_from_config
 from coreg_edge.training import run_folder as rf
 from coreg_edge.training.baselines import baseline_epoch
 from coreg_edge.training.checkpoint import load_checkpoint, save_checkpoint
-from coreg_edge.training.context import Context, Peer
+from coreg_edge.training.context import Context, Diverged, Peer, TrainingError
 from coreg_edge.training.coreg import coreg_epoch, divide_items, set_lr, warmup_epoch
-from coreg_edge.training.data import load_eval_set, load_training_set, preprocess_for, reopen_source
+from coreg_edge.training.data import load_eval_set, load_training_set, preprocess_for
 from coreg_edge.training.evaluation import accuracy, candidate_scores, predict_logits, select_peer
 from coreg_edge.training.settings import TrainSettings
 from coreg_edge.training.views import ViewConfig, Views
-from coreg_edge.utils import resolve_device
+from coreg_edge.utils import json_safe, resolve_device
 
 
 class Interrupted(UserError):
@@ -117,6 +121,27 @@ def resume_settings(stored: dict[str, Any], options: dict[str, Any]) -> TrainSet
     return TrainSettings.from_dict(merged)
 
 
+def _diverged(out: Path, exc: Diverged, epoch: int, settings: TrainSettings) -> TrainingError:
+    """Record the divergence (so that --resume may lower the learning rate) and say what to do, in one line."""
+    lr = settings.coreg.lr
+    saved = (out / rf.CHECKPOINT).exists()
+    rf.write_json(out / rf.DIVERGED, {"epoch": epoch, "reason": str(exc), "lr": lr, "checkpoint": saved})
+    lower = f"--set lr={min(lr / 10, CoRegConfig().lr):g}"
+    if saved:
+        then = f"the checkpoint of the last good epoch is kept: coreg-edge train --resume --out {out} {lower}"
+    else:
+        then = f"no epoch was saved: run the same train command again with {lower} (it starts over)"
+    amp = ", or --amp off" if settings.amp != "off" and torch.cuda.is_available() else ""
+    return TrainingError(f"training diverged: {exc}; lower the learning rate (now {lr:g}){amp}; {then}")
+
+
+def _saved_nothing(out: Path) -> bool:
+    """A run folder whose training stopped before the first checkpoint: nothing in it can be lost."""
+    names = [rf.CHECKPOINT, rf.SELECTION] + [rf.peer_file(out, peer).name for peer in rf.PEERS]
+    return not any((out / name).exists() for name in names)
+
+
+@locks_output("out", "run folder")
 def train(
     annotation: str | Path,
     out: str | Path,
@@ -135,12 +160,23 @@ def train(
     if resume:
         config = rf.read_config(out)
         settings = resume_settings(config["settings"], options)
+        new_lr = (options.get("coreg") or {}).get("lr")
+        if new_lr is not None and rf.diverged(out) is not None and new_lr != settings.coreg.lr:
+            _log(f"resuming a diverged run with lr {new_lr:g} (was {settings.coreg.lr:g})", quiet)
+            settings = dataclasses.replace(settings, coreg={**settings.coreg.to_dict(), "lr": new_lr})
+            config["settings"] = settings.to_dict()
+            config.setdefault("lr_changes", []).append({"after_divergence": True, "lr": new_lr})
+            rf.write_json(out / rf.CONFIG, config)
         annotation = config["annotation"]
         _log(
             f"resuming {out} with its stored settings ({settings.method}, {settings.backbone}, {settings.epochs} epochs)",
             quiet,
         )
     else:
+        if (out / rf.CONFIG).exists() and _saved_nothing(out):
+            _log(f"the run in {out} stopped before its first epoch was saved: starting it over", quiet)
+            for name in (rf.CONFIG, rf.METRICS, rf.DIVERGED):
+                (out / name).unlink(missing_ok=True)
         if (out / rf.CONFIG).exists():
             raise UserError(
                 f"{out} already holds a run; pass --resume to continue it, or choose another --out"
@@ -148,12 +184,19 @@ def train(
         if out.is_dir() and any(out.iterdir()):
             raise UserError(f"--out {out}: exists and is not a run folder; choose a new or empty folder")
         settings = TrainSettings(**options)
+    # Folders are stored absolute: --resume and export from another working directory find them.
+    settings = dataclasses.replace(
+        settings,
+        data=absolute_data(settings.data),
+        eval_data=absolute_data(settings.eval_data),
+        val_data=absolute_data(settings.val_data),
+    )
     ann = load_annotation(annotation)
     if settings.method == "supervised" and not ann.has_labels:
         raise UserError("--method supervised needs ground truth, and this annotation file has none")
     device = torch.device(resolve_device(settings.device))
     torch.manual_seed(settings.seed)
-    source = reopen_source(ann.data, settings.data, settings.download)
+    source, _ = reopen(ann.data, settings.data, download=settings.download)
     pre = preprocess_for(source, settings.image_size, settings.channels)
     data = load_training_set(ann, source, pre, settings.seed, quiet, settings.workers)
     eval_set = (
@@ -219,7 +262,7 @@ def train(
         rf.write_json(out / rf.CONFIG, {
             "format_version": rf.RUN_FORMAT_VERSION, "method": settings.method, "network": net_config.to_dict(),
             "preprocess": pre.to_metadata(), "class_names": ann.class_names,
-            "annotation": str(Path(annotation).resolve()), "annotator": ann.annotator, "data": ann.data,
+            "annotation": str(Path(annotation).resolve()), "annotator": ann.annotator, "data": source.describe(),
             "eval_data": settings.eval_data, "settings": settings.to_dict(), "schedule": schedule.describe(),
             "seed": settings.seed, "device": str(device), "coreg_edge_version": __version__,
         })  # fmt: skip
@@ -247,15 +290,31 @@ def train(
             record["seconds"] = time.perf_counter() - began
             # Metrics line first: a crash before the checkpoint leaves an extra line that resume truncates.
             with open(out / rf.METRICS, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
             save_checkpoint(out / rf.CHECKPOINT, epoch + 1, ctx, peers, bank, {})
             _log(_epoch_line(record, settings.epochs), quiet)
     except KeyboardInterrupt as exc:
         raise Interrupted(
             f"interrupted during epoch {epoch}; {epoch} epoch(s) are saved: coreg-edge train --resume --out {out}"
         ) from exc
+    except Diverged as exc:
+        raise _diverged(out, exc, epoch, settings) from exc
+    (out / rf.DIVERGED).unlink(missing_ok=True)
 
     return _finish(out, ctx, peers, holdout_rows, eval_set, val_set, settings, quiet)
+
+
+def warn_collapse(epoch: int, collapse: dict[str, dict[str, Any]]) -> None:
+    """One warning line for the epoch, however many peers collapsed."""
+    collapsed = {k: verdict for k, verdict in collapse.items() if verdict["collapsed"]}
+    if not collapsed:
+        return
+    shares = " / ".join(f"{verdict['largest_class_share']:.0%}" for verdict in collapsed.values())
+    who = f"peer {next(iter(collapsed))} predicts" if len(collapsed) == 1 else "peers a and b predict"
+    warnings.warn(
+        f"epoch {epoch}: {who} one class for {shares} of items (collapse); consider a longer --warmup",
+        stacklevel=4,
+    )
 
 
 def _train_one_epoch(
@@ -278,13 +337,7 @@ def _train_one_epoch(
     }
     rows = train_rows.to(ctx.device)
     collapse = {k: detect_collapse(d.predictions[rows], ctx.num_classes) for k, d in divisions.items()}
-    for k, verdict in collapse.items():
-        if verdict["collapsed"]:
-            warnings.warn(
-                f"epoch {epoch}: peer {k} predicts one class for {verdict['largest_class_share']:.0%} of "
-                "items (collapse); consider a longer --warmup",
-                stacklevel=3,
-            )
+    warn_collapse(epoch, collapse)
     return {"phase": "coreg", "loss": loss, "collapse": collapse}
 
 

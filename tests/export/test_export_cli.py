@@ -76,19 +76,76 @@ def test_perturbed_weights_fail_check_only(exported, runner, cli, tmp_path):
     assert report["ok"] is False and report["checks"]["model.onnx"]["max_abs_logit_diff"]["ok"] is False
 
 
-def test_failed_parity_presents_nothing_as_good(trained_run, runner, cli, tmp_path, monkeypatch):
+def test_failed_parity_presents_nothing_new_as_good(trained_run, runner, cli, tmp_path, monkeypatch):
     from coreg_edge.exporters import parity, pipeline
 
     out = tmp_path / "dist"
     out.mkdir()
-    (out / "model.onnx").write_bytes(b"an older export")  # stale: must not survive as if checked
+    (out / "model.onnx").write_bytes(b"an older export")  # the user's: never deleted, never called checked
     impossible = parity.Thresholds(fp32_max_abs_diff=-1.0)
     monkeypatch.setattr(pipeline, "Thresholds", lambda **kw: impossible)
     result = runner.invoke(cli, ["export", str(trained_run), "--out", str(out), "--quiet"])
     assert result.exit_code == 1
-    assert "parity failed" in result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx.rejected", "parity.json"]
-    assert _parity(out)["ok"] is False
+    assert "parity failed" in result.stderr and "kept the earlier model.onnx" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.onnx.rejected", "parity.json"]
+    assert (out / "model.onnx").read_bytes() == b"an older export"
+    report = _parity(out)
+    assert report["ok"] is False
+    entry = report["files"]["model.onnx"]
+    assert entry["published"] is False and "earlier export" in entry["kept"]
+
+
+def test_a_good_export_survives_every_failed_re_export(exported, runner, cli, tmp_path, monkeypatch):
+    """Item 1 of the second bad-input tour: a failed re-export deleted the last good model."""
+    import functools
+
+    from coreg_edge.exporters import pipeline
+
+    out = Path(shutil.copytree(exported.out, tmp_path / "dist"))
+    good = {name: (out / name).read_bytes() for name in ("model.onnx", "model.int8.onnx")}
+
+    # 1. too many parity images asked for: every file fails, both earlier files stay byte for byte
+    result = runner.invoke(
+        cli,
+        ["export", str(exported.run), "--out", str(out), "--int8", "--parity-images", "100000", "--quiet"],
+    )
+    assert result.exit_code == 1 and "fewer than 100000" in result.stderr
+    assert {name: (out / name).read_bytes() for name in good} == good
+    report = _parity(out)
+    assert all(report["files"][name]["published"] is False for name in good)
+    assert report["files"]["model.int8.onnx"]["earlier_checks"]["mean_cosine"]["ok"] is True
+    assert (out / "model.onnx.rejected").exists() and (out / "model.int8.onnx.rejected").exists()
+
+    # 2. int8 fails, fp32 passes: fp32 is published on its own, the earlier int8 stays
+    strict = functools.partial(pipeline.Thresholds, int8_min_cosine=1.01)
+    monkeypatch.setattr(pipeline, "Thresholds", strict)
+    result = runner.invoke(
+        cli, ["export", str(exported.run), "--out", str(out), "--int8", "--no-recover", "--quiet"]
+    )
+    assert result.exit_code == 1 and "published model.onnx" in result.stderr
+    assert (out / "model.int8.onnx").read_bytes() == good["model.int8.onnx"]
+    report = _parity(out)
+    assert report["files"]["model.onnx"]["published"] is True and not (out / "model.onnx.rejected").exists()
+    assert report["files"]["model.int8.onnx"]["published"] is False
+    assert "kept" in report["files"]["model.int8.onnx"] and (out / "model.int8.onnx.rejected").exists()
+    assert not list(out.glob(".export-*"))
+
+
+def test_a_killed_exports_staging_folder_is_cleaned_by_the_next(exported, runner, cli, tmp_path):
+    import subprocess
+    import sys
+
+    out = Path(shutil.copytree(exported.out, tmp_path / "dist"))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    left = out / ".export-killed"
+    left.mkdir()
+    (left / "owner.pid").write_text(dead.stdout)
+    (left / "model.onnx").write_bytes(b"half a file")
+    result = runner.invoke(cli, ["export", str(exported.run), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert not left.exists()
 
 
 def test_check_only_on_an_unreadable_file_marks_it_bad(exported, runner, cli, tmp_path):

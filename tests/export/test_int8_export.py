@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 from pathlib import Path
 
@@ -24,14 +25,20 @@ from coreg_edge.runtime.cpu import kernel_family
 def _emulator():
     emulator = find_emulator("x86-avx2")
     if emulator is None:
-        if os.environ.get("CI"):
+        if os.environ.get("CI") and platform.machine().lower() in ("x86_64", "amd64"):
             pytest.fail("CI needs qemu-user-static for the emulated AVX2 checks (.ci/run installs it)")
         pytest.skip("needs qemu-user-static on an x86-64 host (apt-get install qemu-user-static)")
+    if os.environ.get("COREG_EDGE_QEMU") == "0":
+        pytest.skip("COREG_EDGE_QEMU=0 turns emulation off")
     return emulator
 
 
+def _no_constant(name: str):
+    raise AssertionError(f"parity.json holds {name}, which is not JSON")
+
+
 def _parity(folder: Path) -> dict:
-    return json.loads((folder / "parity.json").read_text())
+    return json.loads((folder / "parity.json").read_text(), parse_constant=_no_constant)
 
 
 def _export(runner, cli, run, out, *args):
@@ -104,29 +111,20 @@ def test_emulated_avx2_kernels_are_other_kernels(exported):
 
 
 class _WrongRanges:
-    """Makes the first calibration see images shrunk 50x: activation ranges far too narrow, so the int8
-    file clips almost everything and fails parity for real. Later calibrations see the true images."""
+    """Makes the first attempt calibrate on images shrunk 50x: activation ranges far too narrow, so its
+    int8 file clips almost everything and fails parity for real. Later attempts see the true images."""
 
     def __init__(self, monkeypatch):
         import coreg_edge.exporters.calibration as calibration
 
-        real = calibration.ImageCalibrationReader
+        real = calibration.ArrayCalibrationReader
         self.made = 0
 
-        def make(*args, **kwargs):
-            reader = real(*args, **kwargs)
+        def make(images, *args, **kwargs):
             self.made += 1
-            if self.made == 1:
-                generate = reader._generate
+            return real(images * 0.02 if self.made == 1 else images, *args, **kwargs)
 
-                def shrunk():
-                    for batch in generate():
-                        yield {name: value * 0.02 for name, value in batch.items()}
-
-                reader._generate = shrunk
-            return reader
-
-        monkeypatch.setattr(calibration, "ImageCalibrationReader", make)
+        monkeypatch.setattr(calibration, "ArrayCalibrationReader", make)
 
 
 def test_a_failed_attempt_recovers_and_both_are_recorded(trained_run, runner, cli, tmp_path, monkeypatch):
@@ -144,6 +142,21 @@ def test_a_failed_attempt_recovers_and_both_are_recorded(trained_run, runner, cl
     assert report["quantization"]["reduce_range"] is True and report["ok"] is True
     assert "recovered at attempt 2" in result.stdout and "int8 attempt 1" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["model.int8.onnx", "model.onnx", "parity.json"]
+    # what shipped really has 7-bit weights: every int8 convolution weight within [-64, 64]
+    weights = _int8_weights(out / "model.int8.onnx")
+    assert weights and all(w.min() >= -64 and w.max() <= 64 for w in weights)
+
+
+def _int8_weights(path: Path) -> list[np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    return [
+        numpy_helper.to_array(init)
+        for init in model.graph.initializer
+        if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 4
+    ]
 
 
 def test_no_recover_fails_at_once(trained_run, runner, cli, tmp_path, monkeypatch):
@@ -168,9 +181,10 @@ def test_when_nothing_passes_every_attempt_is_recorded(run_copy, runner, cli, tm
 
     monkeypatch.setattr(exporter, "Thresholds", functools.partial(exporter.Thresholds, int8_min_cosine=1.01))
     out = tmp_path / "never"
-    result = _export(runner, cli, run_copy, out, "--target", "x86-vnni", "--quiet")
+    result = _export(runner, cli, run_copy, out, "--target", "x86-vnni", "--quiet", "--json")
     assert result.exit_code == 1
     attempts = _parity(out)["int8"]["attempts"]
+    assert json.loads(result.stdout)["int8"]["attempts"] == attempts  # nothing else on stdout
     texts = [a["settings_text"] for a in attempts]
     assert texts[:4] == [
         "U8S8 per-channel minmax",
@@ -186,4 +200,76 @@ def test_when_nothing_passes_every_attempt_is_recorded(run_copy, runner, cli, tm
         n["node"] for n in attempts[0]["most_sensitive"][:2]
     ]
     assert not any(a["ok"] for a in attempts)
+    # the file left for inspection is the best attempt, and the report describes that one
+    report = _parity(out)
+    best = max(range(len(attempts)), key=lambda i: attempts[i]["checks"]["mean_cosine"]["value"])
+    assert report["int8"]["best"] == best and report["int8"]["shipped"] is None
+    assert report["quantization"]["nodes_to_exclude"] == attempts[best]["settings"]["nodes_to_exclude"]
+    assert report["checks"]["model.int8.onnx"] == attempts[best]["checks"]
+    assert (out / "model.int8.onnx.rejected").exists() and not (out / "model.int8.onnx").exists()
     shutil.rmtree(out)
+
+
+def test_a_broken_emulator_is_one_line_and_check_only_records_it(
+    trained_run, runner, cli, tmp_path, monkeypatch
+):
+    if kernel_family() == "x86-avx2" or platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("x86-avx2 is checked natively here: no emulator is used")
+    good = tmp_path / "good"
+    monkeypatch.setenv("COREG_EDGE_QEMU", "0")  # no emulation: an unfaithful but complete export
+    assert _export(runner, cli, trained_run, good, "--target", "x86-avx2", "--quiet").exit_code == 0
+    monkeypatch.setenv("COREG_EDGE_QEMU", "/bin/false")  # an "emulator" that always fails
+    out = tmp_path / "broken"
+    result = _export(runner, cli, trained_run, out, "--target", "x86-avx2", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: int8 parity:") and "--no-emulate" in last
+    result = runner.invoke(cli, ["export", str(trained_run), "--out", str(good), "--check-only", "--quiet"])
+    assert result.exit_code == 1
+    report = _parity(good)
+    assert report["ok"] is False and "int8 parity" in report["problems"][0]
+
+
+def test_settings_onnxruntime_cannot_build_are_recorded_and_the_end_is_one_line(
+    trained_run, runner, cli, tmp_path, monkeypatch
+):
+    import coreg_edge.exporters.int8 as int8
+    from coreg_edge.exporters.errors import ExportError
+
+    def refuse(src, dst, reader, settings):
+        raise ExportError(f"onnxruntime static quantization failed: no {settings.describe()} today")
+
+    monkeypatch.setattr(int8, "quantize", refuse)
+    out = tmp_path / "refused"
+    result = _export(runner, cli, trained_run, out, "--target", "x86-vnni", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("Error: int8: no attempt produced a file that runs")
+    )
+    assert not out.exists() or not any(out.glob("model*.onnx"))
+
+
+def test_each_calibration_method_gives_its_own_ranges(exported, tmp_path):
+    """The tour found --calibration-method entropy byte-identical to minmax; on a trained network each
+    method must reach onnxruntime and change the activation ranges."""
+    import onnx
+
+    from coreg_edge.data import open_source
+    from coreg_edge.exporters.calibration import ArrayCalibrationReader
+    from coreg_edge.exporters.quantize import QuantSettings, pre_process, quantize
+    from coreg_edge.exporters.sensitivity import quantized_activations
+    from coreg_edge.runtime.classifier import Classifier
+
+    fp32 = exported.out / "model.onnx"
+    source = open_source("digits")
+    images = Classifier(fp32).preprocess([source.load(i) for i in range(128)])
+    pre_process(fp32, tmp_path / "pre.onnx")
+    scales = {}
+    for method in ("minmax", "entropy", "percentile"):
+        path = tmp_path / f"{method}.onnx"
+        reader = ArrayCalibrationReader(images, "images", 32, single=method != "minmax")
+        quantize(tmp_path / "pre.onnx", path, reader, QuantSettings(calibration_method=method))
+        scales[method] = {k: v[1] for k, v in quantized_activations(onnx.load(str(path))).items()}
+    for method in ("entropy", "percentile"):
+        changed = [k for k in scales["minmax"] if scales[method][k] != scales["minmax"][k]]
+        assert changed, f"{method} gave minmax's ranges"

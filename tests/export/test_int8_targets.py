@@ -46,8 +46,8 @@ def test_every_row_says_why_and_the_avx2_rows_avoid_saturation():
     for row in TARGETS.values():
         assert row.reason and row.cpus and row.kernels
         assert row.to_dict()["settings"]["format"] == "QDQ"
-    # u8 x s8 pairs summed in 16 bits: 255 * 127 * 2 = 64770 > 32767, 255 * 63 * 2 = 32130 fits
-    assert 255 * 127 * 2 > 32767 >= 255 * 63 * 2
+    # u8 x s8 pairs summed in 16 bits: 255 * 127 * 2 = 64770 > 32767; 7-bit weights (|w| <= 64): 32640 fits
+    assert 255 * 127 * 2 > 32767 >= 255 * 64 * 2
     for name in ("x86-avx2", "portable"):
         assert TARGETS[name].settings.reduce_range and TARGETS[name].settings.weight_type == "int8"
 
@@ -107,3 +107,16 @@ def test_bench_warns_when_an_int8_file_was_made_for_another_cpu():
     assert "quantized for arm64; this CPU runs x86-vnni" in bench("arm64").target_note
     assert bench("x86-vnni").target_note is None and bench("portable").target_note is None
     assert bench(None).target_note is None
+
+
+def test_an_emulator_that_does_not_present_avx2_is_refused():
+    from coreg_edge.exporters.emulation import EmulationError, Emulator, check_features
+
+    emulator = Emulator("x86-avx2", "/usr/bin/qemu-x86_64-static", "Haswell")
+    check_features(emulator, 'noise\n{"AVX2": true, "AVX512VNNI": false, "AVX512BW": false}')
+    with pytest.raises(EmulationError, match="AVX2 missing"):
+        check_features(emulator, '{"AVX2": false}')  # an old qemu without AVX2 in TCG
+    with pytest.raises(EmulationError, match="AVX512VNNI present"):
+        check_features(emulator, '{"AVX2": true, "AVX512VNNI": true}')
+    with pytest.raises(EmulationError, match="did not report"):
+        check_features(emulator, "")

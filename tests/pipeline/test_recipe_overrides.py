@@ -101,3 +101,13 @@ def test_cli_flags_become_overrides_only_when_given(runner, cli, tmp_path, monke
         ("cifar10", out, ["data.download=true", "device=cpu", "seed=4"], False),
         ("digits", out, [], False),
     ]
+
+
+def test_recipes_set_the_int8_target_and_recovery():
+    recipe = load_recipe(
+        "digits", ["export.target=arm64", "export.recover=false", "export.reduce_range=true"]
+    )
+    export = recipe.section("export")
+    assert (export["target"], export["recover"], export["reduce_range"]) == ("arm64", False, True)
+    with pytest.raises(RecipeError, match="export.target"):
+        load_recipe("digits", ["export.target=x86-sse"])

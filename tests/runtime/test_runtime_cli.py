@@ -127,7 +127,7 @@ def test_bench_vs(tiny) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert set(report) == CONTRACT_FIELDS | HOST_FIELDS | {"vs", "ratios"}
+    assert set(report) == CONTRACT_FIELDS | HOST_FIELDS | {"vs", "ratios", "differences"}
     assert set(report["vs"]) == CONTRACT_FIELDS | HOST_FIELDS and report["vs"]["threads"] == 1
     assert [r["batch_size"] for r in report["ratios"]] == [1, 4]
     for ratio, a, b in zip(report["ratios"], report["results"], report["vs"]["results"], strict=True):
@@ -158,3 +158,18 @@ def test_bench_a_batch_too_large_for_memory(tiny, monkeypatch) -> None:
     assert result.stderr.strip() == (
         "Error: --batch-sizes 99999999: not enough memory for one batch; use smaller batch sizes"
     )
+
+
+def test_bench_vs_says_when_the_two_models_are_not_alike() -> None:
+    from types import SimpleNamespace
+
+    from coreg_edge.runtime.bench import model_differences
+
+    def model(shape, names):
+        return SimpleNamespace(config=SimpleNamespace(shape=shape), metadata={"class_names": names})
+
+    same = model((3, 16, 16), ["a", "b"])
+    assert model_differences(same, model((3, 16, 16), ["a", "b"])) == []
+    assert model_differences(same, model((3, 32, 32), ["a", "b"])) == ["input (3, 16, 16) vs (3, 32, 32)"]
+    assert model_differences(same, model((3, 16, 16), ["a", "b", "c"])) == ["2 classes vs 3"]
+    assert model_differences(same, model((3, 16, 16), ["x", "y"])) == ["other class names"]

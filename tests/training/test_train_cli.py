@@ -13,15 +13,6 @@ from coreg_edge.training import run_folder as rf
 TINY = ["--backbone", "test_resnet", "--image-size", "16", "--batch-size", "64", "-q"]
 
 
-@pytest.fixture(scope="module")
-def digits_annotation(tmp_path_factory):
-    from coreg_edge.annotate import annotate
-
-    path = tmp_path_factory.mktemp("ann") / "digits.npz"
-    annotate("digits", path, annotator="synthetic", partial_rate=0.3, noise_rate=0.2, seed=0, quiet=True)
-    return path
-
-
 def _train(runner, cli, *args):
     result = runner.invoke(cli, ["train", *args])
     return result
@@ -101,7 +92,7 @@ def test_baselines_train_one_network(runner, cli, digits_annotation, tmp_path, m
     assert rf.peer_file(run, "a").exists() and not rf.peer_file(run, "b").exists()
 
 
-def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(runner, cli, digits_annotation, tmp_path):
+def test_nan_loss_stops_with_clear_error_naming_the_real_option(runner, cli, digits_annotation, tmp_path):
     run = tmp_path / "nan"
     args = [
         str(digits_annotation),
@@ -118,7 +109,9 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(runner, cli, digit
     result = _train(runner, cli, *args)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "loss became" in lines[0] and "checkpoint" in lines[0]
+    assert len(lines) == 1 and "loss became" in lines[0] and "--set lr=0.01" in lines[0]
+    # no epoch finished: the message must not claim a kept checkpoint (the tour found it did)
+    assert "no epoch was saved" in lines[0] and not (run / rf.CHECKPOINT).exists()
     assert not (run / rf.SELECTION).exists()
 
 

@@ -1,0 +1,87 @@
+"""Divergence and early failures lead out: one line naming --set lr, honest about checkpoints, resumable."""
+
+from __future__ import annotations
+
+import json
+
+from coreg_edge.training import run_folder as rf
+
+TINY = ["--backbone", "test_resnet", "--image-size", "8", "--batch-size", "64", "-q"]
+
+
+def _last_line(result) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+def _diverge_at(monkeypatch, epoch_to_fail: int) -> None:
+    """PRODEN's loss check reports a NaN at `epoch_to_fail` (the real check, fed a real NaN)."""
+    import coreg_edge.training.baselines as baselines
+
+    real = baselines.check_finite
+
+    def check(loss, epoch, step, what):
+        real(loss * float("nan") if epoch == epoch_to_fail else loss, epoch, step, what)
+
+    monkeypatch.setattr(baselines, "check_finite", check)
+
+
+def test_a_huge_learning_rate_is_one_line_naming_the_real_option(runner, cli, digits_annotation, tmp_path):
+    run = tmp_path / "coreg"
+    args = ["train", str(digits_annotation), "--out", str(run), "--epochs", "3", "--warmup", "1"]
+    result = runner.invoke(cli, [*args, "--set", "lr=1e12", "--set", "queue_size=256", *TINY])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = _last_line(result)
+    assert line.startswith("Error: training diverged:") and "--set lr=" in line
+    assert "Input X contains NaN" not in result.output and "--lr" not in line.replace("--set lr", "")
+    record = rf.diverged(run)
+    assert record is not None and record["lr"] == 1e12
+    if not (run / rf.CHECKPOINT).exists():
+        assert "no epoch was saved" in line and "kept" not in line
+
+
+def test_no_saved_epoch_then_the_same_command_starts_over(
+    runner, cli, digits_annotation, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    args = ["train", str(digits_annotation), "--out", str(run), "--method", "proden", "--epochs", "2", *TINY]
+    _diverge_at(monkeypatch, 0)
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1 and "no epoch was saved" in _last_line(result)
+    assert "kept" not in _last_line(result) and not (run / rf.CHECKPOINT).exists()
+    # --resume has nothing to resume, and says what leads out
+    resumed = runner.invoke(cli, ["train", "--resume", "--out", str(run), "-q"])
+    assert resumed.exit_code == 1 and "without --resume to start it over" in _last_line(resumed)
+    monkeypatch.undo()
+    result = runner.invoke(cli, args)  # the same command: starts over instead of "already holds a run"
+    assert result.exit_code == 0, result.output
+    assert [m["epoch"] for m in rf.read_metrics(run)] == [0, 1] and rf.diverged(run) is None
+
+
+def test_a_diverged_run_resumes_with_a_lower_learning_rate(
+    runner, cli, digits_annotation, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    args = ["train", str(digits_annotation), "--out", str(run), "--method", "proden", "--epochs", "3", *TINY]
+    _diverge_at(monkeypatch, 1)
+    result = runner.invoke(cli, args)
+    line = _last_line(result)
+    assert result.exit_code == 1 and "checkpoint of the last good epoch is kept" in line
+    assert f"coreg-edge train --resume --out {run} --set lr=" in line
+    monkeypatch.undo()
+    resumed = runner.invoke(cli, ["train", "--resume", "--out", str(run), "--set", "lr=0.001", "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    metrics = rf.read_metrics(run)
+    assert [m["epoch"] for m in metrics] == [0, 1, 2]
+    config = json.loads((run / rf.CONFIG).read_text())
+    assert config["settings"]["coreg"]["lr"] == 0.001 and config["lr_changes"][0]["lr"] == 0.001
+    assert rf.diverged(run) is None
+
+
+def test_resume_still_refuses_a_new_learning_rate_without_a_divergence(
+    runner, cli, digits_annotation, tmp_path
+):
+    run = tmp_path / "run"
+    args = ["train", str(digits_annotation), "--out", str(run), "--method", "proden", "--epochs", "1", *TINY]
+    assert runner.invoke(cli, args).exit_code == 0
+    resumed = runner.invoke(cli, ["train", "--resume", "--out", str(run), "--set", "lr=0.001", "-q"])
+    assert resumed.exit_code == 1 and "drop --set" in _last_line(resumed)

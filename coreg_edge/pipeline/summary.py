@@ -88,6 +88,10 @@ def build_summary(
                 "test_accuracy": accuracy.get(kind),
                 "parity_ok": all(c.get("ok") for c in checks.values()) and not parity.get("problems"),
             }
+        int8 = parity.get("int8") or {}
+        if export.get("int8") and int8:  # which CPU the int8 file is for, and how that was checked
+            export["int8"]["target"] = (int8.get("target") or {}).get("name")
+            export["int8"]["checked"] = int8.get("note")
         summary["export"] = export
         for kind in ("int8", "fp32"):
             entry = export.get(kind)
@@ -159,6 +163,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                 f"{'ok' if entry['parity_ok'] else 'FAIL':>7} {_fmt(bench.get(f'{kind}_ms_b1'), '.3f') + ' ms':>9} "
                 f"{_fmt(bench.get(f'{kind}_ms_b32'), '.3f') + ' ms':>9}"
             )
+        int8 = export.get("int8") or {}
+        if int8.get("target"):
+            lines.append(f"  int8 for {int8['target']} CPUs: {int8.get('checked')}")
     if summary.get("error"):
         lines.append(f"FAILED: {summary['error']}")
     if summary.get("deployable"):

@@ -165,6 +165,10 @@ def test_interrupted_export_resumes_at_export_without_retraining(
     ):
         assert after[rel] == before[rel], rel
     assert summary["export"]["int8"]["parity_ok"] and (run / "export/model.int8.onnx").is_file()
+    from coreg_edge.exporters.targets import resolve_target
+
+    assert summary["export"]["int8"]["target"] == resolve_target("auto").name  # this CPU's row
+    assert "checked" in summary["export"]["int8"]["checked"]
 
 
 def test_changed_settings_rerun_only_downstream_stages(runner, cli, first_run, tmp_path):

@@ -6,7 +6,7 @@
 Random weights (no download; the cost does not depend on the weights). The text features for every
 (template, class) prompt are computed once and reported separately; then both loops run interleaved, batch
 by batch, over the same preprocessed images until each has done `--passes` image passes. The 27 templates
-should cost < 10% extra per image (CONTRACTS.md "Benchmarks").
+should cost < 10% extra per image (docs/FORMATS.md#benchmarks).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The annotation file: one self-describing `.npz` (CONTRACTS.md), saved atomically, validated on load.
+"""The annotation file: one self-describing `.npz` (docs/FORMATS.md#annotation-file-npz), saved atomically,
+validated on load.
 
 Arrays: candidates bool (N, C), votes int16 (N, T), zero_shot_probs float32 (N, C) or (N, 0),
 labels int64 (N,), item_ids str (N,), meta str (JSON). Read with allow_pickle=False: a downloaded

@@ -40,7 +40,7 @@ class NetworkConfig:
 
 
 class CoRegNetwork(nn.Module):
-    """backbone -> feature -> (classifier logits, L2-normalised projection) (COREG_SPEC.md section 3).
+    """backbone -> feature -> (classifier logits, L2-normalised projection) (docs/ALGORITHM.md#networks).
 
     `forward` returns logits only, so the exported graph is the deployable classifier; training calls
     `forward_train` for both heads from one backbone pass.

@@ -58,7 +58,7 @@ def _unfaithful_note(target: Int8Target, host: str, emulate: bool) -> str:
     elif target.kernels == (X86_VNNI,) and host == X86_AVX2:
         why = "VNNI cannot be emulated here; AVX2 kernels can only be less exact than VNNI's"
     else:
-        why = "re-check on such a CPU: coreg-edge export RUN --out DIR --check-only"
+        why = f"re-check on a {wanted} machine with coreg-edge[train]: coreg-edge export RUN --out DIR --check-only"
     return f"this {host} CPU cannot run {wanted} kernels: checked with its own {host} kernels instead ({why})"
 
 

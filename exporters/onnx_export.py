@@ -1,7 +1,7 @@
 """PyTorch peer(s) of a run -> one fp32 ONNX graph: input `images` (N, C, H, W), output `logits`.
 
 Exporter: the TorchScript-based `torch.onnx.export(..., dynamo=False)` by default. On this machine both
-exporters matched PyTorch to < 2e-7 on ResNet-18 (docs/ENVIRONMENT.md); the TorchScript one takes ~0.3 s
+exporters matched PyTorch to < 2e-7 on ResNet-18 (docs/ENVIRONMENT.md#export); the TorchScript one takes ~0.3 s
 instead of ~3 s and prints nothing. `dynamo=True` selects torch.export-based exporter. Either way the
 parity check, not the exporter, is what vouches for the file.
 """

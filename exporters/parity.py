@@ -25,7 +25,7 @@ from coreg_edge.utils import progress
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The contract's limits (CONTRACTS.md, "Parity and accuracy")."""
+    """The contract's limits (docs/FORMATS.md#parity)."""
 
     fp32_max_abs_diff: float = 1e-4
     fp32_min_top1_agreement: float = 1.0

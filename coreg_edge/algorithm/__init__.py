@@ -1,6 +1,6 @@
 """Co-Reg as pure tensor functions: no I/O, no devices chosen here, no global state.
 
-The trainer wires these to data loaders, devices and checkpoints. The method is COREG_SPEC.md; where the
+The trainer wires these to data loaders, devices and checkpoints. The method is docs/ALGORITHM.md; where the
 paper's text and its reference code differ, each function's docstring says which one is the default.
 """
 

@@ -1,7 +1,8 @@
-"""Every Co-Reg hyperparameter, defaulting to the spec's value (COREG_SPEC.md sections 3-6 and 9).
+"""Every Co-Reg hyperparameter, defaulting to the spec's value (docs/ALGORITHM.md sections 3-6 and 9).
 
-Run length is the user's (CONTRACTS.md): the config holds no epoch counts. `resolve(epochs, warmup_epochs)`
-turns the relative settings (`loss_start`, `ramp_epochs`, `lr_horizon`) into a concrete `CoRegSchedule`.
+Run length is the user's (docs/ALGORITHM.md#schedule): the config holds no epoch counts.
+`resolve(epochs, warmup_epochs)` turns the relative settings (`loss_start`, `ramp_epochs`, `lr_horizon`) into a
+concrete `CoRegSchedule`.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def restrict_to_candidates(probs: torch.Tensor, candidates: torch.Tensor) -> tor
 
     Used for the peer's part of a P item's pseudo-label (spec 5.2) and by PRODEN. A row with no mass on Y
     (the reference code would divide by zero there) falls back to uniform over Y: the annotation is the only
-    evidence left. Every row of `candidates` must hold at least one class (CONTRACTS.md).
+    evidence left. Every row of `candidates` must hold at least one class (docs/FORMATS.md#annotation-file).
     """
     mask = candidates.to(probs.dtype)
     restricted = probs * mask

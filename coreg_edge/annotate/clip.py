@@ -1,4 +1,4 @@
-"""CLIP as a noisy partial annotator (COREG_SPEC.md section 1), on open_clip.
+"""CLIP as a noisy partial annotator (docs/ALGORITHM.md#annotation), on open_clip.
 
 Text features for every (template, class) prompt are computed once; each image is encoded once; all
 templates vote through one matrix product (B, D) x (D, T*C). That makes the 27 templates nearly free

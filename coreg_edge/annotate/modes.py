@@ -1,6 +1,6 @@
 """Candidate-set rules (pure numpy): from per-template votes or template-averaged probabilities.
 
-COREG_SPEC.md section 1: `union-top1` (the paper's default: the union of every template's top-1),
+docs/ALGORITHM.md#annotation: `union-top1` (the paper's default: the union of every template's top-1),
 `topk` and `ratio` (both on the template-averaged probability, as in the reference code).
 """
 

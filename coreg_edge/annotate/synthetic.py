@@ -1,4 +1,4 @@
-"""The field's synthetic noisy partial annotator (COREG_SPEC.md section 2), for benchmarks."""
+"""The field's synthetic noisy partial annotator (docs/ALGORITHM.md#synthetic), for benchmarks."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from coreg_edge.errors import UserError
 
-# COREG_SPEC.md section 1: the 27 templates the paper's annotation uses.
+# docs/ALGORITHM.md#annotation: the 27 templates the paper's annotation uses.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}", "a rendering of a {}", "a cropped photo of the {}", "the photo of a {}",
     "a photo of a clean {}", "a photo of a dirty {}", "a dark photo of the {}", "a photo of my {}",

@@ -1,6 +1,7 @@
 """Image decoding shared by training, annotation and the device: PIL only, EXIF orientation applied.
 
-One implementation so that a device decodes a file exactly as training did (CONTRACTS.md, "Images").
+One implementation so that a device decodes a file exactly as training did
+(docs/FORMATS.md#images-and-preprocessing).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The `coreg_edge` metadata inside an exported ONNX file: read, validate, complete with user overrides.
 
 The exporter writes ONE `metadata_props` entry, key `coreg_edge`, whose value is a JSON object
-(CONTRACTS.md, "ONNX model"). A device reads it with onnxruntime's `custom_metadata_map`, so the file alone
+(docs/FORMATS.md#onnx-model). A device reads it with onnxruntime's `custom_metadata_map`, so the file alone
 says how to preprocess and how to name the outputs. A foreign ONNX (or one exported by hand) has no such
 entry: the user then supplies what is missing (`--classes`, `--input-size`, `--mean`, `--std`).
 """

@@ -1,4 +1,4 @@
-"""Co-Reg epochs (COREG_SPEC.md sections 4-5): warm-up, division, co-pseudo-labels, MixUp self-training,
+"""Co-Reg epochs (docs/ALGORITHM.md sections 4-5): warm-up, division, co-pseudo-labels, MixUp self-training,
 shared prototypes and the noisy supervised contrastive loss, wired to batches of the training set.
 
 Passes per Co-Reg step of network k with B items from P and B from U (the cost benchmark explains them):

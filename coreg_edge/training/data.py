@@ -1,8 +1,8 @@
 """Training data: the annotated items decoded once into a uint8 tensor at the model's input size.
 
 Decoding and resizing go through the runtime's `resize_and_crop`, so the evaluation view training sees is
-bit-identical to what a device computes (CONTRACTS.md). Augmented views are then cheap tensor ops on the
-training device (training/views.py), with no PIL in the step loop.
+bit-identical to what a device computes (docs/FORMATS.md#images-and-preprocessing). Augmented views are then
+cheap tensor ops on the training device (training/views.py), with no PIL in the step loop.
 """
 
 from __future__ import annotations

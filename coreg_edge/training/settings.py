@@ -10,7 +10,7 @@ from coreg_edge.errors import UserError
 
 METHODS = ("coreg", "proden", "cc", "ce-top1", "supervised")
 
-# The short default that finishes on one CPU machine (CONTRACTS.md "Training defaults"); paper schedules
+# The short default that finishes on one CPU machine (docs/ALGORITHM.md#schedule); paper schedules
 # (800 epochs, warm-up 50, ...) live in the recipes.
 DEFAULT_EPOCHS = 30
 DEFAULT_WARMUP_FRACTION = 0.4

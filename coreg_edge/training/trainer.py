@@ -354,7 +354,7 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 def _dataset_views(data_block: dict, strong_augment: str) -> tuple[bool, str]:
-    """(horizontal flips allowed, strong-view policy) for the annotated data (COREG_SPEC.md sections 6, 9)."""
+    """(horizontal flips allowed, strong-view policy) for the annotated data (docs/ALGORITHM.md#views)."""
     from coreg_edge.data import DATASETS
 
     info = DATASETS.get(data_block.get("root")) if data_block.get("source") == "builtin" else None

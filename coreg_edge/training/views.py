@@ -11,7 +11,7 @@ and only small parameter tensors are moved to the images' device. So a seed fixe
 device, CPU outputs are bit-reproducible, and `state_dict()` / `load_state_dict()` resume exactly.
 No call reads a value back from the device (no host sync).
 
-Views (COREG_SPEC sections 6 and 9):
+Views (docs/ALGORITHM.md sections 6 and 9):
 - eval: `x.float() / 255`, then `(x - mean) / std` in float32; bit-identical to `runtime.preprocess.normalise`.
 - weak: random crop with zero padding (`pad`, default size // 8: 4 at 32 px, 8 at 64 px) + horizontal flip
   with probability 0.5 when `flip` (off for digits, SVHN, GTSRB), then normalise.

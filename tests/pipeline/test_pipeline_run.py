@@ -17,8 +17,8 @@ from coreg_edge.pipeline import STAGES
 
 pytestmark = pytest.mark.slow
 
-# Confident margins fast (int8 parity is meaningless on near-tied logits, CONTRACTS.md): a warm-up without the
-# entropy term learns digits in two epochs, at 16 px (at the recipe's 8 px, 3 epochs left int8 top-1
+# Confident margins fast (int8 parity is meaningless on near-tied logits, docs/FORMATS.md#parity): a warm-up
+# without the entropy term learns digits in two epochs, at 16 px (at the recipe's 8 px, 3 epochs left int8 top-1
 # agreement at 97.8%, just under the 98% parity threshold).
 TINY = [
     "--set", "train.epochs=3", "--set", "train.warmup=2", "--set", "train.coreg.warmup_entropy_weight=0",

@@ -1,10 +1,12 @@
 """Exclusive locks on outputs (a run folder, an export folder, an annotation file) between processes.
 
 Two `train` calls into one `--out` both passed the "already holds a run" check before either wrote
-config.json, and interleaved their metrics. A lock is a file beside the output (`.NAME.lock`, so the
-output's own contents stay as they were), created atomically with O_CREAT | O_EXCL and holding the owner's
-pid, host, command and start time. A lock whose owner is gone (same host, pid not running) is stale and
-is taken over; a live owner's lock is one line for the second caller naming the holder.
+config.json, and interleaved their metrics. The lock is the kernel's: `fcntl.flock` on a small file
+beside the output (`.NAME.lock`, so the output's own contents stay as they were; inside a folder output,
+`DIR/.coreg-edge.lock`, when its parent is not writable). The kernel releases it when the owner dies,
+even by kill -9, so there is no stale lock to guess about across containers or pid reuse. The file holds
+the owner's pid, host, command and start time, so that the second caller's one line names the holder.
+Without fcntl (Windows) an O_EXCL lock file whose owner pid is gone is taken over instead.
 """
 
 from __future__ import annotations
@@ -24,15 +26,30 @@ from typing import Any
 
 from coreg_edge.errors import UserError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+INSIDE_NAME = ".coreg-edge.lock"  # the lock inside a folder output whose parent is not writable
+
+
+def is_lock_file(path: Path) -> bool:
+    """A lock of ours, which a check for "is this folder empty" must not count."""
+    return path.name == INSIDE_NAME or (path.name.startswith(".") and path.name.endswith(".lock"))
+
 
 class LockedError(UserError):
     """Another live process holds the output."""
 
 
 def lock_path(target: str | os.PathLike[str]) -> Path:
-    """Where the lock of `target` lives: beside it, hidden."""
-    target = Path(target).absolute()
-    return target.parent / f".{target.name}.lock"
+    """Where the lock of `target` lives: beside it, hidden; inside it when it is a folder whose parent
+    this user cannot write (a mounted volume, a shared group folder)."""
+    target = Path(target).expanduser().resolve()
+    if target.is_dir() and not os.access(target.parent, os.W_OK) and os.access(target, os.W_OK):
+        return target / INSIDE_NAME
+    return target.parent / f".{target.name or 'root'}.lock"
 
 
 def check_writable(target: str | os.PathLike[str]) -> None:
@@ -54,84 +71,106 @@ def process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's live process
+    except PermissionError:
         return True
     except OSError:
         return False
     return True
 
 
-def _holder(path: Path) -> dict[str, Any] | None:
-    """The lock's owner record; None when the lock is stale (owner gone) or unreadable and old."""
+def _read_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):  # being written right now, or torn by a crash
-        try:
-            age = time.time() - path.stat().st_mtime
-        except OSError:
-            return None
-        return None if age > 10 else {"pid": "?", "command": "another coreg-edge process"}
-    if not isinstance(record, dict):
-        return None
-    if record.get("host") == socket.gethostname() and isinstance(record.get("pid"), int):
-        if not process_alive(record["pid"]) or record["pid"] == os.getpid():
-            return None
-    return record
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _describe(record: dict[str, Any]) -> str:
+    if not record:
+        return "another coreg-edge process"
     since = record.get("since")
     when = time.strftime(" since %H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) else ""
     host = f" on {record['host']}" if record.get("host") not in (None, socket.gethostname()) else ""
     return f"{record.get('command', 'coreg-edge')} (pid {record.get('pid')}{host}{when})"
 
 
+def _record() -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join(["coreg-edge", *sys.argv[1:2]]) if sys.argv else "coreg-edge",
+        "since": time.time(),
+    }
+
+
+def _not_writable(target: str | os.PathLike[str], exc: OSError) -> UserError:
+    return UserError(f"{target}: not writable ({exc.strerror or exc})")
+
+
+def _acquire_flock(path: Path, target: Any, what: str) -> int:
+    """An open descriptor holding the kernel lock on `path` (the file on disk is the one locked)."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _not_writable(target, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_record(path)
+            os.close(fd)
+            raise LockedError(
+                f"{target}: this {what} is in use by {_describe(holder)}; wait for it to finish or stop it"
+            ) from None
+        try:  # the file may have been removed (and made anew) by the owner releasing it: lock that one
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def _acquire_exclusive_file(path: Path, target: Any, what: str) -> int:  # pragma: no cover - Windows
+    for _ in range(3):
+        try:
+            return os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        except FileExistsError:
+            holder = _read_record(path)
+            if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+                if not process_alive(holder["pid"]):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                    continue
+            raise LockedError(
+                f"{target}: this {what} is in use by {_describe(holder)}; wait for it to finish or stop it "
+                f"(a lock left by a crash: delete {path})"
+            ) from None
+        except OSError as exc:
+            raise _not_writable(target, exc) from None
+    raise LockedError(f"{target}: this {what} is being taken by other processes; try again")
+
+
 @contextlib.contextmanager
 def exclusive(target: str | os.PathLike[str], what: str = "output") -> Iterator[Path]:
     """Hold the lock of `target` for the block; raise LockedError naming the holder when it is taken."""
-    path = lock_path(target)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        Path(target).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"{target}: not writable ({exc.strerror or exc})") from None
-    record = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "command": " ".join(["coreg-edge", *sys.argv[1:3]]) if sys.argv else "coreg-edge",
-        "since": time.time(),
-    }
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _holder(path)
-            if holder is not None:
-                raise LockedError(
-                    f"{target}: this {what} is in use by {_describe(holder)}; wait for it to finish or stop it "
-                    f"(a lock left by a crash on another machine: delete {path})"
-                ) from None
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()  # stale: its owner is gone
-            continue
-        except PermissionError:
-            raise UserError(f"{target}: not writable ({path.parent} does not let this user write)") from None
-        except OSError as exc:  # a read-only filesystem, a parent that is a file, ...
-            raise UserError(f"{target}: not writable ({exc.strerror or exc})") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
-        break
-    else:  # pragma: no cover - three stale takeovers lost to other processes in a row
-        raise LockedError(f"{target}: this {what} is being taken by other processes; try again")
+        raise _not_writable(target, exc) from None
+    path = lock_path(target)
+    acquire = _acquire_flock if fcntl is not None else _acquire_exclusive_file
+    fd = acquire(path, target, what)
     try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(_record()).encode("utf-8"))
         check_writable(target)  # before any work: an unwritable output must not cost a whole training
         yield path
     finally:
         with contextlib.suppress(OSError):
-            current = json.loads(path.read_text(encoding="utf-8"))
-            if current.get("pid") == os.getpid() and current.get("since") == record["since"]:
-                path.unlink()
+            path.unlink()  # while still holding it: a waiting opener re-checks the inode and starts over
+        os.close(fd)
 
 
 def locks_output(

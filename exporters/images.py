@@ -107,18 +107,20 @@ def plan_images(
     seed: int = 0,
     calibrate: bool = True,
     data: str | None = None,
+    eval_data: str | None = None,
 ) -> ImagePlan:
     """Choose calibration items (training data) and parity items (evaluation split, topped up with held-out
     training items); the two never share an item. The training data is opened only when it is needed
     (calibrate, or a top-up), so an fp32 export works where only the evaluation split is at hand. `data`:
-    where the training images are now, when they moved since training."""
+    where the training images are now, when they moved since training; `eval_data` likewise for the
+    evaluation split."""
     if calibration_images < 1:
         raise UserError(f"--calibration-images must be >= 1 (got {calibration_images})")
     class_names = config["class_names"]
     parity: list[Subset] = []
-    eval_data = config.get("eval_data")
-    if eval_data:
-        source, name = reopen(eval_data)
+    recorded_eval = config.get("eval_data")
+    if recorded_eval or eval_data:
+        source, name = reopen(recorded_eval or eval_data, eval_data, option="--eval-data")
         parity.append(
             Subset(source, name, EVALUATION, np.arange(len(source)), run_labels(source, class_names))
         )
@@ -139,7 +141,7 @@ def plan_images(
     plan = ImagePlan(calibration, tuple(parity))
     if not plan.disjoint:  # only when eval_data names the training data itself
         raise UserError(
-            f"{run}: eval_data {eval_data!r} is the training data; calibration and parity images must be disjoint"
+            f"{run}: eval_data {recorded_eval or eval_data!r} is the training data; calibration and parity images must be disjoint"
         )
     return plan
 

@@ -122,6 +122,8 @@ class Int8Outcome:
 def summary_line(int8: dict[str, Any]) -> str:
     """parity.json's int8 part in one line: target, shipped settings, recovery, how it was checked."""
     target = (int8.get("target") or {}).get("name", "?")
+    if int8.get("error"):
+        return f"int8 target {target}: not made ({int8['error']})"
     attempts = int8.get("attempts")
     if attempts is None:  # --check-only: nothing was quantized
         return f"int8 target {target}: {int8.get('note')}"

@@ -223,11 +223,16 @@ def format_table(report: Mapping[str, Any]) -> str:
     if accuracy_row:
         parts = [f"{k} {v:.4f}" for k, v in accuracy_row.items() if k != "images" and v is not None]
         lines.append(f"test accuracy ({accuracy_row['images']} images): {', '.join(parts)}")
-    sizes = report.get("files", {})
+    sizes = {
+        name: info for name, info in (report.get("files") or {}).items() if info.get("bytes") is not None
+    }
     if sizes:
         lines.append(
             "sizes: " + ", ".join(f"{name} {info['bytes'] / 1e6:.2f} MB" for name, info in sizes.items())
         )
+    for info in (report.get("files") or {}).values():
+        if info.get("kept"):
+            lines.append(f"kept: {info['kept']}")
     if report.get("int8"):
         from coreg_edge.exporters.int8 import summary_line
 

@@ -197,6 +197,7 @@ def export_run(
     batch_size: int = 32,
     dynamo: bool = False,
     data: str | None = None,
+    eval_data: str | None = None,
     seed: int = 0,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -228,6 +229,7 @@ def export_run(
         seed=seed,
         calibrate=int8,
         data=data,
+        eval_data=eval_data,
     )
     limits = Thresholds(min_images=parity_images)
     meta = make_metadata(
@@ -248,7 +250,7 @@ def export_run(
         measured = collect_logits(
             module, {FP32_NAME: fp32}, plan.parity, batch_size=batch_size, quiet=quiet, keep_inputs=keep
         )
-        calibration = outcome = None
+        calibration = outcome = int8_error = None
         try:
             if settings is not None and plan.calibration is not None:
                 outcome, calibration = _int8(
@@ -257,6 +259,8 @@ def export_run(
                 )  # fmt: skip
                 measured.onnx[INT8_NAME] = outcome.logits
                 names.append(INT8_NAME)
+        except ExportError as exc:  # int8 could not be made at all: fp32 still stands on its own checks
+            int8_error = str(exc)
         finally:
             measured.inputs = None  # the memory map closes before the staging folder goes
         report = parity_report(
@@ -282,8 +286,14 @@ def export_run(
             if name == INT8_NAME and outcome is not None:
                 extra["quantization"] = quantization_metadata(chosen, shipped, outcome.route)
             set_metadata(stage.path(name), {**meta, **extra, "test_accuracy": accuracy.get(KINDS[name])})
+        if int8_error is not None:
+            header["int8"] = {"target": chosen.to_dict(), "error": int8_error}
         report = _finish({**header, **report}, stage.folder, names)
-        report = stage.publish(passed, [name for name in names if name not in passed], report)
+        failed = [name for name in names if name not in passed]
+        if int8_error is not None:
+            report.update(ok=False, reason=report["reason"] or int8_error)
+            failed.append(INT8_NAME)
+        report = stage.publish(passed, failed, report)
         if not report["ok"]:
             raise ParityError(_failure_line(report, passed), report)
     return report
@@ -322,6 +332,7 @@ def check_export(
     parity_images: int = 256,
     batch_size: int = 32,
     data: str | None = None,
+    eval_data: str | None = None,
     seed: int = 0,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -343,7 +354,9 @@ def check_export(
     resolved = resolve_peer(run, peer or meta.get("peer") or "selected")
     module = load_peer_module(run, resolved)
     previous = _previous_report(out / PARITY_NAME)
-    plan = plan_images(config, run, parity_images=parity_images, seed=seed, calibrate=False, data=data)
+    plan = plan_images(
+        config, run, parity_images=parity_images, seed=seed, calibrate=False, data=data, eval_data=eval_data
+    )
     header = {
         "run": str(run),
         "peer": resolved,

@@ -95,9 +95,10 @@ class Staging:
             (self.out / f"{name}{REJECTED_SUFFIX}").unlink(missing_ok=True)
             files[name] = {**files.get(name, {}), "published": True}
         for name in failed:
-            if self.path(name).exists():
+            entry = {**files.get(name, {}), "published": False}
+            if self.path(name).exists():  # this export made a candidate: keep it for inspection
                 os.replace(self.path(name), self.out / f"{name}{REJECTED_SUFFIX}")
-            entry = {**files.get(name, {}), "published": False, "rejected_as": f"{name}{REJECTED_SUFFIX}"}
+                entry["rejected_as"] = f"{name}{REJECTED_SUFFIX}"
             if (self.out / name).exists():
                 entry["kept"] = f"an earlier export's {name} stays in place (not checked by this export)"
                 entry.update(_earlier_checks(earlier, self.out / name))

@@ -17,7 +17,7 @@ from coreg_edge.annotation_file import Annotation
 from coreg_edge.data import ImageSource, open_source
 from coreg_edge.errors import UserError
 from coreg_edge.locks import locks_output
-from coreg_edge.runtime.image import ImageDecodeError, set_max_image_pixels
+from coreg_edge.runtime.image import ImageDecodeError, pixel_limit
 from coreg_edge.utils import progress, resolve_device
 
 ANNOTATORS = ("clip", "synthetic")
@@ -72,70 +72,74 @@ def annotate(
     `annotator="synthetic"`: the benchmark protocol (needs ground truth): partial rate q, noise rate eta.
     `wording` ("number {}") is how a class name reads in prompts; the file keeps the plain names.
     """
-    set_max_image_pixels(max_image_pixels)
-    if out is not None and Path(out).suffix != ".npz":
-        raise UserError(f"--out {out}: an annotation file ends in .npz (did you mean {out}.npz?)")
-    if annotator not in ANNOTATORS:
-        raise UserError(f"--annotator must be one of {', '.join(ANNOTATORS)} (got {annotator!r})")
-    if mode not in MODES:
-        raise UserError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
-    if k < 1 or not 0.0 < ratio <= 1.0 or batch_size < 1:
-        raise UserError("--k and --batch-size must be >= 1 and --ratio within (0, 1]")
-    if workers < 0:
-        raise UserError(f"--workers must be >= 0 (got {workers})")
-    source = open_source(data, download=download, data_dir=data_dir, channels=channels)
-    class_names, prompt_names, labels = resolve_classes(classes, source, wording)
-    skips = _Skips(strict)
-    identity: dict = {"kind": annotator, "model": None, "pretrained": None, "mode": None, "k": None,
-                      "ratio": None, "partial_rate": None, "noise_rate": None, "seed": seed}  # fmt: skip
+    with pixel_limit(max_image_pixels):  # restored afterwards: the limit is this call's, not the process's
+        if out is not None and Path(out).suffix != ".npz":
+            raise UserError(f"--out {out}: an annotation file ends in .npz (did you mean {out}.npz?)")
+        if annotator not in ANNOTATORS:
+            raise UserError(f"--annotator must be one of {', '.join(ANNOTATORS)} (got {annotator!r})")
+        if mode not in MODES:
+            raise UserError(f"--mode must be one of {', '.join(MODES)} (got {mode!r})")
+        if k < 1 or not 0.0 < ratio <= 1.0 or batch_size < 1:
+            raise UserError("--k and --batch-size must be >= 1 and --ratio within (0, 1]")
+        if workers < 0:
+            raise UserError(f"--workers must be >= 0 (got {workers})")
+        source = open_source(data, download=download, data_dir=data_dir, channels=channels)
+        class_names, prompt_names, labels = resolve_classes(classes, source, wording)
+        skips = _Skips(strict)
+        identity: dict = {"kind": annotator, "model": None, "pretrained": None, "mode": None, "k": None,
+                          "ratio": None, "partial_rate": None, "noise_rate": None, "seed": seed}  # fmt: skip
 
-    if annotator == "synthetic":
-        if not (labels >= 0).all():
-            raise UserError(
-                f"the synthetic annotator needs ground truth, and {data} has none "
-                "(use a folder with one sub-folder per class, or a built-in dataset)"
-            )
-        if not (0.0 <= partial_rate <= 1.0 and 0.0 <= noise_rate <= 1.0):
-            raise UserError("--partial-rate and --noise-rate must be within [0, 1]")
-        if source.can_fail:
-            for i in progress(range(len(source)), desc="checking images", quiet=quiet):
-                try:
-                    source.load(i)
-                except ImageDecodeError as exc:
-                    skips.add(i, source.item_ids[i], str(exc))
-        candidates = synthetic_candidates(labels, len(class_names), partial_rate, noise_rate, seed)
-        votes = np.zeros((len(source), 0), dtype=np.int16)
-        probs = np.zeros((len(source), 0), dtype=np.float32)
-        template_list: list[str] = []
-        identity.update(partial_rate=partial_rate, noise_rate=noise_rate)
-    else:
-        template_list = load_templates(templates)
-        bundle = load_clip(clip_model, pretrained, resolve_device(device))
-        clip = ClipAnnotator(bundle, template_list, prompt_names)
-        votes, probs = _run_clip(clip, source, batch_size, workers, skips, quiet)
-        candidates = candidate_sets(mode, votes=votes, probs=probs, k=k, ratio_threshold=ratio)
-        identity.update(model=clip_model, pretrained=pretrained, mode=mode,
-                        k=k if mode != "union-top1" else None, ratio=ratio if mode == "ratio" else None)  # fmt: skip
+        if annotator == "synthetic":
+            if not (labels >= 0).all():
+                raise UserError(
+                    f"the synthetic annotator needs ground truth, and {data} has none "
+                    "(use a folder with one sub-folder per class, or a built-in dataset)"
+                )
+            if not (0.0 <= partial_rate <= 1.0 and 0.0 <= noise_rate <= 1.0):
+                raise UserError("--partial-rate and --noise-rate must be within [0, 1]")
+            if source.can_fail:
+                for i in progress(range(len(source)), desc="checking images", quiet=quiet):
+                    try:
+                        source.load(i)
+                    except ImageDecodeError as exc:
+                        skips.add(i, source.item_ids[i], str(exc))
+            candidates = synthetic_candidates(labels, len(class_names), partial_rate, noise_rate, seed)
+            votes = np.zeros((len(source), 0), dtype=np.int16)
+            probs = np.zeros((len(source), 0), dtype=np.float32)
+            template_list: list[str] = []
+            identity.update(partial_rate=partial_rate, noise_rate=noise_rate)
+        else:
+            template_list = load_templates(templates)
+            bundle = load_clip(clip_model, pretrained, resolve_device(device))
+            clip = ClipAnnotator(bundle, template_list, prompt_names)
+            votes, probs = _run_clip(clip, source, batch_size, workers, skips, quiet)
+            candidates = candidate_sets(mode, votes=votes, probs=probs, k=k, ratio_threshold=ratio)
+            identity.update(model=clip_model, pretrained=pretrained, mode=mode,
+                            k=k if mode != "union-top1" else None, ratio=ratio if mode == "ratio" else None)  # fmt: skip
 
-    keep = np.asarray([i for i in range(len(source)) if i not in skips.indices], dtype=np.int64)
-    if len(keep) == 0:
-        raise UserError(f"{data}: no readable images")
-    annotation = Annotation(
-        candidates=candidates[keep],
-        labels=labels[keep],
-        item_ids=[source.item_ids[i] for i in keep],
-        class_names=class_names,
-        votes=votes[keep],
-        zero_shot_probs=probs[keep],
-        templates=template_list,
-        annotator=identity,
-        data=source.describe(),
-        skipped=skips.items,
-        extra={"prompt_names": prompt_names, "coreg_edge_version": __version__},
-    )
-    if out is not None:
-        annotation.save(out)
-    return annotation
+        keep = np.asarray([i for i in range(len(source)) if i not in skips.indices], dtype=np.int64)
+        if len(keep) == 0:
+            raise UserError(f"{data}: no readable images")
+        annotation = Annotation(
+            candidates=candidates[keep],
+            labels=labels[keep],
+            item_ids=[source.item_ids[i] for i in keep],
+            class_names=class_names,
+            votes=votes[keep],
+            zero_shot_probs=probs[keep],
+            templates=template_list,
+            annotator=identity,
+            # a raised pixel limit travels with the data: training and export decode the same images
+            data={
+                **source.describe(),
+                **({"max_image_pixels": max_image_pixels} if max_image_pixels else {}),
+            },
+            skipped=skips.items,
+            extra={"prompt_names": prompt_names, "coreg_edge_version": __version__},
+        )
+        if out is not None:
+            annotation.save(out)
+        return annotation
 
 
 def _run_clip(

@@ -20,8 +20,9 @@ Writes DIR/model.onnx (input `images` float32 (N, C, H, W), output `logits`), DI
 --int8 (static QDQ, calibrated on the run's training images), and DIR/parity.json. Parity runs on the
 run's evaluation split (else held-out training images never used to calibrate) through the same runtime
 a device uses. A file whose check fails is left as NAME.rejected and the export exits 1; the files that
-passed are published, and an earlier export's good file is never deleted by a failed one. Export runs on
-the CPU whatever --device says.
+passed are published, and an earlier export's good file is never deleted by a failed one (a complete
+export leaves exactly its own files: fp32 only after an int8 export removes the old model.int8.onnx).
+Export runs on the CPU whatever --device says.
 
 \b
 int8 targets (--target; auto = this CPU's row):
@@ -120,6 +121,9 @@ U8U8, percentile calibration, the most sensitive nodes kept in float); parity.js
     "held-out parity images).",
 )
 @click.option(
+    "--eval-data", default=None, help="Where the run's evaluation images (parity) are now, when they moved."
+)
+@click.option(
     "--dynamo", is_flag=True, help="Use torch.onnx's torch.export-based exporter (default: TorchScript)."
 )
 @click.option("--check-only", is_flag=True, help="Re-run parity on the files already in DIR; export nothing.")
@@ -145,6 +149,7 @@ def export(
     batch_size: int,
     dynamo: bool,
     data: str | None,
+    eval_data: str | None,
     check_only: bool,
     as_json: bool,
     device: str,
@@ -176,6 +181,7 @@ def export(
                 parity_images=parity_images,
                 batch_size=batch_size,
                 data=data,
+                eval_data=eval_data,
                 seed=seed,
                 quiet=quiet,
             )
@@ -199,6 +205,7 @@ def export(
                 batch_size=batch_size,
                 dynamo=dynamo,
                 data=data,
+                eval_data=eval_data,
                 seed=seed,
                 quiet=quiet,
             )

@@ -87,6 +87,9 @@ def train(annotation, out, compile_mode, overrides, resume, as_json, device, see
     if resume:
         _refuse_changes_on_resume(click.get_current_context(), out)
     coreg = parse_overrides(overrides)
+    if resume:  # only what was given: the stored run's own settings are not "changes"
+        given = {pair.partition("=")[0].strip().replace("-", "_") for pair in overrides}
+        coreg = {key: value for key, value in coreg.items() if key in given}
     summary = run_train(
         annotation, out, resume=resume, quiet=quiet, compile=compile_mode, device=device, seed=seed,
         coreg=coreg, **options,
@@ -113,7 +116,7 @@ def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
         if param.name not in allowed
         and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
     ]
-    if "--set" in given and run_folder.diverged(out):  # the documented exception: a lower learning rate
+    if "--set" in given and run_folder.diverged(out) is not None:  # the documented exception: a lower learning rate
         if all(pair.partition("=")[0].strip() == "lr" for pair in ctx.params["overrides"]):
             given.remove("--set")
     if given:

@@ -66,6 +66,10 @@ def reopen(
     Returns (source, the DATA it was opened as). The one way every stage finds its images again."""
     if isinstance(block, str):
         block = {"root": block, "source": None}
+    if block.get("max_image_pixels"):  # annotated with a raised limit: decode them under the same one
+        from coreg_edge.runtime.image import set_max_image_pixels
+
+        set_max_image_pixels(int(block["max_image_pixels"]))
     recorded = data is None
     if recorded:
         if block.get("source") == "builtin":

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
-from coreg_edge.locks import exclusive
+from coreg_edge.locks import exclusive, is_lock_file
 from coreg_edge.pipeline.layout import RECIPE_FILE, STAGES, STATE_FILE, SUMMARY_FILE, _read
 from coreg_edge.pipeline.stages import _Run
 from coreg_edge.pipeline.summary import build_summary
@@ -46,7 +46,7 @@ def _data_dir(data_dir: str | None) -> Iterator[None]:
 def _check_run_folder(out: Path, recipe_name: str) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file; give a folder for the run")
-    if out.is_dir() and not (out / STATE_FILE).exists() and any(out.iterdir()):
+    if out.is_dir() and not (out / STATE_FILE).exists() and any(not is_lock_file(p) for p in out.iterdir()):
         raise UserError(
             f"--out {out}: exists and is not a coreg-edge run folder (no {STATE_FILE}); choose a new or empty folder"
         )

@@ -6,8 +6,10 @@ One implementation so that a device decodes a file exactly as training did
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +66,25 @@ def load_image(path: str | os.PathLike[str], channels: int = 3) -> Image.Image:
         raise ImageDecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
 
 
-def set_max_image_pixels(limit: int | None) -> None:
-    """PIL's decompression-bomb limit (None keeps PIL's default, about 89 megapixels)."""
+def set_max_image_pixels(limit: int | None) -> int | None:
+    """Set PIL's decompression-bomb limit (process-wide; None keeps the current one, PIL's default is about
+    89 megapixels); returns the limit before, so a caller can restore it."""
+    before = Image.MAX_IMAGE_PIXELS
     if limit is not None:
         if limit < 1:
             raise UserError(f"--max-image-pixels must be >= 1 (got {limit})")
         Image.MAX_IMAGE_PIXELS = int(limit)
+    return before
+
+
+@contextlib.contextmanager
+def pixel_limit(limit: int | None) -> Iterator[None]:
+    """PIL's decompression-bomb limit set to `limit` for the block (None: unchanged), then restored."""
+    before = set_max_image_pixels(limit)
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
 
 
 def to_pil(image: Image.Image | np.ndarray | str | os.PathLike[str], channels: int = 3) -> Image.Image:

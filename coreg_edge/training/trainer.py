@@ -31,7 +31,7 @@ from coreg_edge.algorithm import (
 from coreg_edge.annotation_file import load as load_annotation
 from coreg_edge.data import absolute_data, reopen
 from coreg_edge.errors import UserError
-from coreg_edge.locks import locks_output
+from coreg_edge.locks import is_lock_file, locks_output
 from coreg_edge.models import NetworkConfig, network_from_config
 from coreg_edge.training import run_folder as rf
 from coreg_edge.training.baselines import baseline_epoch
@@ -126,7 +126,7 @@ def _diverged(out: Path, exc: Diverged, epoch: int, settings: TrainSettings) -> 
     lr = settings.coreg.lr
     saved = (out / rf.CHECKPOINT).exists()
     rf.write_json(out / rf.DIVERGED, {"epoch": epoch, "reason": str(exc), "lr": lr, "checkpoint": saved})
-    lower = f"--set lr={min(lr / 10, CoRegConfig().lr):g}"
+    lower = f"--set lr={max(min(lr / 10, CoRegConfig().lr), settings.coreg.min_lr):g}"
     if saved:
         then = f"the checkpoint of the last good epoch is kept: coreg-edge train --resume --out {out} {lower}"
     else:
@@ -136,9 +136,35 @@ def _diverged(out: Path, exc: Diverged, epoch: int, settings: TrainSettings) -> 
 
 
 def _saved_nothing(out: Path) -> bool:
-    """A run folder whose training stopped before the first checkpoint: nothing in it can be lost."""
-    names = [rf.CHECKPOINT, rf.SELECTION] + [rf.peer_file(out, peer).name for peer in rf.PEERS]
-    return not any((out / name).exists() for name in names)
+    """A run folder of ours whose training stopped before the first checkpoint: it holds only config.json
+    (written by coreg-edge), metrics and a divergence record, so starting over loses nothing."""
+    try:
+        config = json.loads((out / rf.CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    ours = isinstance(config, dict) and {"format_version", "coreg_edge_version", "method"} <= set(config)
+    allowed = {rf.CONFIG, rf.METRICS, rf.DIVERGED}
+    return ours and all(p.name in allowed or is_lock_file(p) for p in out.iterdir())
+
+
+def _check_weights(peers: list[Peer], epoch: int) -> None:
+    """Raise Diverged when any peer's weights are NaN or infinite (one host sync for all of them)."""
+    flags = [torch.isfinite(p).all() for peer in peers for p in peer.net.parameters()]
+    if flags and not bool(torch.stack(flags).all()):
+        raise Diverged(f"a network's weights became NaN or infinite during epoch {epoch}")
+
+
+def _resume_lr(out: Path, coreg: dict[str, Any], settings: TrainSettings) -> float | None:
+    """The one algorithm setting a resume may change: a lower learning rate after a divergence."""
+    changed = {key: value for key, value in coreg.items() if value != getattr(settings.coreg, key, None)}
+    if not changed:
+        return None
+    if set(changed) != {"lr"} or rf.diverged(out) is None:
+        raise UserError(
+            f"--resume continues the run with its stored settings; {', '.join(sorted(changed))} may not change "
+            "(only lr, and only after the run diverged)"
+        )
+    return float(changed["lr"])
 
 
 @locks_output("out", "run folder")
@@ -160,20 +186,17 @@ def train(
     if resume:
         config = rf.read_config(out)
         settings = resume_settings(config["settings"], options)
-        new_lr = (options.get("coreg") or {}).get("lr")
-        if new_lr is not None and rf.diverged(out) is not None and new_lr != settings.coreg.lr:
+        new_lr = _resume_lr(out, options.get("coreg") or {}, settings)
+        if new_lr is not None:
             _log(f"resuming a diverged run with lr {new_lr:g} (was {settings.coreg.lr:g})", quiet)
             settings = dataclasses.replace(settings, coreg={**settings.coreg.to_dict(), "lr": new_lr})
-            config["settings"] = settings.to_dict()
-            config.setdefault("lr_changes", []).append({"after_divergence": True, "lr": new_lr})
-            rf.write_json(out / rf.CONFIG, config)
         annotation = config["annotation"]
         _log(
             f"resuming {out} with its stored settings ({settings.method}, {settings.backbone}, {settings.epochs} epochs)",
             quiet,
         )
     else:
-        if (out / rf.CONFIG).exists() and _saved_nothing(out):
+        if _saved_nothing(out):
             _log(f"the run in {out} stopped before its first epoch was saved: starting it over", quiet)
             for name in (rf.CONFIG, rf.METRICS, rf.DIVERGED):
                 (out / name).unlink(missing_ok=True)
@@ -181,7 +204,7 @@ def train(
             raise UserError(
                 f"{out} already holds a run; pass --resume to continue it, or choose another --out"
             )
-        if out.is_dir() and any(out.iterdir()):
+        if out.is_dir() and any(not is_lock_file(p) for p in out.iterdir()):
             raise UserError(f"--out {out}: exists and is not a run folder; choose a new or empty folder")
         settings = TrainSettings(**options)
     # Folders are stored absolute: --resume and export from another working directory find them.
@@ -257,6 +280,13 @@ def train(
     if resume:
         start, _ = load_checkpoint(out / rf.CHECKPOINT, ctx, peers, bank)
         _truncate_metrics(out / rf.METRICS, start)
+        # what this resume changed (where the images are now, a lower lr): config.json says it from now on
+        config.update(settings=settings.to_dict(), schedule=schedule.describe(), data=source.describe())
+        if new_lr is not None:
+            config.setdefault("lr_changes", []).append(
+                {"after_divergence": True, "epoch": start, "lr": new_lr}
+            )
+        rf.write_json(out / rf.CONFIG, config)
     else:
         out.mkdir(parents=True, exist_ok=True)
         rf.write_json(out / rf.CONFIG, {
@@ -288,6 +318,7 @@ def train(
             record.update(_train_one_epoch(ctx, peers, settings, schedule, bank, train_rows, epoch, prior))
             record.update(_evaluate(ctx, peers, holdout_rows, eval_set, val_set))
             record["seconds"] = time.perf_counter() - began
+            _check_weights(peers, epoch)  # a finite loss can still leave NaN weights: never checkpoint them
             # Metrics line first: a crash before the checkpoint leaves an extra line that resume truncates.
             with open(out / rf.METRICS, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")

@@ -246,7 +246,11 @@ def test_settings_onnxruntime_cannot_build_are_recorded_and_the_end_is_one_line(
     assert (
         result.stderr.strip().splitlines()[-1].startswith("Error: int8: no attempt produced a file that runs")
     )
-    assert not out.exists() or not any(out.glob("model*.onnx"))
+    assert "published model.onnx" in result.stderr  # fp32 passed: it stands on its own
+    report = _parity(out)
+    assert report["ok"] is False and "no attempt" in report["int8"]["error"]
+    assert report["files"]["model.onnx"]["published"] is True and not (out / "model.int8.onnx").exists()
+    assert "rejected_as" not in report["files"]["model.int8.onnx"]  # no candidate was made
 
 
 def test_each_calibration_method_gives_its_own_ranges(exported, tmp_path):

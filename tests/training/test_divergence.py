@@ -35,8 +35,9 @@ def test_a_huge_learning_rate_is_one_line_naming_the_real_option(runner, cli, di
     assert "Input X contains NaN" not in result.output and "--lr" not in line.replace("--set lr", "")
     record = rf.diverged(run)
     assert record is not None and record["lr"] == 1e12
-    if not (run / rf.CHECKPOINT).exists():
-        assert "no epoch was saved" in line and "kept" not in line
+    assert record["checkpoint"] is (run / rf.CHECKPOINT).exists()
+    assert ("no epoch was saved" in line) is not record["checkpoint"]
+    assert ("checkpoint of the last good epoch is kept" in line) is record["checkpoint"]
 
 
 def test_no_saved_epoch_then_the_same_command_starts_over(
@@ -72,8 +73,12 @@ def test_a_diverged_run_resumes_with_a_lower_learning_rate(
     assert resumed.exit_code == 0, resumed.output
     metrics = rf.read_metrics(run)
     assert [m["epoch"] for m in metrics] == [0, 1, 2]
+    assert metrics[0]["lr"] > 0.001 and all(m["lr"] <= 0.001 for m in metrics[1:])  # really used
     config = json.loads((run / rf.CONFIG).read_text())
-    assert config["settings"]["coreg"]["lr"] == 0.001 and config["lr_changes"][0]["lr"] == 0.001
+    assert config["settings"]["coreg"]["lr"] == 0.001 and config["lr_changes"] == [
+        {"after_divergence": True, "epoch": 1, "lr": 0.001}
+    ]
+    assert config["schedule"]["base_lr"] == 0.001  # the stored schedule is the one that ran
     assert rf.diverged(run) is None
 
 
@@ -85,3 +90,55 @@ def test_resume_still_refuses_a_new_learning_rate_without_a_divergence(
     assert runner.invoke(cli, args).exit_code == 0
     resumed = runner.invoke(cli, ["train", "--resume", "--out", str(run), "--set", "lr=0.001", "-q"])
     assert resumed.exit_code == 1 and "drop --set" in _last_line(resumed)
+
+
+def test_a_folder_that_is_not_ours_is_never_cleaned(runner, cli, digits_annotation, tmp_path):
+    """Starting over deletes files only in a coreg-edge run folder that saved no epoch, nothing else."""
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    args = [
+        "train",
+        str(digits_annotation),
+        "--out",
+        str(folder),
+        "--method",
+        "proden",
+        "--epochs",
+        "1",
+        *TINY,
+    ]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1 and (folder / "config.json").read_text() == '{"model_type": "bert"}'
+    (folder / "model.safetensors").write_bytes(b"weights")
+    config = {"format_version": 1, "coreg_edge_version": "0.1.0", "method": "proden"}
+    (folder / "config.json").write_text(json.dumps(config))  # ours, but beside a file that is not
+    result = runner.invoke(cli, args)
+    assert (
+        result.exit_code == 1
+        and (folder / "config.json").exists()
+        and (folder / "model.safetensors").exists()
+    )
+
+
+def test_weights_that_turn_nan_are_never_checkpointed(runner, cli, digits_annotation, tmp_path, monkeypatch):
+    import torch
+
+    import coreg_edge.training.trainer as trainer
+
+    real = trainer.baseline_epoch
+
+    def poison(ctx, peer, method, epoch, rows):
+        loss = real(ctx, peer, method, epoch, rows)
+        if epoch == 1:
+            with torch.no_grad():
+                next(peer.net.parameters()).fill_(float("nan"))  # a finite loss, NaN weights
+        return loss
+
+    monkeypatch.setattr(trainer, "baseline_epoch", poison)
+    run = tmp_path / "run"
+    args = ["train", str(digits_annotation), "--out", str(run), "--method", "proden", "--epochs", "3", *TINY]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1 and "weights became NaN" in _last_line(result)
+    state = torch.load(run / rf.CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 1  # the last good epoch, not the poisoned one

@@ -47,6 +47,7 @@ else:  # pragma: no cover - Python 3.10
 
 from coreg_edge.errors import UserError
 from coreg_edge.exporters.targets import TARGET_NAMES
+from coreg_edge.utils import one_line
 
 RECIPE_PACKAGE = "coreg_edge.recipes"
 
@@ -523,7 +524,7 @@ def parse_recipe_text(text: str, source: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{source}: not valid TOML ({str(exc).splitlines()[0]})") from exc
+        raise RecipeError(f"{source}: not valid TOML ({one_line(exc)})") from exc
 
 
 def load_recipe(

@@ -87,3 +87,18 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(item) for item in value]
     return value
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """The one way this project writes a JSON file: atomically (a temporary name, then a rename), indented
+    by 2 with a trailing newline, non-finite numbers as null."""
+    import json
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as the first line of its text (its type's name when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

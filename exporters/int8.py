@@ -24,6 +24,7 @@ from coreg_edge.exporters.parity import Thresholds, cosine, int8_checks
 from coreg_edge.exporters.quantize import QuantSettings, quantize
 from coreg_edge.exporters.targets import Int8Target, recovery_ladder
 from coreg_edge.runtime.cpu import X86_AVX2, X86_VNNI, cpu_flags, cpu_name, kernel_family
+from coreg_edge.utils import one_line
 
 # How many of the most sensitive nodes the last recovery steps keep in float.
 EXCLUDE_STEPS = (2, 5)
@@ -196,8 +197,8 @@ def quantize_for_target(
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
             if not recover:
-                raise ExportError(f"int8 ({step.describe()}): {_one_line(exc)}") from exc
-            attempt.update(reason=f"failed: {_one_line(exc)}", seconds=round(time.perf_counter() - began, 3))
+                raise ExportError(f"int8 ({step.describe()}): {one_line(exc)}") from exc
+            attempt.update(reason=f"failed: {one_line(exc)}", seconds=round(time.perf_counter() - began, 3))
             outcome.attempts.append(attempt)
             log(f"int8 attempt {number}: {step.describe()}: {attempt['reason']}")
             candidate.unlink(missing_ok=True)
@@ -212,7 +213,7 @@ def quantize_for_target(
                 ranked = _rank(pre_processed, candidate, route, inputs[:SENSITIVITY_IMAGES])
                 attempt["most_sensitive"] = ranked[: max(EXCLUDE_STEPS)]
             except Exception as exc:  # noqa: BLE001 - a diagnosis that fails only loses its steps
-                attempt["sensitivity_error"] = _one_line(exc)
+                attempt["sensitivity_error"] = one_line(exc)
         attempt["seconds"] = round(time.perf_counter() - began, 3)
         outcome.attempts.append(attempt)
         log(f"int8 attempt {number}: {step.describe()}: {'ok' if attempt['ok'] else attempt['reason']}")
@@ -232,11 +233,6 @@ def quantize_for_target(
         reasons = "; ".join(f"{a['settings_text']}: {a['reason']}" for a in outcome.attempts)
         raise ExportError(f"int8: no attempt produced a file that runs ({reasons})")
     return outcome
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _rank(pre_processed: Path, int8_file: Path, route: Route, inputs: np.ndarray) -> list[dict[str, Any]]:

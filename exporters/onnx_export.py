@@ -21,6 +21,7 @@ from torch import nn
 from coreg_edge.errors import UserError
 from coreg_edge.exporters.errors import ExportError
 from coreg_edge.training import run_folder
+from coreg_edge.utils import one_line
 
 PEER_CHOICES = ("selected", "a", "b", "ensemble")
 DEFAULT_OPSET = 17  # onnxruntime >= 1.14 runs it; per-channel QDQ needs >= 13
@@ -116,7 +117,7 @@ def to_onnx(
                     dynamo=False,
                 )
     except Exception as exc:  # noqa: BLE001 - exporter failures come in many types; one line for the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = one_line(exc)
         raise ExportError(f"torch.onnx.export failed at opset {opset}: {first}") from exc
     check_onnx(path)
     return opset
@@ -129,5 +130,6 @@ def check_onnx(path: str | os.PathLike[str]) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ExportError(f"{Path(path).name}: onnx.checker rejected the exported graph ({first})") from exc
+        raise ExportError(
+            f"{Path(path).name}: onnx.checker rejected the exported graph ({one_line(exc)})"
+        ) from exc

@@ -30,7 +30,8 @@ from coreg_edge.locks import locks_output
 from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.runtime.metadata import ModelError, make_metadata
 from coreg_edge.runtime.session import load_model
-from coreg_edge.training.run_folder import preprocess_config, read_config, write_json
+from coreg_edge.training.run_folder import preprocess_config, read_config
+from coreg_edge.utils import write_json
 
 KINDS = {FP32_NAME: "fp32", INT8_NAME: "int8"}
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from coreg_edge.errors import UserError
 from coreg_edge.exporters.errors import ExportError
+from coreg_edge.utils import one_line
 
 ACTIVATION_TYPES = ("uint8", "int8")
 WEIGHT_TYPES = ("int8", "uint8")
@@ -66,11 +67,6 @@ class QuantSettings:
         return text
 
 
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def pre_process(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """onnxruntime's recommended step before quantizing: symbolic shape inference, graph optimisation
     (e.g. Conv+BN folding), ONNX shape inference, so every tensor has the shape the quantizer needs."""
@@ -79,7 +75,7 @@ def pre_process(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Non
     try:
         quant_pre_process(str(src), str(dst))
     except Exception as exc:  # noqa: BLE001 - onnxruntime's tools raise many types
-        raise ExportError(f"onnxruntime's quantization pre-processing failed: {_one_line(exc)}") from exc
+        raise ExportError(f"onnxruntime's quantization pre-processing failed: {one_line(exc)}") from exc
 
 
 def quantize(
@@ -109,6 +105,6 @@ def quantize(
                 nodes_to_exclude=list(settings.nodes_to_exclude) or None,
             )
     except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"onnxruntime static quantization failed: {_one_line(exc)}") from exc
+        raise ExportError(f"onnxruntime static quantization failed: {one_line(exc)}") from exc
     if not Path(dst).exists():
         raise ExportError("onnxruntime static quantization wrote no model")

@@ -21,7 +21,7 @@ from typing import Any
 
 from coreg_edge.errors import UserError
 from coreg_edge.locks import process_alive
-from coreg_edge.training.run_folder import write_json
+from coreg_edge.utils import write_json
 
 FP32_NAME, INT8_NAME, PARITY_NAME = "model.onnx", "model.int8.onnx", "parity.json"
 MODEL_NAMES = (FP32_NAME, INT8_NAME)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from coreg_edge.errors import UserError, require
+from coreg_edge.utils import one_line
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -144,9 +145,7 @@ def load_clip(
             ) from exc
         raise UserError(f"cannot load CLIP {name} with weights {weights}: {exc}") from exc
     except (OSError, KeyError, ValueError) as exc:
-        raise UserError(
-            f"cannot load CLIP {name} with weights {weights}: {str(exc).splitlines()[0]}"
-        ) from exc
+        raise UserError(f"cannot load CLIP {name} with weights {weights}: {one_line(exc)}") from exc
     except (pickle.UnpicklingError, IndexError, TypeError, AttributeError) as exc:
         if not (weights and Path(weights).is_file()):
             raise

@@ -7,7 +7,7 @@ import json
 import click
 
 from coreg_edge.cli.common import common_options, handle_errors, threads_option
-from coreg_edge.runtime.bench import format_report, run_bench
+from coreg_edge.runtime.bench import DEFAULT_BATCH_SIZES, format_report, run_bench
 from coreg_edge.runtime.metadata import parse_size
 from coreg_edge.runtime.session import providers_for_device
 
@@ -41,7 +41,7 @@ model's own input shape; images/s = batch size / mean latency.
 @click.argument("model", type=click.Path(path_type=str))
 @click.option(
     "--batch-sizes",
-    default="1,8,32",
+    default=",".join(map(str, DEFAULT_BATCH_SIZES)),
     show_default=True,
     callback=_batch_sizes,
     help="Comma-separated batch sizes to time.",

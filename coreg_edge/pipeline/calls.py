@@ -92,9 +92,7 @@ def export_call(recipe: Recipe) -> dict[str, Any]:
 
 
 def bench_call(recipe: Recipe) -> dict[str, Any]:
-    bench = recipe.section("bench")
-    bench.setdefault("batch_sizes", [1, 32])
-    return {**bench, "seed": recipe.seed}
+    return {**recipe.section("bench"), "seed": recipe.seed}  # unset keys: run_bench's own defaults
 
 
 def _annotate(recipe: Recipe, call: dict[str, Any], out: Path, quiet: bool) -> None:

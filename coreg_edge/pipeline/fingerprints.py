@@ -13,7 +13,7 @@ from typing import Any
 from coreg_edge.errors import UserError
 from coreg_edge.pipeline.layout import EXECUTION_KEYS, STATE_FILE, STATE_FORMAT_VERSION
 from coreg_edge.recipe import Recipe
-from coreg_edge.utils import atomic_path
+from coreg_edge.utils import write_json
 
 _BIG_INPUT = 64 * 1024 * 1024  # user files above this are fingerprinted by size + mtime, not content
 
@@ -89,8 +89,7 @@ class StageState:
         self.save()
 
     def save(self) -> None:
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.data, indent=2) + "\n", encoding="utf-8")
+        write_json(self.path, self.data)
 
     def digest(self, path: Path) -> str | None:
         """sha256 of an output file (cached by size + mtime within this process); None when missing."""

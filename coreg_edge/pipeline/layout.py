@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+# How, not what: never part of a fingerprint (changing them must not re-run a stage); the same list that
+# train --resume takes from a new call.
+from coreg_edge.execution import EXECUTION_KEYS  # noqa: F401
+
 STAGES = ("annotate", "train", "export", "bench")
 STATE_FORMAT_VERSION = 1
 RECIPE_FILE = "recipe.json"
@@ -16,11 +20,6 @@ EXPORT_DIR = "export"
 BENCH_FILE = "bench.json"
 STATE_FILE = "stages.json"
 SUMMARY_FILE = "summary.json"
-
-# How, not what: never part of a fingerprint (changing them must not re-run a stage).
-EXECUTION_KEYS = frozenset(
-    {"device", "workers", "compile", "channels_last", "quiet", "download", "data_dir", "strict"}
-)
 
 
 def _read(path: Path) -> dict[str, Any] | None:

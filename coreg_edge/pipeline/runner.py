@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -17,7 +16,7 @@ from coreg_edge.pipeline.layout import RECIPE_FILE, STAGES, STATE_FILE, SUMMARY_
 from coreg_edge.pipeline.stages import _Run
 from coreg_edge.pipeline.summary import build_summary
 from coreg_edge.recipe import Recipe, load_recipe
-from coreg_edge.utils import atomic_path
+from coreg_edge.utils import write_json
 
 
 class PipelineInterrupted(UserError):
@@ -58,11 +57,6 @@ def _check_run_folder(out: Path, recipe_name: str) -> None:
         )
 
 
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
 def run_recipe(
     recipe: str | os.PathLike[str] | Recipe,
     out: str | os.PathLike[str] | None = None,
@@ -86,7 +80,7 @@ def _run_locked(recipe: Recipe, out: Path, quiet: bool) -> dict[str, Any]:
     _check_run_folder(out, recipe.name)
     out.mkdir(parents=True, exist_ok=True)
     if _read(out / RECIPE_FILE) != recipe.to_dict():
-        _write_json(out / RECIPE_FILE, recipe.to_dict())
+        write_json(out / RECIPE_FILE, recipe.to_dict())
 
     def log(message: str) -> None:
         if not quiet:
@@ -115,11 +109,11 @@ def _run_locked(recipe: Recipe, out: Path, quiet: bool) -> dict[str, Any]:
     except UserError as exc:
         if stage == "export" and run.report.get("export", {}).get("status") == "failed":
             summary = build_summary(out, recipe, run.report, error=str(exc))
-            _write_json(out / SUMMARY_FILE, summary)
+            write_json(out / SUMMARY_FILE, summary)
             exc.summary = summary  # type: ignore[attr-defined]
         raise
     summary = build_summary(out, recipe, run.report)
-    _write_json(out / SUMMARY_FILE, summary)
+    write_json(out / SUMMARY_FILE, summary)
     return summary
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -33,7 +32,7 @@ from coreg_edge.pipeline.layout import (
     _read,
 )
 from coreg_edge.recipe import Recipe
-from coreg_edge.utils import atomic_path
+from coreg_edge.utils import atomic_path, write_json
 
 
 class _Run:
@@ -202,14 +201,13 @@ class _Run:
         has_int8 = str(Path(EXPORT_DIR) / "model.int8.onnx") in models
         self.log(
             f"[4/{len(STAGES)}] bench: {'model.onnx vs model.int8.onnx' if has_int8 else 'model.onnx'}, "
-            f"batch sizes {', '.join(map(str, call['batch_sizes']))}"
+            f"batch sizes {', '.join(map(str, settings['batch_sizes']))}"
         )
         self.begin("bench", fp, settings, {"models": models})
         began = time.perf_counter()
         progress = not self.quiet and sys.stderr.isatty()
         report = run_bench(fp32, vs=int8 if has_int8 else None, progress=progress, **call)
-        with atomic_path(self.out / BENCH_FILE) as tmp:
-            tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        write_json(self.out / BENCH_FILE, report.to_dict())
         self.finish("bench", [BENCH_FILE], time.perf_counter() - began, "ran")
 
 

@@ -54,6 +54,9 @@ class LatencyStats:
         }
 
 
+DEFAULT_BATCH_SIZES = (1, 8, 32)  # the CLI's, run_bench's and a recipe's default alike
+
+
 @dataclass(frozen=True)
 class ModelBench:
     """One model's results and the conditions they were measured under."""
@@ -157,7 +160,7 @@ def _check(batch_sizes: Sequence[int], warmup: int, iters: int, models: Sequence
 def run_bench(
     model: str | os.PathLike[str],
     *,
-    batch_sizes: Sequence[int] = (1, 8, 32),
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     threads: int | None = None,
     warmup: int = 5,
     iters: int = 50,

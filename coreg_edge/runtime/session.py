@@ -23,6 +23,7 @@ from coreg_edge.runtime.metadata import (
     resolve_metadata,
 )
 from coreg_edge.runtime.preprocess import PreprocessConfig
+from coreg_edge.utils import one_line
 
 CPU = "CPUExecutionProvider"
 # Short names users type -> onnxruntime's provider names.
@@ -114,7 +115,7 @@ def open_session(
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises bare pybind exceptions
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = one_line(exc)
         raise NotOnnxError(f"{path}: onnxruntime cannot load it as an ONNX model ({first})") from exc
 
 

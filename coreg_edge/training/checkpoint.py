@@ -11,7 +11,7 @@ import torch
 
 from coreg_edge.errors import UserError
 from coreg_edge.training.context import Context, Peer
-from coreg_edge.utils import atomic_path
+from coreg_edge.utils import atomic_path, one_line
 
 
 def _state(obj: Any) -> Any:
@@ -64,7 +64,7 @@ def load_checkpoint(
             "was not loaded)"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from exc
+        raise UserError(f"{path}: unreadable checkpoint ({one_line(exc)})") from exc
     for peer in peers:
         saved = state["peers"][peer.name]
         peer.net.load_state_dict(saved["net"])

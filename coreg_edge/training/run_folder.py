@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
-from coreg_edge.utils import atomic_path, json_safe
+from coreg_edge.utils import atomic_path, one_line, write_json  # noqa: F401 - write_json: rf.write_json for callers
 
 RUN_FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -32,12 +32,6 @@ PEERS = ("a", "b")
 
 def peer_file(run: str | os.PathLike[str], peer: str) -> Path:
     return Path(run) / f"peer_{peer}.safetensors"
-
-
-def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Atomic JSON write (temporary name, then rename)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -115,7 +109,7 @@ def load_network(run: str | os.PathLike[str], peer: str = "a"):
     try:
         network.load_state_dict(weights)
     except (RuntimeError, OSError) as exc:
-        raise UserError(f"{path}: weights do not fit the run's network ({str(exc).splitlines()[0]})") from exc
+        raise UserError(f"{path}: weights do not fit the run's network ({one_line(exc)})") from exc
     return network.eval()
 
 

@@ -31,6 +31,7 @@ from coreg_edge.algorithm import (
 from coreg_edge.annotation_file import load as load_annotation
 from coreg_edge.data import absolute_data, reopen
 from coreg_edge.errors import UserError
+from coreg_edge.execution import TRAIN_EXECUTION
 from coreg_edge.locks import is_lock_file, locks_output
 from coreg_edge.models import NetworkConfig, network_from_config
 from coreg_edge.training import run_folder as rf
@@ -110,7 +111,7 @@ def _build_peer(name: str, config: NetworkConfig, settings: TrainSettings, devic
 
 
 # Settings a resumed run takes from the new call: where and how it runs, not what it computes.
-RESUME_OVERRIDES = frozenset({"device", "compile", "amp", "channels_last", "workers", "data", "download"})
+RESUME_OVERRIDES = TRAIN_EXECUTION  # what a resumed run takes from the new call
 
 
 def resume_settings(stored: dict[str, Any], options: dict[str, Any]) -> TrainSettings:

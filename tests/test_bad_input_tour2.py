@@ -127,7 +127,7 @@ def test_metrics_never_hold_a_bare_nan(tmp_path):
 
 
 def test_two_collapsed_peers_are_one_warning():
-    from coreg_edge.training.trainer import warn_collapse
+    from coreg_edge.training.coreg_method import warn_collapse
 
     verdict = {"collapsed": True, "largest_class_share": 0.81}
     with warnings.catch_warnings(record=True) as caught:

@@ -7,12 +7,28 @@ import json
 import click
 
 from coreg_edge.cli.common import common_options, echo, handle_errors
+from coreg_edge.training.methods import method_names
 
 METHOD_HELP = (
     "coreg (default): the paper's pair; baselines on the same budget: proden, cc, ce-top1 (cross-entropy on "
     "the annotator's top-1: CLIP's zero-shot argmax, or for synthetic files one candidate drawn per item "
     "with the seed), supervised (true labels; the upper bound)."
 )
+
+
+class RegisteredMethod(click.Choice):
+    """--method's choices: the method registry's names when asked, so a registered method is a choice."""
+
+    def __init__(self) -> None:
+        super().__init__(method_names())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return method_names()
+
+    @choices.setter
+    def choices(self, value: object) -> None:  # click.Choice.__init__ assigns; the registry decides
+        pass
 
 
 @click.command(
@@ -27,7 +43,7 @@ Examples:
 )
 @click.argument("annotation", required=False)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
-@click.option("--method", type=click.Choice(["coreg", "proden", "cc", "ce-top1", "supervised"]), default="coreg",
+@click.option("--method", type=RegisteredMethod(), default="coreg",
               show_default=True, help=METHOD_HELP)  # fmt: skip
 @click.option("--backbone", default="resnet18", show_default=True, help="Any timm model name.")
 @click.option("--epochs", type=int, default=30, show_default=True)
@@ -116,7 +132,9 @@ def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
         if param.name not in allowed
         and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
     ]
-    if "--set" in given and run_folder.diverged(out) is not None:  # the documented exception: a lower learning rate
+    if (
+        "--set" in given and run_folder.diverged(out) is not None
+    ):  # the documented exception: a lower learning rate
         if all(pair.partition("=")[0].strip() == "lr" for pair in ctx.params["overrides"]):
             given.remove("--set")
     if given:

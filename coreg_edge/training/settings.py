@@ -7,8 +7,9 @@ from typing import Any
 
 from coreg_edge.algorithm import CoRegConfig
 from coreg_edge.errors import UserError
+from coreg_edge.training.methods import get_method, method_names
 
-METHODS = ("coreg", "proden", "cc", "ce-top1", "supervised")
+METHODS = method_names()  # the registry's (methods.py): coreg first, then the baselines
 
 # The short default that finishes on one CPU machine (docs/ALGORITHM.md#schedule); paper schedules
 # (800 epochs, warm-up 50, ...) live in the recipes.
@@ -46,15 +47,14 @@ class TrainSettings:
                 self.coreg = CoRegConfig.from_dict(self.coreg)
             except (ValueError, TypeError) as exc:
                 raise UserError(f"algorithm settings: {exc}") from exc
-        if self.method not in METHODS:
-            raise UserError(f"--method must be one of {', '.join(METHODS)} (got {self.method!r})")
+        method = get_method(self.method)  # one line naming the choices for an unknown one
         if self.epochs < 1 or self.batch_size < 1:
             raise UserError("--epochs and --batch-size must be >= 1")
         if self.image_size is not None and self.image_size < 1:
             raise UserError(f"--image-size must be >= 1 (got {self.image_size})")
         if self.warmup is not None and not 0 <= self.warmup <= self.epochs:
             raise UserError(f"--warmup must be within 0..--epochs ({self.epochs}) (got {self.warmup})")
-        if self.method == "coreg" and self.resolved_warmup() >= self.epochs:
+        if method.co_training and self.resolved_warmup() >= self.epochs:
             raise UserError("Co-Reg needs at least one epoch after warm-up: raise --epochs or lower --warmup")
         if self.workers < 0:
             raise UserError(f"--workers must be >= 0 (got {self.workers})")
@@ -67,7 +67,7 @@ class TrainSettings:
                 raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
 
     def resolved_warmup(self) -> int:
-        if self.method != "coreg":
+        if not get_method(self.method).co_training:  # only Co-Reg's machinery has a warm-up
             return 0
         if self.warmup is not None:
             return self.warmup

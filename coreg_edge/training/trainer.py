@@ -25,8 +25,6 @@ from coreg_edge.algorithm import (
     LossHistory,
     PredictionTable,
     PrototypeBank,
-    detect_collapse,
-    initial_proden_targets,
 )
 from coreg_edge.annotation_file import load as load_annotation
 from coreg_edge.data import absolute_data, reopen
@@ -35,12 +33,12 @@ from coreg_edge.execution import TRAIN_EXECUTION
 from coreg_edge.locks import is_lock_file, locks_output
 from coreg_edge.models import NetworkConfig, network_from_config
 from coreg_edge.training import run_folder as rf
-from coreg_edge.training.baselines import baseline_epoch
 from coreg_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from coreg_edge.training.context import Context, Diverged, Peer, TrainingError
-from coreg_edge.training.coreg import coreg_epoch, divide_items, set_lr, warmup_epoch
+from coreg_edge.training.coreg import set_lr
 from coreg_edge.training.data import load_eval_set, load_training_set, preprocess_for
 from coreg_edge.training.evaluation import accuracy, candidate_scores, predict_logits, select_peer
+from coreg_edge.training.methods import EpochInputs, get_method
 from coreg_edge.training.settings import TrainSettings
 from coreg_edge.training.views import ViewConfig, Views
 from coreg_edge.utils import json_safe, resolve_device
@@ -98,7 +96,7 @@ def _build_peer(name: str, config: NetworkConfig, settings: TrainSettings, devic
     )
     input_shape = (config.in_chans, config.image_size, config.image_size)
     peer = Peer(name, net, optimizer, _forward_fn(net, input_shape, device, settings, channels_last))
-    if settings.method == "coreg":
+    if get_method(settings.method).co_training:
         key_net = network_from_config(config).to(device)
         key_net.load_state_dict(net.state_dict())
         for p in key_net.parameters():
@@ -216,8 +214,9 @@ def train(
         val_data=absolute_data(settings.val_data),
     )
     ann = load_annotation(annotation)
-    if settings.method == "supervised" and not ann.has_labels:
-        raise UserError("--method supervised needs ground truth, and this annotation file has none")
+    method = get_method(settings.method)
+    if method.needs_labels and not ann.has_labels:
+        raise UserError(f"--method {method.name} needs ground truth, and this annotation file has none")
     device = torch.device(resolve_device(settings.device))
     torch.manual_seed(settings.seed)
     source, _ = reopen(ann.data, settings.data, download=settings.download)
@@ -266,14 +265,13 @@ def train(
         generator=torch.Generator().manual_seed(settings.seed), rng=np.random.default_rng(settings.seed),
         amp_dtype=amp_dtype,
     )  # fmt: skip
-    names = ("a", "b") if settings.method == "coreg" else ("a",)
     peers = [
         _build_peer(name, net_config, settings, device, n, c, settings.seed + i, channels_last)
-        for i, name in enumerate(names)
+        for i, name in enumerate(method.peers)
     ]
-    if settings.method == "proden":
-        peers[0].soft_targets = initial_proden_targets(ctx.candidates)
-    bank = PrototypeBank(c, settings.coreg.proj_dim, device=device) if settings.method == "coreg" else None
+    for peer in peers:
+        method.initialise(ctx, peer)
+    bank = PrototypeBank(c, settings.coreg.proj_dim, device=device) if method.co_training else None
     warmup = settings.resolved_warmup()
     schedule = settings.coreg.resolve(settings.epochs, warmup)
 
@@ -302,7 +300,7 @@ def train(
              f"{device}", quiet)  # fmt: skip
 
     prior = None
-    if settings.method == "coreg" and not settings.coreg.uniform_prior and ann.votes.shape[1]:
+    if method.co_training and not settings.coreg.uniform_prior and ann.votes.shape[1]:
         from coreg_edge.algorithm import estimate_prior_from_votes
 
         prior = estimate_prior_from_votes(
@@ -316,7 +314,8 @@ def train(
             for peer in peers:
                 set_lr(peer, schedule.learning_rate(epoch))
             record: dict[str, Any] = {"epoch": epoch, "lr": schedule.learning_rate(epoch)}
-            record.update(_train_one_epoch(ctx, peers, settings, schedule, bank, train_rows, epoch, prior))
+            inputs = EpochInputs(ctx, peers, settings, schedule, bank, train_rows, epoch, prior)
+            record.update(method.epoch(inputs))
             record.update(_evaluate(ctx, peers, holdout_rows, eval_set, val_set))
             record["seconds"] = time.perf_counter() - began
             _check_weights(peers, epoch)  # a finite loss can still leave NaN weights: never checkpoint them
@@ -334,43 +333,6 @@ def train(
     (out / rf.DIVERGED).unlink(missing_ok=True)
 
     return _finish(out, ctx, peers, holdout_rows, eval_set, val_set, settings, quiet)
-
-
-def warn_collapse(epoch: int, collapse: dict[str, dict[str, Any]]) -> None:
-    """One warning line for the epoch, however many peers collapsed."""
-    collapsed = {k: verdict for k, verdict in collapse.items() if verdict["collapsed"]}
-    if not collapsed:
-        return
-    shares = " / ".join(f"{verdict['largest_class_share']:.0%}" for verdict in collapsed.values())
-    who = f"peer {next(iter(collapsed))} predicts" if len(collapsed) == 1 else "peers a and b predict"
-    warnings.warn(
-        f"epoch {epoch}: {who} one class for {shares} of items (collapse); consider a longer --warmup",
-        stacklevel=4,
-    )
-
-
-def _train_one_epoch(
-    ctx: Context, peers: list[Peer], settings: TrainSettings, schedule, bank, train_rows: torch.Tensor, epoch: int,
-    prior: torch.Tensor | None,
-) -> dict[str, Any]:  # fmt: skip
-    """One epoch of the method's phase: Co-Reg warm-up, Co-Reg (both divisions first, then each network on
-    its partner's), or a baseline. Returns the metrics record's `phase`, `loss` (and `collapse`)."""
-    if settings.method != "coreg":
-        return {"phase": settings.method,
-                "loss": {"a": baseline_epoch(ctx, peers[0], settings.method, epoch, train_rows)}}  # fmt: skip
-    if schedule.is_warmup(epoch):
-        return {"phase": "warmup",
-                "loss": {p.name: warmup_epoch(ctx, p, epoch, settings.coreg, train_rows) for p in peers}}  # fmt: skip
-    divisions = {p.name: divide_items(ctx, p, settings.coreg, train_rows, prior) for p in peers}
-    a, b = peers
-    loss = {
-        "a": coreg_epoch(ctx, a, b, divisions["b"], epoch, settings.coreg, schedule, bank, train_rows),
-        "b": coreg_epoch(ctx, b, a, divisions["a"], epoch, settings.coreg, schedule, bank, train_rows),
-    }
-    rows = train_rows.to(ctx.device)
-    collapse = {k: detect_collapse(d.predictions[rows], ctx.num_classes) for k, d in divisions.items()}
-    warn_collapse(epoch, collapse)
-    return {"phase": "coreg", "loss": loss, "collapse": collapse}
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

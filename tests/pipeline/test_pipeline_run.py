@@ -200,7 +200,9 @@ def test_interrupted_training_resumes_from_its_checkpoint(runner, cli, tmp_path,
     run = tmp_path / "run"
     args = ["--set", "train.method=proden", "--set", "train.epochs=3", "--set", "export.int8=false",
             "--set", "bench.batch_sizes=1", "--set", "bench.iters=2"]  # fmt: skip
-    original = trainer.baseline_epoch
+    import coreg_edge.training.baselines as baselines
+
+    original = baselines.baseline_epoch
     calls = {"n": 0}
 
     def interrupt_in_epoch_2(*a, **kw):
@@ -209,12 +211,12 @@ def test_interrupted_training_resumes_from_its_checkpoint(runner, cli, tmp_path,
             raise KeyboardInterrupt
         return original(*a, **kw)
 
-    monkeypatch.setattr(trainer, "baseline_epoch", interrupt_in_epoch_2)
+    monkeypatch.setattr(baselines, "baseline_epoch", interrupt_in_epoch_2)
     result = run_cli(runner, cli, run, *args)
     assert result.exit_code == 130 and "training resumes" in result.stderr, result.output
     assert len(rf.read_metrics(run / "train")) == 1 and not (run / "train/selection.json").exists()
 
-    monkeypatch.setattr(trainer, "baseline_epoch", original)
+    monkeypatch.setattr(baselines, "baseline_epoch", original)
     seen = []
     real_train = trainer.train
 

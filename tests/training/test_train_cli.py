@@ -54,7 +54,7 @@ def test_resume_continues_exactly(runner, cli, digits_annotation, tmp_path, monk
     straight = tmp_path / "straight"
     assert _train(runner, cli, *args, "--out", str(straight)).exit_code == 0
 
-    import coreg_edge.training.trainer as trainer
+    import coreg_edge.training.coreg_method as trainer  # the Co-Reg method's epoch calls coreg_epoch
 
     original = trainer.coreg_epoch
     calls = {"n": 0}

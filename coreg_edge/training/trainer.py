@@ -12,6 +12,7 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,18 @@ def train(
     Returns the selection summary (also written to out/selection.json).
     """
     out = Path(out)
+    settings, config, annotation, new_lr = _settings_for_call(out, annotation, resume, options, quiet)
+    run = _prepare(settings, annotation, quiet)
+    start = _start(out, run, settings, config, annotation, new_lr, quiet)
+    _fit(out, run, settings, start, quiet)
+    return _finish(out, run.ctx, run.peers, run.holdout_rows, run.eval_set, run.val_set, settings, quiet)
+
+
+def _settings_for_call(
+    out: Path, annotation: str | Path | None, resume: bool, options: dict[str, Any], quiet: bool
+) -> tuple[TrainSettings, dict[str, Any] | None, str | Path, float | None]:
+    """Resume or new: (settings, the stored config when resuming, the annotation file, a new lr)."""
+    config, new_lr = None, None
     if resume:
         config = rf.read_config(out)
         settings = resume_settings(config["settings"], options)
@@ -213,6 +226,32 @@ def train(
         eval_data=absolute_data(settings.eval_data),
         val_data=absolute_data(settings.val_data),
     )
+    return settings, config, annotation, new_lr
+
+
+@dataclass
+class _Run:
+    """Everything an epoch needs, built once: data, split, networks, views, memories, schedule."""
+
+    ann: Any
+    method: Any
+    source: Any
+    pre: Any
+    net_config: NetworkConfig
+    ctx: Context
+    peers: list[Peer]
+    bank: PrototypeBank | None
+    schedule: Any
+    warmup: int
+    train_rows: torch.Tensor
+    holdout_rows: torch.Tensor
+    eval_set: Any
+    val_set: Any
+    prior: torch.Tensor | None
+
+
+def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _Run:
+    """Data (training set, --eval, --val), the held-out split, networks and the method's state."""
     ann = load_annotation(annotation)
     method = get_method(settings.method)
     if method.needs_labels and not ann.has_labels:
@@ -222,23 +261,11 @@ def train(
     source, _ = reopen(ann.data, settings.data, download=settings.download)
     pre = preprocess_for(source, settings.image_size, settings.channels)
     data = load_training_set(ann, source, pre, settings.seed, quiet, settings.workers)
-    eval_set = (
-        load_eval_set(settings.eval_data, ann.class_names, pre, settings.download, quiet, settings.workers)
-        if settings.eval_data
+    eval_set, val_set = (
+        load_eval_set(spec, ann.class_names, pre, settings.download, quiet, settings.workers, option=option)
+        if spec
         else None
-    )
-    val_set = (
-        load_eval_set(
-            settings.val_data,
-            ann.class_names,
-            pre,
-            settings.download,
-            quiet,
-            settings.workers,
-            option="--val",
-        )
-        if settings.val_data
-        else None
+        for spec, option in ((settings.eval_data, "--eval"), (settings.val_data, "--val"))
     )
 
     n, c = len(data), ann.num_classes
@@ -253,7 +280,6 @@ def train(
     )  # fmt: skip
     cuda = device.type == "cuda"
     channels_last = settings.channels_last == "on" or (settings.channels_last == "auto" and cuda)
-    amp_dtype = _amp_dtype(settings.amp, device)
     flip, strong = _dataset_views(ann.data, settings.strong_augment)
     views = Views(
         ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=flip, strong=strong),
@@ -263,7 +289,7 @@ def train(
         device=device, images=data.images.to(device), candidates=data.candidates.to(device),
         labels=data.labels.to(device), top1=data.top1.to(device), views=views, batch_size=settings.batch_size,
         generator=torch.Generator().manual_seed(settings.seed), rng=np.random.default_rng(settings.seed),
-        amp_dtype=amp_dtype,
+        amp_dtype=_amp_dtype(settings.amp, device),
     )  # fmt: skip
     peers = [
         _build_peer(name, net_config, settings, device, n, c, settings.seed + i, channels_last)
@@ -273,32 +299,6 @@ def train(
         method.initialise(ctx, peer)
     bank = PrototypeBank(c, settings.coreg.proj_dim, device=device) if method.co_training else None
     warmup = settings.resolved_warmup()
-    schedule = settings.coreg.resolve(settings.epochs, warmup)
-
-    start = 0
-    if resume:
-        start, _ = load_checkpoint(out / rf.CHECKPOINT, ctx, peers, bank)
-        _truncate_metrics(out / rf.METRICS, start)
-        # what this resume changed (where the images are now, a lower lr): config.json says it from now on
-        config.update(settings=settings.to_dict(), schedule=schedule.describe(), data=source.describe())
-        if new_lr is not None:
-            config.setdefault("lr_changes", []).append(
-                {"after_divergence": True, "epoch": start, "lr": new_lr}
-            )
-        rf.write_json(out / rf.CONFIG, config)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        rf.write_json(out / rf.CONFIG, {
-            "format_version": rf.RUN_FORMAT_VERSION, "method": settings.method, "network": net_config.to_dict(),
-            "preprocess": pre.to_metadata(), "class_names": ann.class_names,
-            "annotation": str(Path(annotation).resolve()), "annotator": ann.annotator, "data": source.describe(),
-            "eval_data": settings.eval_data, "settings": settings.to_dict(), "schedule": schedule.describe(),
-            "seed": settings.seed, "device": str(device), "coreg_edge_version": __version__,
-        })  # fmt: skip
-        _log(f"training {settings.method} on {n - n_hold} items ({n_hold} held out), {settings.backbone} at "
-             f"{pre.input_size[0]} px, {settings.epochs} epochs (warm-up {warmup}), batch {settings.batch_size}, "
-             f"{device}", quiet)  # fmt: skip
-
     prior = None
     if method.co_training and not settings.coreg.uniform_prior and ann.votes.shape[1]:
         from coreg_edge.algorithm import estimate_prior_from_votes
@@ -306,23 +306,75 @@ def train(
         prior = estimate_prior_from_votes(
             torch.as_tensor(ann.votes, dtype=torch.long), c, settings.coreg.prior_temperature
         ).to(device)
+    return _Run(
+        ann=ann, method=method, source=source, pre=pre, net_config=net_config, ctx=ctx, peers=peers, bank=bank,
+        schedule=settings.coreg.resolve(settings.epochs, warmup), warmup=warmup, train_rows=train_rows,
+        holdout_rows=holdout_rows, eval_set=eval_set, val_set=val_set, prior=prior,
+    )  # fmt: skip
 
+
+def _start(
+    out: Path,
+    run: _Run,
+    settings: TrainSettings,
+    config: dict[str, Any] | None,
+    annotation: str | Path,
+    new_lr: float | None,
+    quiet: bool,
+) -> int:
+    """Restore the checkpoint (resume; config.json then says what this call changed) or write config.json
+    (new). Returns the first epoch to train."""
+    if config is not None:
+        start, _ = load_checkpoint(out / rf.CHECKPOINT, run.ctx, run.peers, run.bank)
+        _truncate_metrics(out / rf.METRICS, start)
+        config.update(
+            settings=settings.to_dict(), schedule=run.schedule.describe(), data=run.source.describe()
+        )
+        if new_lr is not None:
+            config.setdefault("lr_changes", []).append(
+                {"after_divergence": True, "epoch": start, "lr": new_lr}
+            )
+        rf.write_json(out / rf.CONFIG, config)
+        return start
+    out.mkdir(parents=True, exist_ok=True)
+    ann, device = run.ann, run.ctx.device
+    rf.write_json(out / rf.CONFIG, {
+        "format_version": rf.RUN_FORMAT_VERSION, "method": settings.method, "network": run.net_config.to_dict(),
+        "preprocess": run.pre.to_metadata(), "class_names": ann.class_names,
+        "annotation": str(Path(annotation).resolve()), "annotator": ann.annotator, "data": run.source.describe(),
+        "eval_data": settings.eval_data, "settings": settings.to_dict(), "schedule": run.schedule.describe(),
+        "seed": settings.seed, "device": str(device), "coreg_edge_version": __version__,
+    })  # fmt: skip
+    n_train, n_hold = len(run.train_rows), len(run.holdout_rows)
+    _log(f"training {settings.method} on {n_train} items ({n_hold} held out), {settings.backbone} at "
+         f"{run.pre.input_size[0]} px, {settings.epochs} epochs (warm-up {run.warmup}), batch {settings.batch_size}, "
+         f"{device}", quiet)  # fmt: skip
+    return 0
+
+
+def _fit(out: Path, run: _Run, settings: TrainSettings, start: int, quiet: bool) -> None:
+    """The epochs: the method's epoch, evaluation, metrics line, checkpoint; Ctrl-C and divergence leave
+    a resumable folder and one line."""
     epoch = start
     try:
         for epoch in range(start, settings.epochs):
             began = time.perf_counter()
-            for peer in peers:
-                set_lr(peer, schedule.learning_rate(epoch))
-            record: dict[str, Any] = {"epoch": epoch, "lr": schedule.learning_rate(epoch)}
-            inputs = EpochInputs(ctx, peers, settings, schedule, bank, train_rows, epoch, prior)
-            record.update(method.epoch(inputs))
-            record.update(_evaluate(ctx, peers, holdout_rows, eval_set, val_set))
+            for peer in run.peers:
+                set_lr(peer, run.schedule.learning_rate(epoch))
+            record: dict[str, Any] = {"epoch": epoch, "lr": run.schedule.learning_rate(epoch)}
+            inputs = EpochInputs(
+                run.ctx, run.peers, settings, run.schedule, run.bank, run.train_rows, epoch, run.prior
+            )
+            record.update(run.method.epoch(inputs))
+            record.update(_evaluate(run.ctx, run.peers, run.holdout_rows, run.eval_set, run.val_set))
             record["seconds"] = time.perf_counter() - began
-            _check_weights(peers, epoch)  # a finite loss can still leave NaN weights: never checkpoint them
+            _check_weights(
+                run.peers, epoch
+            )  # a finite loss can still leave NaN weights: never checkpoint them
             # Metrics line first: a crash before the checkpoint leaves an extra line that resume truncates.
             with open(out / rf.METRICS, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
-            save_checkpoint(out / rf.CHECKPOINT, epoch + 1, ctx, peers, bank, {})
+            save_checkpoint(out / rf.CHECKPOINT, epoch + 1, run.ctx, run.peers, run.bank, {})
             _log(_epoch_line(record, settings.epochs), quiet)
     except KeyboardInterrupt as exc:
         raise Interrupted(
@@ -331,8 +383,6 @@ def train(
     except Diverged as exc:
         raise _diverged(out, exc, epoch, settings) from exc
     (out / rf.DIVERGED).unlink(missing_ok=True)
-
-    return _finish(out, ctx, peers, holdout_rows, eval_set, val_set, settings, quiet)
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -106,10 +106,13 @@ def train(annotation, out, compile_mode, overrides, resume, as_json, device, see
     if resume:  # only what was given: the stored run's own settings are not "changes"
         given = {pair.partition("=")[0].strip().replace("-", "_") for pair in overrides}
         coreg = {key: value for key, value in coreg.items() if key in given}
-    summary = run_train(
-        annotation, out, resume=resume, quiet=quiet, compile=compile_mode, device=device, seed=seed,
-        coreg=coreg, **options,
-    )  # fmt: skip
+    call = {"compile": compile_mode, "device": device, "seed": seed, "coreg": coreg, **options}
+    if resume:  # only options typed now: a default must not override what the run stored (--amp off ...)
+        ctx = click.get_current_context()
+        typed = {"compile" if name == "compile_mode" else name for name in ctx.params
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}  # fmt: skip
+        call = {key: value for key, value in call.items() if key in typed or key == "coreg"}
+    summary = run_train(annotation, out, resume=resume, quiet=quiet, **call)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

@@ -78,6 +78,10 @@ def register_method(method: Method) -> Method:
     """Add a method (a name not taken yet); it is then a --method choice and trains through the trainer."""
     if method.name in _METHODS:
         raise ValueError(f"method {method.name!r} is registered already")
+    if not method.peers or not set(method.peers) <= {"a", "b"} or len(set(method.peers)) != len(method.peers):
+        raise ValueError(f"method {method.name!r}: peers must be ('a',) or ('a', 'b'), got {method.peers}")
+    if method.co_training and method.peers != ("a", "b"):
+        raise ValueError(f"method {method.name!r}: co_training needs both peers ('a', 'b')")
     _METHODS[method.name] = method
     return method
 

@@ -142,3 +142,16 @@ def test_weights_that_turn_nan_are_never_checkpointed(runner, cli, digits_annota
     assert result.exit_code == 1 and "weights became NaN" in _last_line(result)
     state = torch.load(run / rf.CHECKPOINT, weights_only=True)
     assert state["epoch"] == 1  # the last good epoch, not the poisoned one
+
+
+def test_resume_keeps_what_the_run_stored_unless_typed_again(runner, cli, digits_annotation, tmp_path):
+    """A click default (--amp auto) must not replace a stored --amp off on resume."""
+    run = tmp_path / "run"
+    args = ["train", str(digits_annotation), "--out", str(run), "--method", "proden", "--epochs", "2", *TINY]
+    assert runner.invoke(cli, [*args, "--amp", "off", "--workers", "1"]).exit_code == 0
+    (run / rf.SELECTION).unlink()
+    assert runner.invoke(cli, ["train", "--resume", "--out", str(run), "-q"]).exit_code == 0
+    settings = json.loads((run / rf.CONFIG).read_text())["settings"]
+    assert settings["amp"] == "off" and settings["workers"] == 1
+    assert runner.invoke(cli, ["train", "--resume", "--out", str(run), "--workers", "0", "-q"]).exit_code == 0
+    assert json.loads((run / rf.CONFIG).read_text())["settings"]["workers"] == 0  # typed: taken

@@ -54,3 +54,16 @@ def test_a_new_method_is_one_registration(runner, cli, digits_annotation, tmp_pa
     assert result.exit_code == 0, result.output
     assert seen == [0, 1] and [m["phase"] for m in rf.read_metrics(run)] == ["uniform", "uniform"]
     assert rf.peer_file(run, "a").exists() and not rf.peer_file(run, "b").exists()
+
+
+def test_register_method_refuses_rows_the_trainer_cannot_run():
+    def run(inputs):  # pragma: no cover - never called
+        return {}
+
+    with pytest.raises(ValueError, match="peers must be"):
+        methods.register_method(methods.Method("three", "x", run, peers=("a", "c")))
+    with pytest.raises(ValueError, match="co_training needs both peers"):
+        methods.register_method(methods.Method("solo", "x", run, co_training=True))
+    with pytest.raises(ValueError, match="registered already"):
+        methods.register_method(methods.Method("coreg", "x", run))
+    assert "three" not in methods.method_names() and "solo" not in methods.method_names()

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,10 +15,14 @@ import pytest
 
 from coreg_edge.locks import LockedError, exclusive, lock_path
 
+# Children run outside the checkout: `python -m coreg_edge` from its root would import the source
+# folder (where the exporters are not yet `coreg_edge.exporters`) instead of the installed package.
+OUTSIDE = tempfile.gettempdir()
+
 
 def _dead_pid() -> int:
     done = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, cwd=OUTSIDE
     )
     return int(done.stdout)
 
@@ -36,6 +41,7 @@ def test_a_second_holder_gets_one_line_naming_the_first(tmp_path):
             ],
             capture_output=True,
             text=True,
+            cwd=OUTSIDE,
         )
         assert child.returncode != 0 and "LockedError" in child.stderr
         assert f"pid {os.getpid()}" in child.stderr and "in use by" in child.stderr
@@ -63,7 +69,7 @@ def test_a_killed_owner_leaves_no_lock(tmp_path):
         "import os, sys\nfrom coreg_edge.locks import exclusive\n"
         f"with exclusive({str(target)!r}):\n    print('held', flush=True)\n    os.kill(os.getpid(), 9)\n"
     )
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=OUTSIDE)
     assert child.returncode == -9 and "held" in child.stdout
     assert lock_path(target).exists()  # the file is left behind ...
     with exclusive(target):  # ... but it is no lock
@@ -87,17 +93,18 @@ def test_two_trainings_into_one_folder_exactly_one_proceeds(tmp_path):
         [*cli, "annotate", "digits", "--annotator", "synthetic", "--out", str(ann), "--quiet"],
         check=True,
         env=env,
+        cwd=OUTSIDE,
     )
     out = tmp_path / "run"
     args = ["train", str(ann), "--out", str(out), "--method", "proden", "--backbone", "test_resnet"]
     args += ["--image-size", "8", "--epochs", "12", "--quiet"]  # long enough to be caught holding the lock
-    first = subprocess.Popen([*cli, *args], stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen([*cli, *args], stderr=subprocess.PIPE, text=True, env=env, cwd=OUTSIDE)
     deadline = time.time() + 120
     while time.time() < deadline and first.poll() is None:  # until the first holds the folder
         if lock_path(out).exists() and f'"pid": {first.pid}' in lock_path(out).read_text():
             break
         time.sleep(0.05)
-    second = subprocess.run([*cli, *args], capture_output=True, text=True, env=env, timeout=300)
+    second = subprocess.run([*cli, *args], capture_output=True, text=True, env=env, timeout=300, cwd=OUTSIDE)
     assert first.wait(timeout=600) == 0, first.stderr.read()
     assert second.returncode == 1
     lines = [line for line in second.stderr.strip().splitlines() if line]

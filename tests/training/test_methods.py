@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 from torch.nn import functional as F
 
@@ -9,6 +11,9 @@ from coreg_edge.errors import UserError
 from coreg_edge.training import methods
 from coreg_edge.training import run_folder as rf
 
+# A child runs outside the checkout: from its root, Python would import the source folder (where the
+# exporters are not yet `coreg_edge.exporters`) instead of the installed package.
+OUTSIDE = tempfile.gettempdir()
 TINY = ["--backbone", "test_resnet", "--image-size", "8", "--batch-size", "64", "--epochs", "2", "-q"]
 
 
@@ -21,7 +26,9 @@ def test_the_builtin_rows():
     import sys
 
     code = "import sys\nfrom coreg_edge.training.methods import method_names\nmethod_names()\nprint('torch' in sys.modules)"
-    listing = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    listing = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=OUTSIDE
+    )
     assert listing.stdout.strip() == "False"  # the CLI's --method choices import no torch
     assert all(methods.get_method(name).peers == ("a",) for name in methods.method_names()[1:])
     with pytest.raises(UserError, match="--method must be one of coreg, proden, cc, ce-top1, supervised"):

@@ -302,6 +302,18 @@ _UNSET = _Unset()
 # Overrides
 
 
+def parse_setting(section: str, text: str) -> tuple[str, Any]:
+    """One `--set KEY=VALUE` for a section's keys, typed and checked as a recipe value is (the one --set
+    parser: `train --set lr=0.02` is `run --set train.coreg.lr=0.02`). Returns (key, value); an unset
+    value ("none") comes back as None."""
+    dotted, raw = parse_override(text)
+    keys = schema()[section]
+    if dotted not in keys:
+        raise RecipeError(f"--set {text}: unknown setting (known: {', '.join(sorted(keys))})")
+    value = _parse_text(raw, keys[dotted], f"--set {dotted}")
+    return dotted, None if value is _UNSET else value
+
+
 def parse_override(text: str) -> tuple[str, str]:
     """'train.coreg.lr=0.05' -> ('train.coreg.lr', '0.05'); the key is checked when applied."""
     key, sep, value = text.partition("=")

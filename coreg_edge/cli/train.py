@@ -149,35 +149,13 @@ def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict:
-    """KEY=VALUE strings -> typed CoRegConfig fields (the dataclass validates names and ranges)."""
+    """KEY=VALUE strings -> the full CoRegConfig as a dict, each value typed by the recipe's parser (one
+    --set parser for train and run); the dataclass validates ranges."""
     from coreg_edge.algorithm import CoRegConfig
     from coreg_edge.errors import UserError
+    from coreg_edge.recipe import parse_setting
 
-    fields = CoRegConfig.__dataclass_fields__
-    values: dict = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise UserError(f"--set {pair}: expected KEY=VALUE, e.g. lr=0.02")
-        if key not in fields:
-            raise UserError(f"--set {pair}: unknown setting (known: {', '.join(sorted(fields))})")
-        default = getattr(CoRegConfig(), key)
-        try:
-            if raw.lower() in ("none", "null"):
-                values[key] = None
-            elif isinstance(default, str):
-                values[key] = raw
-            elif isinstance(default, bool):
-                if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                    raise ValueError(raw)
-                values[key] = raw.lower() in ("1", "true", "yes", "on")
-            elif isinstance(default, int) or key in ("loss_start", "ramp_epochs", "lr_horizon"):
-                values[key] = int(raw)
-            else:
-                values[key] = float(raw)
-        except ValueError as exc:
-            raise UserError(f"--set {pair}: {raw!r} is not a valid value for {key}") from exc
+    values = dict(parse_setting("train.coreg", pair) for pair in pairs)
     try:
         return CoRegConfig(**values).to_dict()
     except ValueError as exc:

@@ -111,3 +111,19 @@ def test_recipes_set_the_int8_target_and_recovery():
     assert (export["target"], export["recover"], export["reduce_range"]) == ("arm64", False, True)
     with pytest.raises(RecipeError, match="export.target"):
         load_recipe("digits", ["export.target=x86-sse"])
+
+
+def test_train_set_and_run_set_are_one_parser():
+    from coreg_edge.cli.train import parse_overrides
+    from coreg_edge.recipe import parse_setting
+
+    assert parse_setting("train.coreg", "queue-size=256") == ("queue_size", 256)
+    assert parse_setting("train.coreg", "lr_horizon=none") == ("lr_horizon", None)
+    recipe = load_recipe("digits", ["train.coreg.queue_size=256", "train.coreg.lr=0.02"])
+    typed = parse_overrides(("queue_size=256", "lr=0.02"))
+    section = recipe.section("train.coreg")
+    assert (typed["queue_size"], typed["lr"]) == (section["queue_size"], section["lr"]) == (256, 0.02)
+    assert type(typed["queue_size"]) is type(section["queue_size"]) is int
+    for text in ("queue_size=many", "nope=1"):
+        with pytest.raises(RecipeError):
+            parse_setting("train.coreg", text)

@@ -128,7 +128,7 @@ def test_train_bad_input(runner, cli, digits_annotation, class_folder, tmp_path)
         ([str(digits_annotation), "--out", str(run), "--set", "lr"], "expected KEY=VALUE"),
         (
             [str(digits_annotation), "--out", str(run), "--set", "mixup_bn_frozen=maybe"],
-            "'maybe' is not a valid",
+            "'maybe' is not true or false",
         ),
         ([str(digits_annotation), "--out", str(run), "--val", str(class_folder)], "--val "),
         ([str(digits_annotation), "--out", str(run), "--eval", str(class_folder)], "its 3 classes"),

@@ -45,6 +45,18 @@ else:  # pragma: no cover - Python 3.10
     except ModuleNotFoundError:  # pragma: no cover
         tomllib = None  # type: ignore[assignment]
 
+from coreg_edge.choices import (
+    ACTIVATION_TYPES,
+    ANNOTATORS,
+    CALIBRATION_METHODS,
+    CANDIDATE_MODES,
+    DEVICES,
+    EXPORT_PEERS,
+    ON_OFF,
+    STRONG_AUGMENT,
+    WARMUP_VIEWS,
+    WEIGHT_TYPES,
+)
 from coreg_edge.errors import UserError
 from coreg_edge.exporters.targets import TARGET_NAMES
 from coreg_edge.utils import one_line
@@ -81,9 +93,6 @@ class Key:
         }[self.type]
 
 
-ON_OFF = ("auto", "on", "off")
-DEVICES = ("auto", "cpu", "cuda")
-
 # Keys TrainSettings has but a recipe sets elsewhere (one place per fact): hint where they go.
 TRAIN_ELSEWHERE = {
     "seed": "the top-level seed",
@@ -115,10 +124,10 @@ STATIC_SECTIONS: dict[str, dict[str, Key]] = {
         "wording": Key("str"),
     },
     "annotate": {
-        "annotator": Key("str", ("clip", "synthetic")),
+        "annotator": Key("str", ANNOTATORS),
         "clip_model": Key("str"),
         "pretrained": Key("str"),
-        "mode": Key("str", ("union-top1", "topk", "ratio")),
+        "mode": Key("str", CANDIDATE_MODES),
         "k": Key("int"),
         "ratio": Key("float"),
         "templates": Key("templates"),
@@ -134,13 +143,13 @@ STATIC_SECTIONS: dict[str, dict[str, Key]] = {
         "recover": Key("bool"),
         "emulate": Key("bool"),
         "reduce_range": Key("bool"),
-        "peer": Key("str", ("selected", "a", "b", "ensemble")),
+        "peer": Key("str", EXPORT_PEERS),
         "opset": Key("int"),
         "calibration_images": Key("int"),
-        "activation_type": Key("str", ("uint8", "int8")),
-        "weight_type": Key("str", ("int8", "uint8")),
+        "activation_type": Key("str", ACTIVATION_TYPES),
+        "weight_type": Key("str", WEIGHT_TYPES),
         "per_channel": Key("bool"),
-        "calibration_method": Key("str", ("minmax", "entropy", "percentile")),
+        "calibration_method": Key("str", CALIBRATION_METHODS),
         "parity_images": Key("int"),
         "batch_size": Key("int"),
         "dynamo": Key("bool"),
@@ -193,11 +202,12 @@ def schema() -> dict[str, dict[str, Key]]:
                 "compile": ON_OFF,
                 "amp": ON_OFF,
                 "channels_last": ON_OFF,
+                "strong_augment": STRONG_AUGMENT,
                 "channels": (1, 3),
             },
             skip=TRAIN_ELSEWHERE,
         )
-        coreg = _dataclass_keys(CoRegConfig, {"warmup_view": ("weak", "strong")})
+        coreg = _dataclass_keys(CoRegConfig, {"warmup_view": WARMUP_VIEWS})
         _SCHEMA = {
             "": TOP_KEYS,
             **{k: v for k, v in STATIC_SECTIONS.items() if k in ("data", "classes", "annotate")},

@@ -18,12 +18,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from coreg_edge.choices import EXPORT_PEERS
 from coreg_edge.errors import UserError
 from coreg_edge.exporters.errors import ExportError
 from coreg_edge.training import run_folder
 from coreg_edge.utils import one_line
 
-PEER_CHOICES = ("selected", "a", "b", "ensemble")
+PEER_CHOICES = EXPORT_PEERS
 DEFAULT_OPSET = 17  # onnxruntime >= 1.14 runs it; per-channel QDQ needs >= 13
 DYNAMO_MIN_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "images", "logits"

@@ -13,13 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from coreg_edge.choices import ACTIVATION_TYPES, CALIBRATION_METHODS, WEIGHT_TYPES
 from coreg_edge.errors import UserError
 from coreg_edge.exporters.errors import ExportError
 from coreg_edge.utils import one_line
-
-ACTIVATION_TYPES = ("uint8", "int8")
-WEIGHT_TYPES = ("int8", "uint8")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
 @dataclass(frozen=True)

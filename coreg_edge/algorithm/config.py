@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from coreg_edge.choices import WARMUP_VIEWS
+
 from .schedule import CoRegSchedule
 
 
@@ -97,7 +99,7 @@ class CoRegConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
-        if self.warmup_view not in ("weak", "strong"):
+        if self.warmup_view not in WARMUP_VIEWS:
             raise ValueError(f"warmup_view must be weak or strong, got {self.warmup_view!r}")
         for name in ("proto_momentum", "key_momentum", "momentum"):
             value = getattr(self, name)

@@ -14,13 +14,12 @@ from coreg_edge.annotate.modes import MODES, candidate_sets
 from coreg_edge.annotate.synthetic import synthetic_candidates
 from coreg_edge.annotate.templates import load_templates
 from coreg_edge.annotation_file import Annotation
+from coreg_edge.choices import ANNOTATORS
 from coreg_edge.data import ImageSource, open_source
 from coreg_edge.errors import UserError
 from coreg_edge.locks import locks_output
 from coreg_edge.runtime.image import ImageDecodeError, pixel_limit
 from coreg_edge.utils import progress, resolve_device
-
-ANNOTATORS = ("clip", "synthetic")
 
 
 class _Skips:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-MODES = ("union-top1", "topk", "ratio")
+from coreg_edge.choices import CANDIDATE_MODES
+
+MODES = CANDIDATE_MODES
 
 
 def union_top1(votes: np.ndarray, num_classes: int) -> np.ndarray:

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from coreg_edge.choices import ANNOTATORS, CANDIDATE_MODES
 from coreg_edge.cli.common import common_options, echo, handle_errors
 
 
@@ -27,13 +28,13 @@ Examples:
     help="Class names: a,b,c or a text file (one per line). Default: sub-folders / built-in names.",
 )
 @click.option("--wording", help='How a class name reads in prompts, e.g. "number {}" (default: per dataset).')
-@click.option("--annotator", type=click.Choice(["clip", "synthetic"]), default="clip", show_default=True)
+@click.option("--annotator", type=click.Choice(ANNOTATORS), default="clip", show_default=True)
 @click.option(
     "--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name or model-config JSON."
 )
 @click.option("--pretrained", default="laion2b_s34b_b79k", show_default=True,
               help="open_clip weight tag (e.g. openai) or a local checkpoint file.")  # fmt: skip
-@click.option("--mode", type=click.Choice(["union-top1", "topk", "ratio"]), default="union-top1", show_default=True,
+@click.option("--mode", type=click.Choice(CANDIDATE_MODES), default="union-top1", show_default=True,
               help="How template votes become a candidate set.")  # fmt: skip
 @click.option(
     "--k", type=int, default=5, show_default=True, help="topk/ratio: how many top classes to consider."

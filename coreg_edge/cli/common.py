@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from coreg_edge.choices import DEVICES
 from coreg_edge.errors import UserError
 
 # What the `train` extra brings; the device install (numpy, onnxruntime, pillow, click) lacks these.
@@ -35,7 +36,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
     func = click.option(
         "--device",
-        type=click.Choice(["auto", "cpu", "cuda"]),
+        type=click.Choice(DEVICES),
         default="auto",
         show_default=True,
         help="Where to compute; auto = cuda when available.",

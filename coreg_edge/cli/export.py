@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from coreg_edge.choices import ACTIVATION_TYPES, CALIBRATION_METHODS, EXPORT_PEERS, WEIGHT_TYPES
 from coreg_edge.cli.common import common_options, handle_errors
 from coreg_edge.exporters.targets import TARGET_NAMES, table
 
@@ -42,7 +43,7 @@ U8U8, percentile calibration, the most sensitive nodes kept in float); parity.js
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (static QDQ quantization).")
 @click.option(
     "--peer",
-    type=click.Choice(["selected", "a", "b", "ensemble"]),
+    type=click.Choice(EXPORT_PEERS),
     default=None,
     help="Which network: the run's selected peer [default], a, b, or ensemble (mean of both peers' logits). "
     "With --check-only: the peer model.onnx's metadata names.",
@@ -79,12 +80,12 @@ U8U8, percentile calibration, the most sensitive nodes kept in float); parity.js
     "(x86-avx2 on any x86-64: qemu-user-static).",
 )
 @click.option(
-    "--activation-type", type=click.Choice(["uint8", "int8"]), default=None,
+    "--activation-type", type=click.Choice(ACTIVATION_TYPES), default=None,
     help="Override the target's activation type.",
 )  # fmt: skip
 @click.option(
     "--weight-type",
-    type=click.Choice(["int8", "uint8"]),
+    type=click.Choice(WEIGHT_TYPES),
     default=None,
     help="Override the target's weight type.",
 )
@@ -96,7 +97,7 @@ U8U8, percentile calibration, the most sensitive nodes kept in float); parity.js
 @click.option("--reduce-range/--no-reduce-range", default=None, help="Override the target's 7-bit weights.")
 @click.option(
     "--calibration-method",
-    type=click.Choice(["minmax", "entropy", "percentile"]),
+    type=click.Choice(CALIBRATION_METHODS),
     default=None,
     help="Override the target's calibration (how activation ranges are chosen).",
 )

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from coreg_edge.choices import ON_OFF, STRONG_AUGMENT
 from coreg_edge.cli.common import common_options, echo, handle_errors
 from coreg_edge.training.methods import method_names
 
@@ -61,7 +62,7 @@ Examples:
 )
 @click.option(
     "--strong-augment",
-    type=click.Choice(["auto", "randaugment", "cutout", "weak"]),
+    type=click.Choice(STRONG_AUGMENT),
     default="auto",
     show_default=True,
     help="Strong view: auto = the dataset's rule (RandAugment + Cutout; Cutout only for Fashion-MNIST); "
@@ -80,11 +81,11 @@ Examples:
 )
 @click.option("--data", help="Where the annotated images are now, if they moved since annotation.")
 @click.option("--download", is_flag=True, help="Download built-in --eval/--val datasets if needed.")
-@click.option("--compile", "compile_mode", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+@click.option("--compile", "compile_mode", type=click.Choice(ON_OFF), default="auto", show_default=True,
               help="torch.compile (auto = on for CUDA; probed, eager fallback).")  # fmt: skip
-@click.option("--amp", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+@click.option("--amp", type=click.Choice(ON_OFF), default="auto", show_default=True,
               help="bf16 autocast (auto = on for CUDA with native bf16; otherwise fp32).")  # fmt: skip
-@click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--channels-last", type=click.Choice(ON_OFF), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Threads decoding images into the in-memory cache (large folders).")  # fmt: skip
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

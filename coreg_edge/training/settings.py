@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from coreg_edge.algorithm import CoRegConfig
+from coreg_edge.choices import ON_OFF, STRONG_AUGMENT
 from coreg_edge.errors import UserError
 from coreg_edge.training.methods import get_method, method_names
 
@@ -60,9 +61,8 @@ class TrainSettings:
             raise UserError(f"--workers must be >= 0 (got {self.workers})")
         if not 0.0 <= self.holdout < 0.5:
             raise UserError(f"--holdout must be within [0, 0.5) (got {self.holdout})")
-        for name, allowed in (("compile", ("auto", "on", "off")), ("amp", ("auto", "on", "off")),
-                              ("channels_last", ("auto", "on", "off")),
-                              ("strong_augment", ("auto", "randaugment", "cutout", "weak"))):  # fmt: skip
+        for name, allowed in (("compile", ON_OFF), ("amp", ON_OFF), ("channels_last", ON_OFF),
+                              ("strong_augment", STRONG_AUGMENT)):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}")
 

@@ -1,0 +1,15 @@
+"""The allowed values of every choice option, written once: the CLI's click.Choice, the recipe schema and
+the library's own checks all read them from here (torch-free, so the CLI can import it)."""
+
+from __future__ import annotations
+
+DEVICES = ("auto", "cpu", "cuda")
+ON_OFF = ("auto", "on", "off")  # --compile, --amp, --channels-last
+STRONG_AUGMENT = ("auto", "randaugment", "cutout", "weak")
+WARMUP_VIEWS = ("weak", "strong")
+ANNOTATORS = ("clip", "synthetic")
+CANDIDATE_MODES = ("union-top1", "topk", "ratio")
+EXPORT_PEERS = ("selected", "a", "b", "ensemble")
+ACTIVATION_TYPES = ("uint8", "int8")
+WEIGHT_TYPES = ("int8", "uint8")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
+from coreg_edge.utils import read_json_object
 
 try:
     import fcntl
@@ -52,6 +53,10 @@ def lock_path(target: str | os.PathLike[str]) -> Path:
     return target.parent / f".{target.name or 'root'}.lock"
 
 
+def _not_writable(target: str | os.PathLike[str], exc: OSError) -> UserError:
+    return UserError(f"{target}: not writable ({exc.strerror or exc})")
+
+
 def check_writable(target: str | os.PathLike[str]) -> None:
     """Fail now, naming the user's path, when `target` (an existing folder, or a file to be) cannot be
     written: a real temporary file is created and removed."""
@@ -60,7 +65,7 @@ def check_writable(target: str | os.PathLike[str]) -> None:
     try:
         handle, probe = tempfile.mkstemp(prefix=".coreg-edge-write-test-", dir=folder)
     except OSError as exc:
-        raise UserError(f"{target}: not writable ({exc.strerror or exc})") from None
+        raise _not_writable(target, exc) from None
     os.close(handle)
     os.unlink(probe)
 
@@ -76,14 +81,6 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def _describe(record: dict[str, Any]) -> str:
@@ -104,10 +101,6 @@ def _record() -> dict[str, Any]:
     }
 
 
-def _not_writable(target: str | os.PathLike[str], exc: OSError) -> UserError:
-    return UserError(f"{target}: not writable ({exc.strerror or exc})")
-
-
 def _acquire_flock(path: Path, target: Any, what: str) -> int:
     """An open descriptor holding the kernel lock on `path` (the file on disk is the one locked)."""
     while True:
@@ -118,7 +111,7 @@ def _acquire_flock(path: Path, target: Any, what: str) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_record(path)
+            holder = read_json_object(path)
             os.close(fd)
             raise LockedError(
                 f"{target}: this {what} is in use by {_describe(holder)}; wait for it to finish or stop it"
@@ -137,7 +130,7 @@ def _acquire_exclusive_file(path: Path, target: Any, what: str) -> int:  # pragm
         try:
             return os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         except FileExistsError:
-            holder = _read_record(path)
+            holder = read_json_object(path)
             if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
                 if not process_alive(holder["pid"]):
                     with contextlib.suppress(FileNotFoundError):

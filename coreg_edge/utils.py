@@ -98,6 +98,18 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
         tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON file's object, or {} when it is missing, unreadable or not an object (an earlier report, a
+    lock's owner record: worth reading, never worth failing over)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as the first line of its text (its type's name when it has none), for one-line errors."""
     text = str(exc).strip()

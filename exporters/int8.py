@@ -9,6 +9,7 @@ attempts   the target's settings, then (unless --no-recover) the recovery ladder
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import numpy as np
 
 from coreg_edge.exporters.emulation import EmulationError, Emulator, find_emulator, run_emulated
 from coreg_edge.exporters.errors import ExportError
-from coreg_edge.exporters.parity import Thresholds, cosine, int8_checks
+from coreg_edge.exporters.parity import Thresholds, cosine, failed_check, int8_checks
 from coreg_edge.exporters.quantize import QuantSettings, quantize
 from coreg_edge.exporters.targets import Int8Target, recovery_ladder
 from coreg_edge.runtime.cpu import X86_AVX2, X86_VNNI, cpu_flags, cpu_name, kernel_family
@@ -141,14 +142,6 @@ def summary_line(int8: dict[str, Any]) -> str:
     return f"{text}; {int8.get('note')}"
 
 
-def _first_failure(checks: dict[str, dict[str, Any]]) -> str | None:
-    for name, result in checks.items():
-        if not result["ok"]:
-            value = "n/a" if result["value"] is None else f"{result['value']:.6g}"
-            return f"{name} = {value} (needs {result['op']} {result['threshold']:g})"
-    return None
-
-
 def quantize_for_target(
     pre_processed: Path,
     folder: Path,
@@ -204,7 +197,7 @@ def quantize_for_target(
             candidate.unlink(missing_ok=True)
             continue
         attempt["checks"] = int8_checks(reference, logits, labels, limits)
-        attempt["reason"] = _first_failure(attempt["checks"])
+        attempt["reason"] = failed_check(attempt["checks"])
         attempt["ok"] = attempt["reason"] is None
         if step.nodes_to_exclude:
             attempt["excluded"] = [row for row in ranked if row["node"] in step.nodes_to_exclude]
@@ -239,13 +232,10 @@ def _rank(pre_processed: Path, int8_file: Path, route: Route, inputs: np.ndarray
     """Per-node error of `int8_file`, measured through the route's kernels (JSON-safe numbers)."""
     from coreg_edge.exporters.sensitivity import rank_nodes
 
-    def runner(path: Path, arrays: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
-        return route_outputs(route, path, arrays, outputs)
-
     def safe(value: float) -> float | None:
         return round(value, 3) if np.isfinite(value) else None
 
     return [
         {**row, **{key: safe(row[key]) for key in ("sqnr_in", "sqnr_out", "loss_db")}}
-        for row in rank_nodes(pre_processed, int8_file, inputs, runner)
+        for row in rank_nodes(pre_processed, int8_file, inputs, functools.partial(route_outputs, route))
     ]

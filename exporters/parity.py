@@ -195,12 +195,18 @@ def first_failure(report: Mapping[str, Any]) -> str | None:
     for note in report.get("problems", []):
         return note
     for name, checks in report.get("checks", {}).items():
-        for check, result in checks.items():
-            if not result["ok"]:
-                value = "n/a" if result["value"] is None else f"{result['value']:.6g}"
-                return (
-                    f"parity failed: {name} {check} = {value} (needs {result['op']} {result['threshold']:g})"
-                )
+        failed = failed_check(checks)
+        if failed is not None:
+            return f"parity failed: {name} {failed}"
+    return None
+
+
+def failed_check(checks: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The first failed check of one file as "check = value (needs op threshold)"; None when all passed."""
+    for check, result in checks.items():
+        if not result["ok"]:
+            value = "n/a" if result["value"] is None else f"{result['value']:.6g}"
+            return f"{check} = {value} (needs {result['op']} {result['threshold']:g})"
     return None
 
 

@@ -8,7 +8,6 @@ check_export: parity again on the files already in DIR (`--check-only`).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.runtime.metadata import ModelError, make_metadata
 from coreg_edge.runtime.session import load_model
 from coreg_edge.training.run_folder import preprocess_config, read_config
-from coreg_edge.utils import write_json
+from coreg_edge.utils import read_json_object, write_json
 
 KINDS = {FP32_NAME: "fp32", INT8_NAME: "int8"}
 
@@ -315,14 +314,6 @@ def _failure_line(report: dict[str, Any], passed: list[str]) -> str:
     return f"{reason} ({'; '.join(notes)})" if notes else reason
 
 
-def _previous_report(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 @locks_output("out", "export folder")
 def check_export(
     run: str | os.PathLike[str],
@@ -354,7 +345,7 @@ def check_export(
         meta = {}
     resolved = resolve_peer(run, peer or meta.get("peer") or "selected")
     module = load_peer_module(run, resolved)
-    previous = _previous_report(out / PARITY_NAME)
+    previous = read_json_object(out / PARITY_NAME)
     plan = plan_images(
         config, run, parity_images=parity_images, seed=seed, calibrate=False, data=data, eval_data=eval_data
     )

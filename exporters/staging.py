@@ -7,7 +7,7 @@ parity.json is written last and describes every model under a final name: `files
 whether this export wrote it, `kept` that an earlier export's file was left in place. A complete export
 (every file passed) leaves DIR holding exactly its own files: a model it was not asked for (fp32 only after
 an int8 export) is removed with its `.rejected` copy. A staging folder
-left behind by a killed export (`.export-*`, its owner's pid gone) is removed by the next export.
+left behind by a killed export (`.export-*`) is removed by the next export, which holds the folder's lock.
 """
 
 from __future__ import annotations
@@ -20,41 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
-from coreg_edge.locks import process_alive
-from coreg_edge.utils import write_json
+from coreg_edge.utils import read_json_object, write_json
 
 FP32_NAME, INT8_NAME, PARITY_NAME = "model.onnx", "model.int8.onnx", "parity.json"
 MODEL_NAMES = (FP32_NAME, INT8_NAME)
 REJECTED_SUFFIX = ".rejected"
 STAGING_PREFIX = ".export-"
-OWNER_FILE = "owner.pid"
 
 
 def remove_abandoned(out: Path) -> list[Path]:
-    """Remove staging folders whose export is gone (killed with -9, power lost); returns what went."""
-    removed = []
-    for folder in out.glob(f"{STAGING_PREFIX}*"):
-        if not folder.is_dir():
-            continue
-        try:
-            pid = int((folder / OWNER_FILE).read_text().strip())
-        except (OSError, ValueError):
-            pid = None
-        if pid is not None and pid != os.getpid() and process_alive(pid):
-            continue
+    """Remove staging folders an earlier export left behind (killed with -9, power lost). The caller holds
+    the export folder's lock (export_run), so no other export can be using one; returns what went."""
+    removed = [folder for folder in out.glob(f"{STAGING_PREFIX}*") if folder.is_dir()]
+    for folder in removed:
         shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
     return removed
-
-
-def _read_report(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _earlier_checks(earlier: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -79,7 +59,6 @@ class Staging:
             self.folder = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out))
         except PermissionError:
             raise UserError(f"--out {self.out}: not writable") from None
-        (self.folder / OWNER_FILE).write_text(f"{os.getpid()}\n")
 
     def path(self, name: str) -> Path:
         return self.folder / name
@@ -89,7 +68,7 @@ class Staging:
         under NAME stays), then write parity.json with each file's status. Returns the report written."""
         passed, failed = list(passed), list(failed)
         files = dict(report.get("files") or {})
-        earlier = _read_report(self.out / PARITY_NAME)
+        earlier = read_json_object(self.out / PARITY_NAME)
         for name in passed:
             os.replace(self.path(name), self.out / name)
             (self.out / f"{name}{REJECTED_SUFFIX}").unlink(missing_ok=True)

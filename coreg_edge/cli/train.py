@@ -104,20 +104,30 @@ def train(annotation, out, compile_mode, overrides, resume, as_json, device, see
     if resume:
         _refuse_changes_on_resume(click.get_current_context(), out)
     coreg = parse_overrides(overrides)
-    if resume:  # only what was given: the stored run's own settings are not "changes"
-        given = {pair.partition("=")[0].strip().replace("-", "_") for pair in overrides}
-        coreg = {key: value for key, value in coreg.items() if key in given}
-    call = {"compile": compile_mode, "device": device, "seed": seed, "coreg": coreg, **options}
-    if resume:  # only options typed now: a default must not override what the run stored (--amp off ...)
-        ctx = click.get_current_context()
-        typed = {"compile" if name == "compile_mode" else name for name in ctx.params
-                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}  # fmt: skip
-        call = {key: value for key, value in call.items() if key in typed or key == "coreg"}
+    call = {"compile_mode": compile_mode, "device": device, "seed": seed, "coreg": coreg, **options}
+    if resume:  # only what was typed now: a default must not override what the run stored (--amp off ...)
+        from coreg_edge.recipe import parse_override
+
+        given = {parse_override(pair)[0] for pair in overrides}
+        call["coreg"] = {key: value for key, value in coreg.items() if key in given}
+        typed = _typed(click.get_current_context()) | {"coreg"}
+        call = {key: value for key, value in call.items() if key in typed}
+    if "compile_mode" in call:
+        call["compile"] = call.pop("compile_mode")
     summary = run_train(annotation, out, resume=resume, quiet=quiet, **call)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         echo(f"run folder: {out} (selected peer {summary['selected']})", quiet)
+
+
+def _typed(ctx: click.Context) -> set[str]:
+    """The parameters given on this command line (not click's defaults)."""
+    return {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    }
 
 
 def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
@@ -130,11 +140,11 @@ def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
     run_folder.read_config(out)  # first: is there a run to resume at all?
 
     allowed = RESUME_OVERRIDES | {"resume", "out", "quiet", "as_json", "compile_mode"}
+    typed = _typed(ctx)
     given = [
         param.opts[0] if isinstance(param, click.Option) else param.name.upper()
         for param in ctx.command.params
-        if param.name not in allowed
-        and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
+        if param.name not in allowed and param.name in typed
     ]
     if (
         "--set" in given and run_folder.diverged(out) is not None

@@ -9,6 +9,11 @@ from coreg_edge.training import run_folder as rf
 TINY = ["--backbone", "test_resnet", "--image-size", "8", "--batch-size", "64", "-q"]
 
 
+def _proden(annotation, run, epochs: int) -> list[str]:
+    """`coreg-edge train` arguments for a short PRODEN run into `run`."""
+    return ["train", str(annotation), "--out", str(run), "--method", "proden", "--epochs", str(epochs), *TINY]
+
+
 def _last_line(result) -> str:
     return result.stderr.strip().splitlines()[-1]
 
@@ -44,7 +49,7 @@ def test_no_saved_epoch_then_the_same_command_starts_over(
     runner, cli, digits_annotation, tmp_path, monkeypatch
 ):
     run = tmp_path / "run"
-    args = ["train", str(digits_annotation), "--out", str(run), "--method", "proden", "--epochs", "2", *TINY]
+    args = _proden(digits_annotation, run, 2)
     _diverge_at(monkeypatch, 0)
     result = runner.invoke(cli, args)
     assert result.exit_code == 1 and "no epoch was saved" in _last_line(result)
@@ -62,7 +67,7 @@ def test_a_diverged_run_resumes_with_a_lower_learning_rate(
     runner, cli, digits_annotation, tmp_path, monkeypatch
 ):
     run = tmp_path / "run"
-    args = ["train", str(digits_annotation), "--out", str(run), "--method", "proden", "--epochs", "3", *TINY]
+    args = _proden(digits_annotation, run, 3)
     _diverge_at(monkeypatch, 1)
     result = runner.invoke(cli, args)
     line = _last_line(result)
@@ -86,7 +91,7 @@ def test_resume_still_refuses_a_new_learning_rate_without_a_divergence(
     runner, cli, digits_annotation, tmp_path
 ):
     run = tmp_path / "run"
-    args = ["train", str(digits_annotation), "--out", str(run), "--method", "proden", "--epochs", "1", *TINY]
+    args = _proden(digits_annotation, run, 1)
     assert runner.invoke(cli, args).exit_code == 0
     resumed = runner.invoke(cli, ["train", "--resume", "--out", str(run), "--set", "lr=0.001", "-q"])
     assert resumed.exit_code == 1 and "drop --set" in _last_line(resumed)
@@ -97,17 +102,7 @@ def test_a_folder_that_is_not_ours_is_never_cleaned(runner, cli, digits_annotati
     folder = tmp_path / "bert"
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "bert"}')
-    args = [
-        "train",
-        str(digits_annotation),
-        "--out",
-        str(folder),
-        "--method",
-        "proden",
-        "--epochs",
-        "1",
-        *TINY,
-    ]
+    args = _proden(digits_annotation, folder, 1)
     result = runner.invoke(cli, args)
     assert result.exit_code == 1 and (folder / "config.json").read_text() == '{"model_type": "bert"}'
     (folder / "model.safetensors").write_bytes(b"weights")
@@ -137,7 +132,7 @@ def test_weights_that_turn_nan_are_never_checkpointed(runner, cli, digits_annota
 
     monkeypatch.setattr(trainer, "baseline_epoch", poison)
     run = tmp_path / "run"
-    args = ["train", str(digits_annotation), "--out", str(run), "--method", "proden", "--epochs", "3", *TINY]
+    args = _proden(digits_annotation, run, 3)
     result = runner.invoke(cli, args)
     assert result.exit_code == 1 and "weights became NaN" in _last_line(result)
     state = torch.load(run / rf.CHECKPOINT, weights_only=True)
@@ -147,7 +142,7 @@ def test_weights_that_turn_nan_are_never_checkpointed(runner, cli, digits_annota
 def test_resume_keeps_what_the_run_stored_unless_typed_again(runner, cli, digits_annotation, tmp_path):
     """A click default (--amp auto) must not replace a stored --amp off on resume."""
     run = tmp_path / "run"
-    args = ["train", str(digits_annotation), "--out", str(run), "--method", "proden", "--epochs", "2", *TINY]
+    args = _proden(digits_annotation, run, 2)
     assert runner.invoke(cli, [*args, "--amp", "off", "--workers", "1"]).exit_code == 0
     (run / rf.SELECTION).unlink()
     assert runner.invoke(cli, ["train", "--resume", "--out", str(run), "-q"]).exit_code == 0

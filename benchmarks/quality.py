@@ -1,175 +1,176 @@
-"""Quality vs baselines on digits with synthetic candidate sets: same backbone, views, epochs and batch.
+"""Quality vs baselines on digits: every method on the same annotation file, backbone and budget, over seeds,
+with the train command's own defaults and with the demo recipe's settings.
 
-    python benchmarks/quality.py [--seeds 0,1,2] [--settings 0.3:0.2,0.1:0.1] [--methods coreg,proden,...]
-                                 [--backbone test_resnet] [--image-size 8] [--epochs 40] [--warmup 15]
-                                 [--batch-size 32] [--lr 0.05] [--strong-augment weak]
+    python benchmarks/quality.py [--seeds 0,1,2] [--annotations uniform:0.3:0.2,simulated:easy,simulated:hard]
+                                 [--configs defaults,recipe] [--methods coreg,proden,cc,ce-top1,supervised]
                                  [--out benchmarks/results/quality.json]
+    python benchmarks/quality.py --merge FILE [FILE ...]      # tables only, no training
 
-Every method trains for the same number of epochs (Co-Reg's warm-up included) on the same annotation file
-per (setting, seed); test accuracy on digits:test is reported only, never used to choose. Prints mean +- std
-per method and setting, and how often the label-free selection picked the better Co-Reg peer. Long: run it
-in the background, never in CI.
+Annotations: `uniform:Q:ETA` is the field's synthetic protocol (partial rate q, noise rate eta);
+`simulated:PRESET` the instance-dependent simulator (docs/ALGORITHM.md#simulated).
+Configs: `defaults` = `coreg-edge train ANN --backbone test_resnet --eval digits:test --seed S`, nothing else
+(every other setting is the train command's own default or automatic choice); `recipe` = recipes/digits.toml's
+[train] settings (the demo's). Baselines get the same epochs, batch and views; supervised (true labels, the
+upper bound) trains once per config and seed (it does not read the candidate sets) and is reported for every
+annotation. Test accuracy on digits:test is reported only, never used to choose. Prints one table per
+annotation and the issue's checks. Long (about 40 minutes on 2 cores): run it in the background, never in CI.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import tomllib
+
 from coreg_edge.annotate import annotate
-from coreg_edge.training import run_folder as rf
+from coreg_edge.annotation_file import load as load_annotation
 from coreg_edge.training.trainer import train
 
 METHODS = ("coreg", "proden", "cc", "ce-top1", "supervised")
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "digits.toml"
+
+
+def annotation_call(spec: str) -> dict:
+    """'uniform:0.3:0.2' or 'simulated:hard' -> annotate() keywords."""
+    kind, *args = spec.split(":")
+    if kind == "uniform":
+        return {"annotator": "synthetic", "partial_rate": float(args[0]), "noise_rate": float(args[1])}
+    if kind == "simulated":
+        return {"annotator": "simulated", "preset": args[0]}
+    raise SystemExit(f"--annotations: unknown kind {kind!r} in {spec!r} (uniform:Q:ETA or simulated:PRESET)")
+
+
+def config_options(config: str) -> dict:
+    """The train() keywords of a config, beyond method, seed and --eval."""
+    if config == "defaults":
+        return {"backbone": "test_resnet"}
+    if config == "recipe":
+        section = tomllib.loads(RECIPE.read_text())["train"]
+        options = {k: v for k, v in section.items() if k not in ("method", "coreg")}
+        return {**options, "coreg": dict(section.get("coreg", {}))}
+    raise SystemExit(f"--configs: {config!r} is not defaults or recipe")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--settings", default="0.3:0.2,0.1:0.1", help="q:eta pairs")
+    parser.add_argument("--annotations", default="uniform:0.3:0.2,simulated:easy,simulated:hard")
+    parser.add_argument("--configs", default="defaults,recipe")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--backbone", default="test_resnet")
-    parser.add_argument("--image-size", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--queue-size", type=int, default=1024)
-    parser.add_argument(
-        "--strong-augment", default="weak", help="strong views (weak: the digits recipe's choice)"
-    )
     parser.add_argument("--out", default="benchmarks/results/quality.json")
-    parser.add_argument(
-        "--from-runs", metavar="DIR", help="no training: rebuild the results from a finished work folder"
-    )
-    parser.add_argument(
-        "--merge", nargs="+", metavar="FILE", help="no training: print the tables of earlier results files "
-        "(a later file's row replaces an earlier one for the same setting, seed and method)",
-    )  # fmt: skip
+    parser.add_argument("--merge", nargs="+", metavar="FILE", help="no training: print the tables of results "
+                        "files (a later file's row replaces an earlier one for the same annotation, config, "
+                        "seed and method)")  # fmt: skip
     args = parser.parse_args()
     if args.merge:
         rows: dict[tuple, dict] = {}
+        stats: dict[str, dict] = {}
         for name in args.merge:
-            for r in json.loads(Path(name).read_text())["results"]:
-                rows[(r["q"], r["eta"], r["seed"], r["method"])] = r
-        print_table(list(rows.values()))
-        return
-    if args.from_runs:
-        results = rows_from_runs(Path(args.from_runs), previous_seconds(Path(args.out)))
-        write_results(Path(args.out), args, results)
+            data = json.loads(Path(name).read_text())
+            stats.update(data["annotations"])
+            for r in data["results"]:
+                rows[(r["annotation"], r["config"], r["seed"], r["method"])] = r
+        print_tables(list(rows.values()), stats)
         return
     work = Path(tempfile.mkdtemp(prefix="coreg-quality-"))
     print(f"work folder: {work}", flush=True)
-    results = []
-    for setting in args.settings.split(","):
-        q, eta = (float(x) for x in setting.split(":"))
-        for seed in (int(s) for s in args.seeds.split(",")):
-            ann = work / f"digits-q{q}-e{eta}-s{seed}.npz"
-            annotate(
-                "digits", ann, annotator="synthetic", partial_rate=q, noise_rate=eta, seed=seed, quiet=True
-            )
-            for method in args.methods.split(","):
-                began = time.perf_counter()
-                run = work / f"{ann.stem}-{method}"
-                train(
-                    ann, run, method=method, backbone=args.backbone,
-                    image_size=args.image_size, epochs=args.epochs, warmup=args.warmup if method == "coreg" else None,
-                    batch_size=args.batch_size, seed=seed, eval_data="digits:test", quiet=True,
-                    strong_augment=args.strong_augment,
-                    coreg={"lr": args.lr, "queue_size": args.queue_size},
-                )  # fmt: skip
-                row = result_row(run, q, eta, seed, method, time.perf_counter() - began)
-                results.append(row)
-                print(json.dumps(row), flush=True)
-    write_results(Path(args.out), args, results)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    results: list[dict] = []
+    stats: dict[str, dict] = {}
+    for spec in args.annotations.split(","):
+        per_seed = []
+        for seed in seeds:
+            ann = work / f"{spec.replace(':', '_')}-s{seed}.npz"
+            annotate("digits", ann, seed=seed, quiet=True, **annotation_call(spec))
+            per_seed.append(load_annotation(ann).stats())
+            for config in args.configs.split(","):
+                for method in methods:
+                    if method == "supervised" and spec != args.annotations.split(",")[0]:
+                        continue  # the first annotation's run stands for all (true labels only)
+                    results.append(run_one(work, ann, spec, config, seed, method))
+                    print(json.dumps(results[-1]), flush=True)
+        stats[spec] = {k: statistics.mean(s[k] for s in per_seed) for k in ("mean_set_size", "coverage",
+                       "zero_shot_accuracy") if all(s.get(k) is not None for s in per_seed)}  # fmt: skip
+        write_results(Path(args.out), args, results, stats)
+    print_tables(results, stats)
 
 
-def result_row(run: Path, q: float, eta: float, seed: int, method: str, seconds: float) -> dict:
-    """One run's row. `peak_test_accuracy`: the selected peer's best epoch on the test set, a reference only
-    (choosing it would peek at test labels); it shows how much a baseline loses by fitting noise late."""
+def run_one(work: Path, ann: Path, spec: str, config: str, seed: int, method: str) -> dict:
+    began = time.perf_counter()
+    run = work / f"{ann.stem}-{config}-{method}"
+    options = config_options(config)
+    train(ann, run, method=method, seed=seed, eval_data="digits:test", quiet=True, **options)
     selection = json.loads((run / "selection.json").read_text())
-    peer = selection["selected"]
-    peaks = [r["test_accuracy"][peer] for r in rf.read_metrics(run) if r.get("test_accuracy")]
-    return {"q": q, "eta": eta, "seed": seed, "method": method, "selected": peer,
-            "test_accuracy": selection["test_accuracy"], "peak_test_accuracy": max(peaks, default=None),
-            "seconds": seconds}  # fmt: skip
+    return {"annotation": spec, "config": config, "seed": seed, "method": method,
+            "selected": selection["selected"], "test_accuracy": selection["test_accuracy"],
+            "kept": selection.get("kept"), "stopped_early": selection.get("stopped_early"),
+            "warmup_epochs": selection.get("warmup_epochs"), "chosen": selection.get("chosen"),
+            "seconds": time.perf_counter() - began}  # fmt: skip
 
 
-def previous_seconds(out: Path) -> dict[tuple, float]:
-    """Wall seconds per (q, eta, seed, method) from an earlier results file, if there is one."""
-    if not out.exists():
-        return {}
-    rows = json.loads(out.read_text())["results"]
-    return {(r["q"], r["eta"], r["seed"], r["method"]): r["seconds"] for r in rows}
-
-
-def rows_from_runs(work: Path, seconds: dict[tuple, float]) -> list[dict]:
-    """Rows for every finished run folder `digits-q{q}-e{eta}-s{seed}-{method}` in `work`. Seconds: the wall
-    time recorded in `seconds` (the earlier --out file), else the sum of the epochs' `seconds` (training only)."""
-    pattern = re.compile(r"digits-q([0-9.]+)-e([0-9.]+)-s(\d+)-(.+)$")
-    rows = []
-    for run in sorted(work.iterdir()):
-        match = pattern.match(run.name)
-        if match and (run / "selection.json").exists():
-            q, eta, seed, method = match.groups()
-            key = (float(q), float(eta), int(seed), method)
-            spent = seconds.get(key, sum(r["seconds"] for r in rf.read_metrics(run)))
-            rows.append(result_row(run, *key, spent))
-    return rows
-
-
-def write_results(out: Path, args: argparse.Namespace, results: list[dict]) -> None:
+def write_results(out: Path, args: argparse.Namespace, results: list[dict], stats: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
-    print_table(results)
+    body = {"args": vars(args), "annotations": stats, "results": results}
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body, indent=2))
+    tmp.replace(out)
 
 
-def print_table(results: list[dict]) -> None:
-    print(
-        "\n| q, eta | method | selected peer (mean +- std) | ensemble | peak epoch (test-peeking) | median seconds |"
-    )
-    print("|---|---|---|---|---|---|")
-    for q, eta in sorted({(r["q"], r["eta"]) for r in results}, reverse=True):
-        for method in METHODS:
-            rows = [r for r in results if r["q"] == q and r["eta"] == eta and r["method"] == method]
-            if not rows:
-                continue
-            sel = [r["test_accuracy"]["selected"] for r in rows]
-            ens = [r["test_accuracy"]["ensemble"] for r in rows if r["test_accuracy"]["ensemble"] is not None]
-            std = statistics.stdev(sel) if len(sel) > 1 else 0.0
-            ens_text = f"{statistics.mean(ens):.4f}" if ens else "-"
-            secs = statistics.median(r["seconds"] for r in rows)  # robust to a run that shared the machine
-            peak = statistics.mean(r["peak_test_accuracy"] for r in rows)
-            print(f"| {q}, {eta} | {method} | {statistics.mean(sel):.4f} +- {std:.4f} | {ens_text} | {peak:.4f} | "
-                  f"{secs:.0f} |")  # fmt: skip
-    coreg = [r for r in results if r["method"] == "coreg"]
-    if coreg:
-        print("\n| q, eta | seed | peer a | peer b | selected | ensemble |")
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} +- {std:.4f}"
+
+
+def print_tables(results: list[dict], stats: dict[str, dict]) -> None:
+    """One table per annotation: each config's methods, then the checks the quality issue asks for."""
+    supervised = {(r["config"], r["seed"]): r for r in results if r["method"] == "supervised"}
+    for spec in dict.fromkeys(r["annotation"] for r in results):
+        st = stats.get(spec, {})
+        described = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in st.items())
+        print(f"\n### {spec} ({described})\n")
+        print("| config | method | selected peer (mean +- std) | ensemble | runs | median seconds |")
         print("|---|---|---|---|---|---|")
-        for r in coreg:
-            acc = r["test_accuracy"]
-            print(f"| {r['q']}, {r['eta']} | {r['seed']} | {acc['a']:.4f} | {acc['b']:.4f} | "
-                  f"{r['selected']} ({acc['selected']:.4f}) | {acc['ensemble']:.4f} |")  # fmt: skip
-        best = [max(r["test_accuracy"]["a"], r["test_accuracy"]["b"]) for r in coreg]
-        chosen = [r["test_accuracy"]["selected"] for r in coreg]
-        better = sum(c >= b for c, b in zip(chosen, best, strict=True))
-        strict = [r for r in coreg if r["test_accuracy"]["a"] != r["test_accuracy"]["b"]]
-        strict_better = sum(
-            r["test_accuracy"]["selected"] == max(r["test_accuracy"]["a"], r["test_accuracy"]["b"])
-            for r in strict
-        )
-        print(
-            f"\nlabel-free selection picked the better (or an equal) peer in {better}/{len(coreg)} Co-Reg runs "
-            f"({strict_better}/{len(strict)} where the peers differ); mean cost of the choice vs the better "
-            f"peer: {statistics.mean(b - c for b, c in zip(best, chosen, strict=True)):.4f}"
-        )
+        means: dict[tuple, float] = {}
+        for config in dict.fromkeys(r["config"] for r in results):
+            for method in METHODS:
+                rows = [r for r in results if (r["annotation"], r["config"], r["method"]) == (spec, config, method)]
+                if method == "supervised" and not rows:
+                    rows = [r for (c, _), r in supervised.items() if c == config]
+                if not rows:
+                    continue
+                selected = [r["test_accuracy"]["selected"] for r in rows]
+                ensemble = [r["test_accuracy"]["ensemble"] for r in rows if r["test_accuracy"]["ensemble"]]
+                means[(config, method)] = statistics.mean(selected)
+                seconds = statistics.median(r["seconds"] for r in rows)
+                print(f"| {config} | {method} | {_mean_std(selected)} | {_mean_std(ensemble)} | {len(rows)} | "
+                      f"{seconds:.0f} |")  # fmt: skip
+        for config in dict.fromkeys(c for c, _ in means):
+            print(f"\n{config}: " + "; ".join(_checks(means, config, st.get("zero_shot_accuracy"))))
+
+
+def _checks(means: dict[tuple, float], config: str, zero_shot: float | None) -> list[str]:
+    coreg = means.get((config, "coreg"))
+    if coreg is None:
+        return ["no Co-Reg runs"]
+    out = []
+    for baseline in ("proden", "cc", "ce-top1"):
+        if (config, baseline) in means:
+            gap = coreg - means[(config, baseline)]
+            out.append(f"vs {baseline} {gap * 100:+.1f} pts {'ok' if gap > 0 else 'FAILS'}")
+    if zero_shot is not None and zero_shot < 0.85:
+        gap = coreg - zero_shot
+        out.append(f"vs zero-shot {gap * 100:+.1f} pts {'ok' if gap >= 0.10 else 'FAILS (needs +10)'}")
+    if (config, "supervised") in means:
+        out.append(f"vs supervised {(coreg - means[(config, 'supervised')]) * 100:+.1f} pts")
+    return out
 
 
 if __name__ == "__main__":

@@ -80,6 +80,22 @@ def apply_small_input_stem(model: nn.Module) -> None:
     model.maxpool = nn.Identity()
 
 
+def timm_body(backbone: str, *, in_chans: int = 3, drop_rate: float = 0.0) -> nn.Module:
+    """The timm model without its classifier (num_classes=0: it returns pooled features), random weights."""
+    import timm
+
+    if not timm.is_model(backbone):
+        close = timm.list_models(f"*{backbone}*")[:5]
+        hint = f" (close: {', '.join(close)})" if close else ""
+        raise UserError(f"--backbone {backbone}: not a timm model{hint}")
+    try:
+        return timm.create_model(
+            backbone, pretrained=False, num_classes=0, in_chans=in_chans, drop_rate=drop_rate
+        )
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise UserError(f"--backbone {backbone}: timm cannot build it ({exc})") from exc
+
+
 def create_network(
     backbone: str = "resnet18",
     num_classes: int = 10,
@@ -91,19 +107,9 @@ def create_network(
     proj_dim: int = 128,
     drop_rate: float = 0.0,
 ) -> CoRegNetwork:
-    """Any timm model name, trained from scratch (the paper's networks start from random weights)."""
-    import timm
-
-    if not timm.is_model(backbone):
-        close = timm.list_models(f"*{backbone}*")[:5]
-        hint = f" (close: {', '.join(close)})" if close else ""
-        raise UserError(f"--backbone {backbone}: not a timm model{hint}")
-    try:
-        body = timm.create_model(
-            backbone, pretrained=False, num_classes=0, in_chans=in_chans, drop_rate=drop_rate
-        )
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise UserError(f"--backbone {backbone}: timm cannot build it ({exc})") from exc
+    """Any timm model name, with random weights (the paper's networks start from scratch; a pretrained
+    start loads its weights into `.backbone` afterwards: coreg_edge/backbones.py)."""
+    body = timm_body(backbone, in_chans=in_chans, drop_rate=drop_rate)
     if small_stem is None:
         small_stem = image_size <= SMALL_INPUT_MAX and is_resnet_style(body)
     if small_stem:

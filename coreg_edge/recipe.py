@@ -13,7 +13,8 @@ is a one-line error naming the key and what is allowed, never a silently ignored
 
     [data]     train (required), eval, val, download, data_dir
     [classes]  names, wording ("number {}": how a class is said in prompts)
-    [annotate] annotator, clip_model, pretrained, mode, k, ratio, templates, partial_rate, noise_rate, ...
+    [annotate] annotator, clip_model, pretrained, mode, k, ratio, templates, partial_rate, noise_rate,
+               preset, shots, sim_templates, template_bias, item_noise, temperature, feature_size, ...
     [train]    TrainSettings fields (method, backbone, image_size, channels, epochs, warmup, batch_size, ...)
     [train.coreg]  any CoRegConfig field (lr, queue_size, warmup_view, loss_start, ramp_epochs, ...)
     [export]   int8, target (auto | x86-vnni | x86-avx2 | arm64 | portable), recover, peer, opset, ...
@@ -53,6 +54,7 @@ from coreg_edge.choices import (
     DEVICES,
     EXPORT_PEERS,
     ON_OFF,
+    SIMULATOR_PRESETS,
     STRONG_AUGMENT,
     WARMUP_VIEWS,
     WEIGHT_TYPES,
@@ -133,6 +135,13 @@ STATIC_SECTIONS: dict[str, dict[str, Key]] = {
         "templates": Key("templates"),
         "partial_rate": Key("float"),
         "noise_rate": Key("float"),
+        "preset": Key("str", SIMULATOR_PRESETS),
+        "shots": Key("int"),
+        "sim_templates": Key("int"),
+        "template_bias": Key("float"),
+        "item_noise": Key("float"),
+        "temperature": Key("float"),
+        "feature_size": Key("int"),
         "batch_size": Key("int"),
         "workers": Key("int"),
         "strict": Key("bool"),
@@ -434,9 +443,14 @@ def _check_ranges(tree: Mapping[str, Any], source: str) -> None:
             fail(f"annotate.{key}", f"{ann[key]} is outside [0, 1]")
     if "ratio" in ann and not 0.0 < ann["ratio"] <= 1.0:
         fail("annotate.ratio", f"{ann['ratio']} is outside (0, 1]")
-    for key in ("k", "batch_size"):
+    for key in ("k", "batch_size", "shots", "sim_templates", "feature_size"):
         if key in ann and ann[key] < 1:
             fail(f"annotate.{key}", f"{ann[key]} must be >= 1")
+    for key in ("template_bias", "item_noise"):
+        if key in ann and not 0.0 <= ann[key] < float("inf"):  # not NaN either
+            fail(f"annotate.{key}", f"{ann[key]} must be a finite number >= 0")
+    if "temperature" in ann and not 0.0 < ann["temperature"] < float("inf"):
+        fail("annotate.temperature", f"{ann['temperature']} must be a finite number > 0")
     classes = tree.get("classes", {})
     names = classes.get("names")
     if names is not None:

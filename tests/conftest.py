@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+# One compute thread for every test and the children they start (they inherit the environment): the tests'
+# tensors are tiny, and two OpenMP threads on a 2-core machine where another process holds a core made tiny
+# trainings 20-100x slower (measured). Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest

@@ -15,6 +15,8 @@ from coreg_edge.choices import WARMUP_VIEWS
 
 from .schedule import CoRegSchedule
 
+SPEC_LR = 0.01
+
 
 @dataclass(frozen=True)
 class CoRegConfig:
@@ -28,8 +30,9 @@ class CoRegConfig:
     paper recipes; see `CoRegSchedule` for 10 vs 11.
     """
 
-    # Optimisation (spec 6, 9).
-    lr: float = 0.01
+    # Optimisation (spec 6, 9). lr None: the trainer chooses it from the batch size (training/auto.py);
+    # the schedule of a config that was never resolved uses the spec's SPEC_LR.
+    lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
     min_lr: float = 1e-5
@@ -88,7 +91,7 @@ class CoRegConfig:
 
     def __post_init__(self) -> None:
         positive = {
-            "lr": self.lr,
+            "lr": SPEC_LR if self.lr is None else self.lr,
             "sharpen_temperature": self.sharpen_temperature,
             "mixup_alpha": self.mixup_alpha,
             "proto_temperature": self.proto_temperature,
@@ -116,7 +119,7 @@ class CoRegConfig:
         for name in ("gmm_history", "gmm_max_iter", "queue_size", "proj_dim", "proj_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.min_lr <= self.lr:
+        if not 0.0 <= self.min_lr <= (SPEC_LR if self.lr is None else self.lr):
             raise ValueError(f"min_lr must be in [0, lr], got {self.min_lr}")
         if self.loss_start is not None and self.loss_start < 0:
             raise ValueError(f"loss_start must be >= 0, got {self.loss_start}")
@@ -150,7 +153,7 @@ class CoRegConfig:
             warmup_epochs=warmup_epochs,
             loss_start=loss_start,
             ramp_epochs=ramp_epochs,
-            base_lr=self.lr,
+            base_lr=SPEC_LR if self.lr is None else self.lr,
             min_lr=self.min_lr,
             lr_horizon=self.lr_horizon if self.lr_horizon is not None else epochs,
             lambda_u_max=self.lambda_u,

@@ -1,4 +1,4 @@
-"""Annotation: CLIP (or the synthetic protocol) -> candidate-label sets."""
+"""Annotation: CLIP (or the synthetic protocol, or the simulated CLIP stand-in) -> candidate-label sets."""
 
 from coreg_edge.annotate.api import ANNOTATORS, annotate
 from coreg_edge.annotate.modes import MODES, candidate_sets

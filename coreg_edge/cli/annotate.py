@@ -6,7 +6,7 @@ import json
 
 import click
 
-from coreg_edge.choices import ANNOTATORS, CANDIDATE_MODES
+from coreg_edge.choices import ANNOTATORS, CANDIDATE_MODES, SIMULATOR_PRESETS
 from coreg_edge.cli.common import common_options, echo, handle_errors
 
 
@@ -17,6 +17,8 @@ Examples:
   coreg-edge annotate cifar10 --download --pretrained openai --out cifar10.npz
   coreg-edge annotate photos/ --classes names.txt --clip-model tiny.json --pretrained tiny.pt --out ann.npz
   coreg-edge annotate digits --annotator synthetic --partial-rate 0.3 --noise-rate 0.2 --out digits.npz
+  coreg-edge annotate digits --annotator simulated --preset hard --out hard.npz
+  coreg-edge annotate digits --annotator simulated --preset easy --item-noise 0.4 --out noisier.npz
 """
 )
 @click.argument("data")
@@ -44,6 +46,15 @@ Examples:
               help="default (the paper's 27), imagenet (CLIP's 80), or a text file (one per line, with {}).")  # fmt: skip
 @click.option("--partial-rate", type=float, default=0.3, show_default=True, help="synthetic: q.")
 @click.option("--noise-rate", type=float, default=0.0, show_default=True, help="synthetic: eta.")
+@click.option("--preset", type=click.Choice(SIMULATOR_PRESETS), default="easy", show_default=True,
+              help="simulated: the difficulty (easy ~ CLIP on an easy dataset, hard ~ on a hard one); "
+              "--shots ... --feature-size each override one of its knobs (unset: the preset's value).")  # fmt: skip
+@click.option("--shots", type=int, help="simulated: labelled items per class for the weak classifier.")
+@click.option("--sim-templates", type=int, help="simulated: how many templates vote (T).")
+@click.option("--template-bias", type=float, help="simulated: scale of each template's class bias.")
+@click.option("--item-noise", type=float, help="simulated: scale of each template's per-item noise.")
+@click.option("--temperature", type=float, help="simulated: softmax temperature of the zero-shot probs.")
+@click.option("--feature-size", type=int, help="simulated: images shrink to N x N grey pixels.")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="Image-decoding worker processes.")
 @click.option("--strict", is_flag=True, help="Unreadable images are an error instead of skipped and listed.")

@@ -40,6 +40,8 @@ Examples:
   coreg-edge train digits.npz --method proden --eval digits:test --out runs/digits-proden
   coreg-edge train --resume --out runs/digits
   coreg-edge train ann.npz --set lr=0.02 --set min_p_share=0.3 --out runs/tuned
+  coreg-edge train ann.npz --backbone resnet18 --pretrained-backbone timm --out runs/finetuned
+  coreg-edge train ann.npz --backbone resnet18 --pretrained-backbone resnet18.safetensors --image-size 64 --out runs/ft64
 """
 )
 @click.argument("annotation", required=False)
@@ -47,18 +49,32 @@ Examples:
 @click.option("--method", type=RegisteredMethod(), default="coreg",
               show_default=True, help=METHOD_HELP)  # fmt: skip
 @click.option("--backbone", default="resnet18", show_default=True, help="Any timm model name.")
-@click.option("--epochs", type=int, default=30, show_default=True)
-@click.option("--warmup", type=int, default=None, help="Warm-up epochs (Co-Reg). Default: 40% of --epochs.")
+@click.option("--pretrained-backbone", default=None, metavar="TEXT",
+              help="timm (timm's own weights, via the Hugging Face cache) or a checkpoint FILE (.safetensors, "
+                   ".pth/.pt/.bin) of the backbone's weights; its head is dropped. The preprocessing follows "
+                   "the weights' (mean, std, size). Default: from scratch.")  # fmt: skip
 @click.option(
-    "--batch-size", type=int, default=64, show_default=True, help="Items from P (and from U) per step."
+    "--backbone-lr-scale",
+    type=float,
+    default=None,
+    help="Backbone lr / head lr, in [0, 1]. Default: 0.1 with --pretrained-backbone, else 1.",
+)
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--warmup", type=int, default=None,
+              help="Warm-up epochs (Co-Reg). Default: until the held-out hit rate flattens, 20-50% of --epochs.")
+@click.option(
+    "--batch-size", type=int, default=None,
+    help="Items from P (and from U) per step. Default: chosen from the data size (about 40 steps per epoch).",
 )
 @click.option(
-    "--image-size", type=int, default=None, help="Input size in px. Default: the dataset's (32 for folders)."
+    "--image-size", type=int, default=None,
+    help="Input size in px. Default: the dataset's (32 for folders); the weights' with --pretrained-backbone.",
 )
 @click.option(
     "--small-stem/--no-small-stem",
     default=None,
-    help="3x3 stride-1 stem for ResNets. Default: on at <= 64 px.",
+    help="3x3 stride-1 stem for ResNets. Default: on at <= 64 px from scratch; off with "
+    "--pretrained-backbone (which keeps the pretrained stem and refuses --small-stem).",
 )
 @click.option(
     "--strong-augment",
@@ -70,6 +86,11 @@ Examples:
 )
 @click.option(
     "--holdout", type=float, default=0.05, show_default=True, help="Share held out for peer selection."
+)
+@click.option(
+    "--keep-best/--no-keep-best", default=True, show_default=True,
+    help="Keep each peer's best label-free epoch: when its predictions collapse or its held-out hit rate falls "
+    "sharply, roll back (halving the lr), stop after the third time, and ship the best epoch's weights.",
 )
 @click.option(
     "--eval",

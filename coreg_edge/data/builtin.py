@@ -61,7 +61,7 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in [
-        DatasetInfo("digits", 3, 16, (0.5,) * 3, (0.5,) * 3, flip=False, class_names=tuple(DIGIT_CLASSES),
+        DatasetInfo("digits", 3, 8, (0.5,) * 3, (0.5,) * 3, flip=False, class_names=tuple(DIGIT_CLASSES),
                     clip_format="the number {}", needs_download=False),
         DatasetInfo("cifar10", 3, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), flip=True,
                     class_names=tuple(CIFAR10_CLASSES)),

@@ -56,18 +56,26 @@ def annotate_call(recipe: Recipe, run: Path) -> dict[str, Any]:
 
 def _annotate_settings(recipe: Recipe, call: Mapping[str, Any]) -> dict[str, Any]:
     from coreg_edge.annotate.api import annotate
+    from coreg_edge.annotate.simulated import OPTION_NAMES, describe_knobs, resolve_knobs
 
     resolved = {**_defaults(annotate), **call, "data": recipe.data["train"]}
     resolved["wording"] = recipe.section("classes").get("wording")
     resolved["templates"] = recipe.section("annotate").get("templates", resolved["templates"])
     resolved.pop("out", None)
     resolved.pop("batch_size", None)  # how many images per forward pass: not what the labels are
-    if resolved["annotator"] == "synthetic":
-        for key in ("clip_model", "pretrained", "mode", "k", "ratio", "templates", "wording"):
-            resolved.pop(key, None)
-    else:
-        for key in ("partial_rate", "noise_rate"):
-            resolved.pop(key, None)
+    # Only the keys that change this annotator's labels: run folders of the other annotators keep theirs.
+    clip_keys = ("clip_model", "pretrained", "mode", "k", "ratio", "templates", "wording")
+    simulated_keys = ("preset", *OPTION_NAMES.values())
+    unused = {
+        "clip": ("partial_rate", "noise_rate", *simulated_keys),
+        "synthetic": (*clip_keys, *simulated_keys),
+        "simulated": (*clip_keys, "partial_rate", "noise_rate"),
+    }[resolved["annotator"]]
+    for key in unused:
+        resolved.pop(key, None)
+    if resolved["annotator"] == "simulated":  # the knobs used, so a retuned preset re-runs the stage
+        knobs = resolve_knobs(resolved["preset"], {key: resolved[key] for key in OPTION_NAMES.values()})
+        resolved.update(describe_knobs(knobs))
     return _without(resolved)
 
 

@@ -43,8 +43,10 @@ from coreg_edge.training.context import Context, Diverged, Peer, check_finite
 
 
 def set_lr(peer: Peer, lr: float) -> None:
+    """The schedule's lr for the heads; each param group gets lr x its `lr_scale` (a pretrained backbone's
+    is `backbone_lr_scale`, 0.1 by default: backbones.param_groups). Groups without one take lr itself."""
     for group in peer.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def warmup_epoch(ctx: Context, peer: Peer, epoch: int, config: CoRegConfig, train_rows: torch.Tensor) -> dict:

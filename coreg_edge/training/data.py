@@ -8,8 +8,11 @@ cheap tensor ops on the training device (training/views.py), with no PIL in the 
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,33 +21,50 @@ from coreg_edge.annotation_file import Annotation
 from coreg_edge.data import ImageSource, dataset_info, open_source
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import ImageDecodeError
-from coreg_edge.runtime.preprocess import PreprocessConfig, resize_and_crop
+from coreg_edge.runtime.preprocess import INTERPOLATIONS, PreprocessConfig, resize_and_crop
 from coreg_edge.utils import progress
 
 DEFAULT_MEAN_STD = 0.5  # folders of unknown statistics: the spec's SVHN/EuroSAT/GTSRB choice
 
 
-def preprocess_for(source: ImageSource, image_size: int | None, channels: int | None) -> PreprocessConfig:
+def preprocess_for(
+    source: ImageSource,
+    image_size: int | None,
+    channels: int | None,
+    pretrained: Mapping[str, Any] | None = None,
+) -> PreprocessConfig:
     """The evaluation transform for a source: built-ins use their own size and statistics (square resize);
-    folders resize the shorter side then centre-crop (photos are rarely square)."""
+    folders resize the shorter side then centre-crop (photos are rarely square).
+
+    `pretrained` (timm's pretrained_cfg of a pretrained backbone) replaces the statistics with those the
+    weights were trained with: its mean, std and interpolation, its crop_pct (resize to size / crop_pct,
+    then centre-crop), and its input size unless `image_size` is given. The resize rule stays the data's.
+    """
     info = dataset_info(source)
     channels = channels or source.channels
     if info is not None:
         size = image_size or info.image_size
         mean, std = info.mean, info.std
-        if len(mean) != channels:
-            mean, std = (float(np.mean(mean)),) * channels, (float(np.mean(std)),) * channels
         rule = "square"
     else:
         size = image_size or 32
         mean = std = (DEFAULT_MEAN_STD,) * channels
         rule = "shorter_side"
+    resize, interpolation = size, "bilinear"
+    if pretrained is not None:
+        size = image_size or int(pretrained["input_size"][-2])
+        mean, std = tuple(pretrained["mean"]), tuple(pretrained["std"])
+        if pretrained.get("interpolation") in INTERPOLATIONS:
+            interpolation = pretrained["interpolation"]
+        resize = max(size, math.floor(size / float(pretrained.get("crop_pct") or 1.0)))  # timm's scale size
+    if len(mean) != channels:
+        mean, std = (float(np.mean(mean)),) * channels, (float(np.mean(std)),) * channels
     return PreprocessConfig(
         channels=channels,
         input_size=(size, size),
         resize_rule=rule,
-        resize_size=size,
-        interpolation="bilinear",
+        resize_size=resize,
+        interpolation=interpolation,
         crop=(size, size),
         mean=mean,
         std=std,

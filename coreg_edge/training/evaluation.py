@@ -65,3 +65,19 @@ def select_peer(scores: dict[str, dict[str, float]], by: str) -> tuple[str, str]
         pick,
         f"equal hit rate; lower division loss on held-out items ({scores[pick]['division_loss']:.4f})",
     )
+
+
+def class_shift(logits: torch.Tensor, candidates: torch.Tensor) -> float:
+    """Label-free collapse score in [0, 1]: the total variation distance between the predicted class shares
+    and the candidate sets' own (each set's mass spread evenly over its classes).
+
+    A network that learns the classes predicts roughly the classes its annotator named (a few points off); one
+    that collapses onto a class moves half or more of the mass (0.4 and above on 10 classes).
+    """
+    if len(logits) == 0:
+        return float("nan")
+    c = candidates.shape[1]
+    predicted = torch.bincount(logits.argmax(1), minlength=c).float() / len(logits)
+    sets = candidates.float()
+    named = (sets / sets.sum(1, keepdim=True).clamp(min=1)).mean(0)
+    return float(0.5 * (predicted - named).abs().sum())

@@ -131,6 +131,7 @@ def describe_run(run: str | os.PathLike[str]) -> dict[str, Any]:
         "kind": "run",
         "method": config["method"],
         "backbone": config["network"]["backbone"],
+        "pretrained_backbone": config["settings"].get("pretrained_backbone"),  # None: from scratch
         "image_size": config["network"]["image_size"],
         "epochs": config["settings"]["epochs"],
         "epochs_done": len(metrics),

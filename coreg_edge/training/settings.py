@@ -15,16 +15,17 @@ METHODS = method_names()  # the registry's (methods.py): coreg first, then the b
 # The short default that finishes on one CPU machine (docs/ALGORITHM.md#schedule); paper schedules
 # (800 epochs, warm-up 50, ...) live in the recipes.
 DEFAULT_EPOCHS = 30
-DEFAULT_WARMUP_FRACTION = 0.4
 
 
 @dataclass
 class TrainSettings:
     method: str = "coreg"
     backbone: str = "resnet18"
+    pretrained_backbone: str | None = None  # "timm" (timm's weights) or a checkpoint file; None: from scratch
+    backbone_lr_scale: float | None = None  # backbone lr / head lr; None: 0.1 when pretrained, else 1
     epochs: int = DEFAULT_EPOCHS
-    warmup: int | None = None  # None: DEFAULT_WARMUP_FRACTION of the epochs (Co-Reg only)
-    batch_size: int = 64
+    warmup: int | None = None  # None: ends on the held-out hit rate, within bounds (training/auto.py)
+    batch_size: int | None = None  # None: chosen from the data size (training/auto.py)
     image_size: int | None = None  # None: the dataset's own (32 for folders)
     channels: int | None = None
     small_stem: bool | None = None
@@ -40,6 +41,7 @@ class TrainSettings:
     val_data: str | None = None
     data: str | None = None  # where the annotated images are now, when they moved
     download: bool = False
+    keep_best: bool = True  # keep each peer's best label-free epoch; roll back or stop when it falls sharply
     coreg: CoRegConfig = field(default_factory=CoRegConfig)
 
     def __post_init__(self) -> None:
@@ -49,7 +51,7 @@ class TrainSettings:
             except (ValueError, TypeError) as exc:
                 raise UserError(f"algorithm settings: {exc}") from exc
         method = get_method(self.method)  # one line naming the choices for an unknown one
-        if self.epochs < 1 or self.batch_size < 1:
+        if self.epochs < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise UserError("--epochs and --batch-size must be >= 1")
         if self.image_size is not None and self.image_size < 1:
             raise UserError(f"--image-size must be >= 1 (got {self.image_size})")
@@ -57,6 +59,8 @@ class TrainSettings:
             raise UserError(f"--warmup must be within 0..--epochs ({self.epochs}) (got {self.warmup})")
         if method.co_training and self.resolved_warmup() >= self.epochs:
             raise UserError("Co-Reg needs at least one epoch after warm-up: raise --epochs or lower --warmup")
+        if self.backbone_lr_scale is not None and not 0.0 <= self.backbone_lr_scale <= 1.0:
+            raise UserError(f"--backbone-lr-scale must be within [0, 1] (got {self.backbone_lr_scale})")
         if self.workers < 0:
             raise UserError(f"--workers must be >= 0 (got {self.workers})")
         if not 0.0 <= self.holdout < 0.5:
@@ -71,7 +75,11 @@ class TrainSettings:
             return 0
         if self.warmup is not None:
             return self.warmup
-        return max(1, round(DEFAULT_WARMUP_FRACTION * self.epochs))
+        # Automatic: the most it may last; it usually ends earlier, on a label-free signal (training/auto.py).
+        from coreg_edge.training.auto import warmup_bounds
+
+        low, high = warmup_bounds(self.epochs)
+        return high if high >= low else self.epochs
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -19,26 +19,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from coreg_edge import __version__
+from coreg_edge import __version__, backbones
 from coreg_edge.algorithm import (
     ContrastiveQueue,
-    CoRegConfig,
     LossHistory,
     PredictionTable,
     PrototypeBank,
 )
+from coreg_edge.algorithm.config import SPEC_LR
 from coreg_edge.annotation_file import load as load_annotation
 from coreg_edge.data import absolute_data, reopen
 from coreg_edge.errors import UserError
 from coreg_edge.execution import TRAIN_EXECUTION
 from coreg_edge.locks import is_lock_file, locks_output
 from coreg_edge.models import NetworkConfig, network_from_config
+from coreg_edge.training import auto
 from coreg_edge.training import run_folder as rf
 from coreg_edge.training.checkpoint import load_checkpoint, save_checkpoint
 from coreg_edge.training.context import Context, Diverged, Peer, TrainingError
 from coreg_edge.training.coreg import set_lr
 from coreg_edge.training.data import load_eval_set, load_training_set, preprocess_for
-from coreg_edge.training.evaluation import accuracy, candidate_scores, predict_logits, select_peer
+from coreg_edge.training.evaluation import (
+    accuracy,
+    candidate_scores,
+    class_shift,
+    predict_logits,
+    select_peer,
+)
+from coreg_edge.training.guard import BestEpochGuard
 from coreg_edge.training.methods import EpochInputs, get_method
 from coreg_edge.training.settings import TrainSettings
 from coreg_edge.training.views import ViewConfig, Views
@@ -87,14 +95,22 @@ def _forward_fn(net: torch.nn.Module, input_shape: tuple[int, ...], device: torc
 
 def _build_peer(name: str, config: NetworkConfig, settings: TrainSettings, device, n: int, c: int, seed: int,
                 channels_last: bool) -> Peer:  # fmt: skip
+    """One network, its optimizer and the method's memories. A pretrained start loads the same weights into
+    every peer's backbone (their heads differ by seed); a resumed run's checkpoint replaces them afterwards.
+    The optimizer's param groups carry an `lr_scale` that set_lr applies: the backbone's is
+    backbones.backbone_lr_scale (0.1 when pretrained: the new heads must move far, the features little)."""
     torch.manual_seed(seed)
-    net = network_from_config(config).to(device)
+    net = network_from_config(config)  # random weights; network_from_config never loads pretrained ones
+    if settings.pretrained_backbone is not None:
+        backbones.load_into(net.backbone, settings.pretrained_backbone, config.backbone, config.in_chans)
+    net = net.to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     cfg = settings.coreg
     optimizer = torch.optim.SGD(
-        net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+        backbones.param_groups(net, cfg.lr, backbones.backbone_lr_scale(settings)),
+        lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+    )  # fmt: skip
     input_shape = (config.in_chans, config.image_size, config.image_size)
     peer = Peer(name, net, optimizer, _forward_fn(net, input_shape, device, settings, channels_last))
     if get_method(settings.method).co_training:
@@ -108,6 +124,8 @@ def _build_peer(name: str, config: NetworkConfig, settings: TrainSettings, devic
         peer.history = LossHistory(n, cfg.gmm_history, device=device)
     return peer
 
+
+PROBE_ITEMS = 512  # training items whose predicted classes are counted every epoch (the guard's class shift)
 
 # Settings a resumed run takes from the new call: where and how it runs, not what it computes.
 RESUME_OVERRIDES = TRAIN_EXECUTION  # what a resumed run takes from the new call
@@ -126,7 +144,7 @@ def _diverged(out: Path, exc: Diverged, epoch: int, settings: TrainSettings) -> 
     lr = settings.coreg.lr
     saved = (out / rf.CHECKPOINT).exists()
     rf.write_json(out / rf.DIVERGED, {"epoch": epoch, "reason": str(exc), "lr": lr, "checkpoint": saved})
-    lower = f"--set lr={max(min(lr / 10, CoRegConfig().lr), settings.coreg.min_lr):g}"
+    lower = f"--set lr={max(min(lr / 10, SPEC_LR), settings.coreg.min_lr):g}"
     if saved:
         then = f"the checkpoint of the last good epoch is kept: coreg-edge train --resume --out {out} {lower}"
     else:
@@ -185,9 +203,10 @@ def train(
     out = Path(out)
     settings, config, annotation, new_lr = _settings_for_call(out, annotation, resume, options, quiet)
     run = _prepare(settings, annotation, quiet)
+    settings = run.settings
     start = _start(out, run, settings, config, annotation, new_lr, quiet)
     _fit(out, run, settings, start, quiet)
-    return _finish(out, run.ctx, run.peers, run.holdout_rows, run.eval_set, run.val_set, settings, quiet)
+    return _finish(out, run, settings, quiet)
 
 
 def _settings_for_call(
@@ -225,6 +244,7 @@ def _settings_for_call(
         data=absolute_data(settings.data),
         eval_data=absolute_data(settings.eval_data),
         val_data=absolute_data(settings.val_data),
+        pretrained_backbone=backbones.absolute_weights(settings.pretrained_backbone),
     )
     return settings, config, annotation, new_lr
 
@@ -245,9 +265,15 @@ class _Run:
     warmup: int
     train_rows: torch.Tensor
     holdout_rows: torch.Tensor
+    probe_rows: torch.Tensor  # up to PROBE_ITEMS training items: with the held-out ones, the class shift's sample
     eval_set: Any
     val_set: Any
     prior: torch.Tensor | None
+    settings: TrainSettings  # with every automatic choice made (auto.resolve_settings)
+    chosen: dict[str, dict[str, Any]]  # what was chosen and why
+    warmup_end: auto.WarmupEnd | None  # an automatic warm-up's stopping rule
+    guard: BestEpochGuard | None
+    best_weights: dict[str, dict[str, torch.Tensor]]  # per peer, the best held-out epoch's state_dict
 
 
 def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _Run:
@@ -259,7 +285,10 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _R
     device = torch.device(resolve_device(settings.device))
     torch.manual_seed(settings.seed)
     source, _ = reopen(ann.data, settings.data, download=settings.download)
-    pre = preprocess_for(source, settings.image_size, settings.channels)
+    # A pretrained backbone: a trial load fails fast (before the images load); its pretrained_cfg sets the
+    # preprocessing (mean, std, interpolation, crop_pct, size unless --image-size); None from scratch.
+    pretrained = backbones.check(settings, settings.channels or source.channels, quiet, ann.num_classes)
+    pre = preprocess_for(source, settings.image_size, settings.channels, pretrained)
     data = load_training_set(ann, source, pre, settings.seed, quiet, settings.workers)
     eval_set, val_set = (
         load_eval_set(spec, ann.class_names, pre, settings.download, quiet, settings.workers, option=option)
@@ -273,14 +302,20 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _R
     n_hold = int(round(settings.holdout * n))
     holdout_rows = torch.as_tensor(np.sort(order[:n_hold]), dtype=torch.long)
     train_rows = torch.as_tensor(np.sort(order[n_hold:]), dtype=torch.long)
+    probe_rows = torch.as_tensor(np.sort(order[n_hold : n_hold + PROBE_ITEMS]), dtype=torch.long)
 
     net_config = NetworkConfig(
         backbone=settings.backbone, num_classes=c, in_chans=pre.channels, image_size=pre.input_size[0],
-        small_stem=settings.small_stem, proj_hidden=settings.coreg.proj_hidden, proj_dim=settings.coreg.proj_dim,
+        small_stem=settings.small_stem if pretrained is None else False,  # a pretrained stem is kept
+        proj_hidden=settings.coreg.proj_hidden, proj_dim=settings.coreg.proj_dim,
     )  # fmt: skip
     cuda = device.type == "cuda"
     channels_last = settings.channels_last == "on" or (settings.channels_last == "auto" and cuda)
-    flip, strong = _dataset_views(ann.data, settings.strong_augment)
+    flip, dataset_rule = _dataset_views(ann.data)
+    settings, chosen = auto.resolve_settings(
+        settings, len(train_rows), pre.input_size[0], dataset_rule, method.co_training
+    )
+    strong = chosen.get("strong_augment", {}).get("value", settings.strong_augment)
     views = Views(
         ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=flip, strong=strong),
         seed=settings.seed,
@@ -299,6 +334,7 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _R
         method.initialise(ctx, peer)
     bank = PrototypeBank(c, settings.coreg.proj_dim, device=device) if method.co_training else None
     warmup = settings.resolved_warmup()
+    warmup_end = auto.WarmupEnd(*auto.warmup_bounds(settings.epochs)) if "warmup" in chosen else None
     prior = None
     if method.co_training and not settings.coreg.uniform_prior and ann.votes.shape[1]:
         from coreg_edge.algorithm import estimate_prior_from_votes
@@ -309,7 +345,9 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _R
     return _Run(
         ann=ann, method=method, source=source, pre=pre, net_config=net_config, ctx=ctx, peers=peers, bank=bank,
         schedule=settings.coreg.resolve(settings.epochs, warmup), warmup=warmup, train_rows=train_rows,
-        holdout_rows=holdout_rows, eval_set=eval_set, val_set=val_set, prior=prior,
+        holdout_rows=holdout_rows, probe_rows=probe_rows, eval_set=eval_set, val_set=val_set, prior=prior, settings=settings,
+        chosen=chosen, warmup_end=warmup_end, guard=_guard(settings, method, warmup),
+        best_weights={},
     )  # fmt: skip
 
 
@@ -325,7 +363,8 @@ def _start(
     """Restore the checkpoint (resume; config.json then says what this call changed) or write config.json
     (new). Returns the first epoch to train."""
     if config is not None:
-        start, _ = load_checkpoint(out / rf.CHECKPOINT, run.ctx, run.peers, run.bank)
+        start, extra = load_checkpoint(out / rf.CHECKPOINT, run.ctx, run.peers, run.bank)
+        _restore_extra(run, extra, settings)
         _truncate_metrics(out / rf.METRICS, start)
         config.update(
             settings=settings.to_dict(), schedule=run.schedule.describe(), data=run.source.describe()
@@ -343,39 +382,48 @@ def _start(
         "preprocess": run.pre.to_metadata(), "class_names": ann.class_names,
         "annotation": str(Path(annotation).resolve()), "annotator": ann.annotator, "data": run.source.describe(),
         "eval_data": settings.eval_data, "settings": settings.to_dict(), "schedule": run.schedule.describe(),
-        "seed": settings.seed, "device": str(device), "coreg_edge_version": __version__,
+        "chosen": run.chosen, "seed": settings.seed, "device": str(device), "coreg_edge_version": __version__,
     })  # fmt: skip
     n_train, n_hold = len(run.train_rows), len(run.holdout_rows)
+    if run.chosen:
+        _log(auto.describe(run.chosen), quiet)
+    warmup = f"auto, {run.warmup_end.low}-{run.warmup_end.high}" if run.warmup_end else run.warmup
     _log(f"training {settings.method} on {n_train} items ({n_hold} held out), {settings.backbone} at "
-         f"{run.pre.input_size[0]} px, {settings.epochs} epochs (warm-up {run.warmup}), batch {settings.batch_size}, "
+         f"{run.pre.input_size[0]} px, {settings.epochs} epochs (warm-up {warmup}), batch {settings.batch_size}, "
          f"{device}", quiet)  # fmt: skip
     return 0
 
 
 def _fit(out: Path, run: _Run, settings: TrainSettings, start: int, quiet: bool) -> None:
-    """The epochs: the method's epoch, evaluation, metrics line, checkpoint; Ctrl-C and divergence leave
-    a resumable folder and one line."""
+    """The epochs: the method's epoch, evaluation, the label-free guard, metrics line, checkpoint; Ctrl-C and
+    divergence leave a resumable folder and one line."""
     epoch = start
     try:
         for epoch in range(start, settings.epochs):
+            if run.guard is not None and run.guard.stopped is not None:
+                break
             began = time.perf_counter()
+            lr = run.schedule.learning_rate(epoch) * (run.guard.lr_scale if run.guard else 1.0)
             for peer in run.peers:
-                set_lr(peer, run.schedule.learning_rate(epoch))
-            record: dict[str, Any] = {"epoch": epoch, "lr": run.schedule.learning_rate(epoch)}
+                set_lr(peer, lr)
+            record: dict[str, Any] = {"epoch": epoch, "lr": lr}
             inputs = EpochInputs(
                 run.ctx, run.peers, settings, run.schedule, run.bank, run.train_rows, epoch, run.prior
             )
             record.update(run.method.epoch(inputs))
-            record.update(_evaluate(run.ctx, run.peers, run.holdout_rows, run.eval_set, run.val_set))
+            record.update(
+                _evaluate(run.ctx, run.peers, run.holdout_rows, run.eval_set, run.val_set, run.probe_rows)
+            )
+            _check_weights(run.peers, epoch)  # a finite loss can still leave NaN weights: never checkpoint them
+            _after_epoch(out, run, settings, epoch, record, quiet)
             record["seconds"] = time.perf_counter() - began
-            _check_weights(
-                run.peers, epoch
-            )  # a finite loss can still leave NaN weights: never checkpoint them
             # Metrics line first: a crash before the checkpoint leaves an extra line that resume truncates.
             with open(out / rf.METRICS, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
-            save_checkpoint(out / rf.CHECKPOINT, epoch + 1, run.ctx, run.peers, run.bank, {})
+            save_checkpoint(out / rf.CHECKPOINT, epoch + 1, run.ctx, run.peers, run.bank, _extra(run))
             _log(_epoch_line(record, settings.epochs), quiet)
+            for line in record.get("events", []):
+                _log(line, quiet)
     except KeyboardInterrupt as exc:
         raise Interrupted(
             f"interrupted during epoch {epoch}; {epoch} epoch(s) are saved: coreg-edge train --resume --out {out}"
@@ -383,6 +431,92 @@ def _fit(out: Path, run: _Run, settings: TrainSettings, start: int, quiet: bool)
     except Diverged as exc:
         raise _diverged(out, exc, epoch, settings) from exc
     (out / rf.DIVERGED).unlink(missing_ok=True)
+
+
+def _peer_scores(record: dict[str, Any], peers: list[Peer]) -> dict[str, dict[str, float]]:
+    return {p.name: record["holdout"][p.name] for p in peers}
+
+
+def _after_epoch(out: Path, run: _Run, settings: TrainSettings, epoch: int, record: dict, quiet: bool) -> None:
+    """The label-free decisions after an epoch: end an automatic warm-up, keep new best weights, roll back or
+    stop when the held-out score falls sharply (guard.py). What happened goes into the metrics record."""
+    events: list[str] = []
+    scores = _peer_scores(record, run.peers)
+    end = run.warmup_end
+    if end is not None and end.ended is None and run.schedule.is_warmup(epoch):
+        mean_hit = sum(v["hit_rate"] for v in scores.values()) / len(scores)
+        if end.observe(epoch, mean_hit):
+            run.warmup = end.ended
+            run.schedule = settings.coreg.resolve(settings.epochs, end.ended)
+            record["warmup_ended"] = {"epochs": end.ended, "why": end.why}
+            events.append(f"warm-up ends after {end.ended} epochs: {end.why}")
+            _update_config(out, {"schedule": run.schedule.describe(), "warmup_ended": record["warmup_ended"]})
+    if run.guard is None:
+        if events:
+            record["events"] = events
+        return
+    if run.method.co_training:  # a fall during the warm-up is the network still learning
+        run.guard.act_from = run.warmup if end is None or end.ended is not None else settings.epochs
+    decision = run.guard.observe(epoch, scores)
+    for name in decision.improved:
+        peer = next(p for p in run.peers if p.name == name)
+        run.best_weights[name] = {k: v.detach().cpu().clone() for k, v in peer.net.state_dict().items()}
+    if decision.action != "continue":
+        record["guard"] = {"action": decision.action, "why": decision.why, "lr_scale": run.guard.lr_scale}
+    if decision.action == "rollback":
+        for peer in run.peers:
+            _restore_best(run, peer)
+            peer.optimizer.state.clear()  # momentum of the failing steps would push the same way again
+        events.append(
+            f"epoch {epoch + 1}: {decision.why}; both networks go back to their best epochs and the learning "
+            f"rate is scaled by {run.guard.lr_scale:g}"
+        )
+    elif decision.action == "stop":
+        events.append(f"epoch {epoch + 1}: {decision.why} again; training stops and keeps the best epochs")
+    if events:
+        record["events"] = events
+
+
+def _guard(settings: TrainSettings, method: Any, warmup: int) -> BestEpochGuard | None:
+    """The label-free guard (None with --no-keep-best); it acts after Co-Reg's warm-up, or after a fifth of a
+    baseline's epochs."""
+    if not settings.keep_best:
+        return None
+    return BestEpochGuard(act_from=warmup if method.co_training else max(1, round(0.2 * settings.epochs)))
+
+
+def _restore_best(run: _Run, peer: Peer) -> None:
+    state = run.best_weights.get(peer.name)
+    if state is not None:
+        peer.net.load_state_dict(state)
+
+
+def _extra(run: _Run) -> dict[str, Any]:
+    """What the checkpoint needs beyond the training state: the label-free decisions and the best weights."""
+    return {
+        "warmup_end": run.warmup_end.state_dict() if run.warmup_end else None,
+        "guard": run.guard.state_dict() if run.guard else None,
+        "best_weights": run.best_weights,
+    }
+
+
+def _restore_extra(run: _Run, extra: dict[str, Any], settings: TrainSettings) -> None:
+    if run.warmup_end is not None and extra.get("warmup_end"):
+        run.warmup_end = auto.WarmupEnd.from_state(extra["warmup_end"])
+        if run.warmup_end.ended is not None:
+            run.warmup = run.warmup_end.ended
+            run.schedule = settings.coreg.resolve(settings.epochs, run.warmup)
+    if run.guard is not None and extra.get("guard"):
+        run.guard = BestEpochGuard.from_state(extra["guard"])
+    run.best_weights = {
+        name: {k: v.cpu() for k, v in state.items()} for name, state in (extra.get("best_weights") or {}).items()
+    }
+
+
+def _update_config(out: Path, values: dict[str, Any]) -> None:
+    config = rf.read_config(out)
+    config.update(values)
+    rf.write_json(out / rf.CONFIG, config)
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -397,20 +531,22 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-def _dataset_views(data_block: dict, strong_augment: str) -> tuple[bool, str]:
-    """(horizontal flips allowed, strong-view policy) for the annotated data (docs/ALGORITHM.md#views)."""
+def _dataset_views(data_block: dict) -> tuple[bool, str]:
+    """(horizontal flips allowed, the dataset's strong-view rule) for the annotated data
+    (docs/ALGORITHM.md#views); auto.choose_strong_views applies the input-size rule on top."""
     from coreg_edge.data import DATASETS
 
     info = DATASETS.get(data_block.get("root")) if data_block.get("source") == "builtin" else None
     flip = info.flip if info is not None else True
-    if strong_augment != "auto":
-        return flip, strong_augment
     # Fashion-MNIST (and FER2013) use crop + flip + one zero-filled Cutout, no RandAugment.
     return flip, "cutout" if info is not None and info.name in ("fmnist", "fer2013") else "randaugment"
 
 
-def _evaluate(ctx: Context, peers: list[Peer], holdout_rows, eval_set, val_set) -> dict[str, Any]:
-    """Held-out (label-free) scores every epoch, and test accuracy when an --eval split is given."""
+def _evaluate(
+    ctx: Context, peers: list[Peer], holdout_rows, eval_set, val_set, probe_rows=None
+) -> dict[str, Any]:
+    """Held-out (label-free) scores every epoch, each peer's class shift on the held-out items and
+    `probe_rows` (more items, a steadier share of each class), and test accuracy when --eval is given."""
     result: dict[str, Any] = {}
     hold_images = ctx.images[holdout_rows.to(ctx.device)]
     hold_candidates = ctx.candidates[holdout_rows.to(ctx.device)].cpu()
@@ -426,6 +562,11 @@ def _evaluate(ctx: Context, peers: list[Peer], holdout_rows, eval_set, val_set) 
 
     logits = all_logits(hold_images)
     result["holdout"] = {k: candidate_scores(v, hold_candidates) for k, v in logits.items()}
+    if probe_rows is not None:
+        probe = all_logits(ctx.images[probe_rows.to(ctx.device)])
+        probe_candidates = torch.cat([hold_candidates, ctx.candidates[probe_rows.to(ctx.device)].cpu()])
+        for k, v in probe.items():
+            result["holdout"][k]["class_shift"] = class_shift(torch.cat([logits[k], v]), probe_candidates)
     for name, split in (("test_accuracy", eval_set), ("val_accuracy", val_set)):
         if split is None:
             continue
@@ -459,28 +600,37 @@ def _truncate_metrics(path: Path, epochs: int) -> None:
         path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def _finish(
-    out: Path, ctx, peers, holdout_rows, eval_set, val_set, settings: TrainSettings, quiet: bool
-) -> dict:
-    """Save both peers, pick one without clean labels (or by --val), write selection.json last."""
-    final = _evaluate(ctx, peers, holdout_rows, eval_set, val_set)
+def _finish(out: Path, run: _Run, settings: TrainSettings, quiet: bool) -> dict:
+    """Keep each peer's final or best-epoch weights (guard.py), save both, pick one without clean labels (or
+    by --val), write selection.json last."""
+    ctx, peers, holdout_rows = run.ctx, run.peers, run.holdout_rows
+    final = _evaluate(ctx, peers, holdout_rows, run.eval_set, run.val_set, run.probe_rows)
+    metrics = rf.read_metrics(out)
+    last_epoch = metrics[-1]["epoch"] if metrics else settings.epochs - 1
+    kept = None
+    if run.guard is not None:
+        kept = run.guard.kept_weights(last_epoch, {p.name: final["holdout"][p.name] for p in peers})
+        if any(k["source"] == "best" for k in kept.values()):
+            for peer in peers:
+                if kept[peer.name]["source"] == "best":
+                    _restore_best(run, peer)
+            final = _evaluate(ctx, peers, holdout_rows, run.eval_set, run.val_set, run.probe_rows)
     scores: dict[str, dict[str, Any]] = {k: dict(v) for k, v in final["holdout"].items()}
     for k in scores:
         if "val_accuracy" in final:
             scores[k]["val_accuracy"] = final["val_accuracy"][k]
     if len(peers) == 2:
-        selected, reason = select_peer(scores, "val_accuracy" if val_set is not None else "hit_rate")
+        selected, reason = select_peer(scores, "val_accuracy" if run.val_set is not None else "hit_rate")
     else:
         selected, reason = "a", f"{settings.method} trains a single network"
     for p in peers:
         rf.save_weights(p.net, rf.peer_file(out, p.name))
     test = final.get("test_accuracy")
-    metrics = rf.read_metrics(out)
-    best_epoch = _best_epoch(metrics, selected)
     summary = {
         "method": settings.method,
         "backbone": settings.backbone,
         "epochs": settings.epochs,
+        "epochs_trained": last_epoch + 1,
         "selected": selected,
         "reason": reason,
         "scores": scores,
@@ -490,11 +640,18 @@ def _finish(
             "ensemble": test.get("ensemble") if test else None,
             "selected": test.get(selected) if test else None,
         },
-        "best_epoch": best_epoch,
+        "best_epoch": _best_epoch(metrics, selected),
+        "kept": kept,
+        "stopped_early": run.guard.stopped if run.guard else None,
+        "guard_events": run.guard.events if run.guard else [],
+        "warmup_epochs": run.warmup if run.method.co_training else 0,
+        "chosen": run.chosen,
         "holdout_items": len(holdout_rows),
     }
     rf.write_json(out / rf.SELECTION, summary)
     acc = summary["test_accuracy"]["selected"]
+    if kept and kept[selected]["source"] == "best":
+        _log(f"peer {selected} keeps epoch {kept[selected]['epoch'] + 1}: {kept[selected]['why']}", quiet)
     _log(
         f"selected peer {selected}: {reason}" + (f"; test accuracy {acc:.4f}" if acc is not None else ""),
         quiet,

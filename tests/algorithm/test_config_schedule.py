@@ -8,7 +8,9 @@ from coreg_edge.algorithm import CoRegConfig, cosine_lr, lambda_u_ramp, total_lo
 
 def test_defaults_are_the_spec_values():
     cfg = CoRegConfig()
-    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.min_lr) == (0.01, 0.9, 5e-4, 1e-5)
+    # lr None: the trainer chooses it (training/auto.py); an unresolved schedule uses the spec's 0.01
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.min_lr) == (None, 0.9, 5e-4, 1e-5)
+    assert cfg.resolve(10, 2).base_lr == 0.01
     assert (cfg.sharpen_temperature, cfg.mixup_alpha, cfg.lambda_u) == (0.5, 4.0, 1.0)
     assert (cfg.gmm_history, cfg.gmm_max_iter, cfg.gmm_tol, cfg.gmm_reg_covar) == (5, 10, 1e-2, 5e-4)
     assert cfg.p_threshold == 0.5

@@ -22,7 +22,7 @@ def _setup():
     candidates = torch.zeros(N, C, dtype=torch.bool)
     candidates[torch.arange(N), labels] = True
     candidates[torch.arange(N), (labels + 1) % C] = True
-    config = CoRegConfig(queue_size=64, proj_dim=16, proj_hidden=32, min_p_share=0.5)
+    config = CoRegConfig(lr=0.01, queue_size=64, proj_dim=16, proj_hidden=32, min_p_share=0.5)
     settings = TrainSettings(backbone="test_resnet", batch_size=8, coreg=config, compile="off")
     net_config = NetworkConfig(
         backbone="test_resnet", num_classes=C, in_chans=3, image_size=SIZE, proj_hidden=32, proj_dim=16

@@ -1,0 +1,126 @@
+"""Time and memory of a photo-size run: a generated class folder at 96 px, a pretrained-shaped backbone.
+
+    python benchmarks/photo_size.py [--backbone mobilenetv3_large_100] [--size 96] [--items 400]
+                                    [--epochs 3] [--out benchmarks/results/photo_size.json]
+
+No accuracy claim: the images are generated (coloured shapes on noise) and the "pretrained" weights are the
+architecture's random initialisation saved as a local checkpoint (these machines are offline), so the run
+exercises exactly the `--pretrained-backbone FILE` path, its preprocessing and its cost, not transfer.
+Each stage runs as its own child process (`coreg-edge ...`), so the peak resident memory of each is its own.
+Prints one table: stage, wall seconds, seconds per epoch, peak RSS; and the CPU it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("circle", "square", "triangle", "cross")
+
+
+def make_folder(root: Path, items: int, size: int, seed: int = 0) -> None:
+    """One sub-folder per class of JPEG photos (size x size * 4/3): a coloured shape on a noisy background."""
+    rng = np.random.default_rng(seed)
+    h, w = size, size * 4 // 3
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(items):
+        label = CLASSES[i % len(CLASSES)]
+        image = rng.integers(0, 96, (h, w, 3), dtype=np.uint8)
+        cy, cx, r = rng.integers(h // 3, 2 * h // 3), rng.integers(w // 3, 2 * w // 3), rng.integers(h // 6, h // 3)
+        if label == "circle":
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        elif label == "square":
+            mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
+        elif label == "triangle":
+            mask = (yy > cy - r) & (yy < cy + r) & (abs(xx - cx) < (yy - (cy - r)) / 2)
+        else:
+            mask = (abs(yy - cy) < r // 3) & (abs(xx - cx) < r) | (abs(xx - cx) < r // 3) & (abs(yy - cy) < r)
+        image[mask] = rng.integers(128, 256, 3, dtype=np.uint8)
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:05d}.jpg", quality=90)
+
+
+def save_random_checkpoint(backbone: str, path: Path) -> None:
+    """The architecture's own initialisation as a timm checkpoint file (a stand-in for downloaded weights)."""
+    import timm
+    from safetensors.torch import save_file
+
+    model = timm.create_model(backbone, pretrained=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def stage(name: str, argv: list[str], work: Path) -> dict:
+    """Run `coreg-edge ARGV` in a child; wall seconds and the child's peak RSS (MiB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "coreg_edge", *argv], cwd=work, capture_output=True, text=True)
+    seconds = time.perf_counter() - began
+    if done.returncode:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-2000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the largest child so far: report it only when this child raised it
+    return {"stage": name, "seconds": seconds, "peak_rss_mib": peak / 1024 if peak > before else None,
+            "stderr_tail": done.stderr.strip().splitlines()[-3:]}  # fmt: skip
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="mobilenetv3_large_100")
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--items", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/photo_size.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="coreg-photo-"))
+    make_folder(work / "photos", args.items, args.size)
+    save_random_checkpoint(args.backbone, work / "backbone.safetensors")
+    rows = [
+        stage("annotate (simulated)", ["annotate", "photos", "--annotator", "simulated", "--preset", "easy",
+                                       "--out", "ann.npz", "-q"], work),
+        stage("train (Co-Reg)", ["train", "ann.npz", "--backbone", args.backbone, "--pretrained-backbone",
+                                 "backbone.safetensors", "--image-size", str(args.size), "--epochs",
+                                 str(args.epochs), "--warmup", "1", "--out", "run"], work),
+        stage("export (fp32 + int8)", ["export", "run", "--int8", "--out", "dist", "-q"], work),
+        stage("bench (int8)", ["bench", "dist/model.int8.onnx", "--batch-sizes", "1,8", "--json"], work),
+    ]  # fmt: skip
+    metrics = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+    per_phase: dict[str, list[float]] = {}
+    for record in metrics:
+        per_phase.setdefault(record["phase"], []).append(record["seconds"])
+    config = json.loads((work / "run" / "config.json").read_text())
+    result = {"cpu": cpu_name(), "args": vars(args), "stages": rows, "epoch_seconds": per_phase,
+              "preprocess": config["preprocess"], "chosen": config.get("chosen")}  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"CPU: {result['cpu']}; {args.items} generated {args.size} px photos, {args.backbone}, {args.epochs} epochs")
+    print("\n| stage | wall seconds | peak RSS (MiB) |\n|---|---|---|")
+    for row in rows:
+        rss = f"{row['peak_rss_mib']:.0f}" if row["peak_rss_mib"] else "-"
+        print(f"| {row['stage']} | {row['seconds']:.1f} | {rss} |")
+    for phase, values in per_phase.items():
+        print(f"{phase} epoch: {np.mean(values):.1f} s (mean of {len(values)})")
+
+
+if __name__ == "__main__":
+    main()

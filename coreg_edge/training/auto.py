@@ -1,0 +1,131 @@
+"""Defaults that follow the data (docs/ALGORITHM.md#defaults): what `train` chooses when a setting is left
+unset, and why, in one place. Recipes that set a value keep it (the paper recipes set every one).
+
+- batch size: the largest power of two with at least ~STEPS_PER_EPOCH steps per epoch, within [16, 256]
+  (small data needs steps more than it needs big batches);
+- learning rate: LR_PER_32 per 32 items of batch (linear scaling from the demo's measured 0.05 at batch 32),
+  at most MAX_LR; a pretrained start uses a fifth of it for the new heads (the backbone gets
+  `backbone_lr_scale` of that);
+- strong views: the weak view below STRONG_MIN_SIZE px (RandAugment + Cutout erase the class of an 8-16 px
+  image), the dataset's rule above;
+- warm-up: ends when the held-out hit rate stops rising (`WarmupEnd`), within [20%, 50%] of the epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+STEPS_PER_EPOCH = 40
+MIN_BATCH, MAX_BATCH = 16, 256
+LR_PER_32 = 0.05
+MAX_LR = 0.1
+PRETRAINED_LR_FACTOR = 0.2
+STRONG_MIN_SIZE = 24
+WARMUP_BOUNDS = (0.2, 0.5)  # shares of the epochs
+WARMUP_PATIENCE = 2  # epochs without a gain of MIN_GAIN in the held-out hit rate
+WARMUP_MIN_GAIN = 0.01
+
+
+def choose_batch_size(num_items: int) -> tuple[int, str]:
+    target = max(1, num_items // STEPS_PER_EPOCH)
+    size = min(MAX_BATCH, max(MIN_BATCH, 2 ** int(math.log2(target)) if target >= 1 else MIN_BATCH))
+    return size, f"{num_items} items: about {max(1, num_items // size)} steps per epoch"
+
+
+def choose_lr(batch_size: int, pretrained: bool) -> tuple[float, str]:
+    lr = min(MAX_LR, LR_PER_32 * batch_size / 32)
+    why = f"{LR_PER_32:g} per 32 items of batch, at most {MAX_LR:g}"
+    if pretrained:
+        lr *= PRETRAINED_LR_FACTOR
+        why += f", x{PRETRAINED_LR_FACTOR:g} for a pretrained start"
+    return round(lr, 6), why
+
+
+def choose_strong_views(image_size: int, dataset_rule: str) -> tuple[str, str]:
+    if image_size < STRONG_MIN_SIZE:
+        return "weak", f"{image_size} px < {STRONG_MIN_SIZE} px: RandAugment + Cutout would erase the class"
+    return dataset_rule, f"{image_size} px: the dataset's rule"
+
+
+def warmup_bounds(epochs: int) -> tuple[int, int]:
+    """(fewest, most) warm-up epochs of an automatic warm-up; most <= epochs - 1 (Co-Reg needs an epoch)."""
+    low = max(1, round(WARMUP_BOUNDS[0] * epochs))
+    high = min(epochs - 1, max(low, round(WARMUP_BOUNDS[1] * epochs)))
+    return low, high
+
+
+@dataclass
+class WarmupEnd:
+    """Ends an automatic warm-up on a label-free signal: the peers' mean held-out hit rate has gained less
+    than `min_gain` over its best before the last `patience` epochs (it flattened), but never before
+    `low` nor after `high` epochs."""
+
+    low: int
+    high: int
+    patience: int = WARMUP_PATIENCE
+    min_gain: float = WARMUP_MIN_GAIN
+    history: list[float] = field(default_factory=list)
+    ended: int | None = None  # warm-up epochs, once decided
+    why: str = ""
+
+    def observe(self, epoch: int, hit_rate: float) -> bool:
+        """Record warm-up epoch `epoch`'s score; True when the warm-up ends after it."""
+        self.history.append(hit_rate)
+        done = epoch + 1
+        if done < self.low:
+            return False
+        if done >= self.high:
+            self.ended, self.why = done, f"the most warm-up epochs allowed ({self.high})"
+            return True
+        if len(self.history) <= self.patience or math.isnan(hit_rate):
+            return False
+        before = max(self.history[: -self.patience])
+        recent = max(self.history[-self.patience :])
+        if recent - before < self.min_gain:
+            self.ended = done
+            self.why = (
+                f"the held-out hit rate flattened ({before:.3f} -> {recent:.3f} over the last {self.patience} "
+                f"epochs, gain < {self.min_gain:g})"
+            )
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> WarmupEnd:
+        return cls(**state)
+
+
+def resolve_settings(settings: Any, num_items: int, image_size: int, dataset_rule: str, co_training: bool):
+    """TrainSettings with every unset choice made -> (settings, {name: {"value", "why"}}).
+
+    Stored resolved in config.json, so a resumed run (or another version) computes the same thing.
+    """
+    chosen: dict[str, dict[str, Any]] = {}
+    batch_size = settings.batch_size
+    if batch_size is None:
+        batch_size, why = choose_batch_size(num_items)
+        chosen["batch_size"] = {"value": batch_size, "why": why}
+    coreg = settings.coreg
+    if coreg.lr is None:
+        lr, why = choose_lr(batch_size, settings.pretrained_backbone is not None)
+        chosen["lr"] = {"value": lr, "why": why}
+        coreg = dataclasses.replace(coreg, lr=lr, min_lr=min(coreg.min_lr, lr))
+    if settings.strong_augment == "auto":
+        policy, why = choose_strong_views(image_size, dataset_rule)
+        chosen["strong_augment"] = {"value": policy, "why": why}
+    if co_training and settings.warmup is None:
+        low, high = warmup_bounds(settings.epochs)
+        chosen["warmup"] = {"value": f"{low}-{high}", "why": "ends when the held-out hit rate flattens"}
+    return dataclasses.replace(settings, batch_size=batch_size, coreg=coreg), chosen
+
+
+def describe(chosen: dict[str, dict[str, Any]]) -> str:
+    """One line for the log: 'chosen: batch 32 (why); lr 0.05 (why); ...'."""
+    names = {"batch_size": "batch", "lr": "lr", "strong_augment": "strong views", "warmup": "warm-up"}
+    return "chosen: " + "; ".join(f"{names[k]} {v['value']} ({v['why']})" for k, v in chosen.items())

@@ -119,7 +119,7 @@ class CoRegConfig:
         for name in ("gmm_history", "gmm_max_iter", "queue_size", "proj_dim", "proj_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.min_lr <= (SPEC_LR if self.lr is None else self.lr):
+        if not 0.0 <= self.min_lr <= (math.inf if self.lr is None else self.lr):  # an unset lr: checked once chosen
             raise ValueError(f"min_lr must be in [0, lr], got {self.min_lr}")
         if self.loss_start is not None and self.loss_start < 0:
             raise ValueError(f"loss_start must be >= 0, got {self.loss_start}")

@@ -120,6 +120,9 @@ class _Run:
         for key in ("eval_data", "val_data"):
             if call.get(key):
                 inputs[key] = input_fingerprint(call[key])
+        weights = call.get("pretrained_backbone")
+        if weights and weights != "timm":  # a FILE replaced in place trains again
+            inputs["pretrained_backbone"] = input_fingerprint(weights)
         fp = fingerprint(settings, inputs)
         if self.unchanged("train", fp):
             return self.skip("train", 2)

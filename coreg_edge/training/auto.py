@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from coreg_edge.errors import UserError
+
 STEPS_PER_EPOCH = 40
 MIN_BATCH, MAX_BATCH = 16, 256
 LR_PER_32 = 0.05
@@ -115,14 +117,18 @@ def resolve_settings(settings: Any, num_items: int, image_size: int, dataset_rul
     if coreg.lr is None:
         lr, why = choose_lr(batch_size, settings.pretrained_backbone is not None)
         chosen["lr"] = {"value": lr, "why": why}
-        coreg = dataclasses.replace(coreg, lr=lr, min_lr=min(coreg.min_lr, lr))
-    if settings.strong_augment == "auto":
-        policy, why = choose_strong_views(image_size, dataset_rule)
-        chosen["strong_augment"] = {"value": policy, "why": why}
+        if coreg.min_lr > lr:
+            raise UserError(f"--set min_lr={coreg.min_lr:g} is above the chosen lr {lr:g} ({why}); set lr too")
+        coreg = dataclasses.replace(coreg, lr=lr)
+    strong_augment = settings.strong_augment
+    if strong_augment == "auto":
+        strong_augment, why = choose_strong_views(image_size, dataset_rule)
+        chosen["strong_augment"] = {"value": strong_augment, "why": why}
     if co_training and settings.warmup is None:
         low, high = warmup_bounds(settings.epochs)
         chosen["warmup"] = {"value": f"{low}-{high}", "why": "ends when the held-out hit rate flattens"}
-    return dataclasses.replace(settings, batch_size=batch_size, coreg=coreg), chosen
+    resolved = dataclasses.replace(settings, batch_size=batch_size, coreg=coreg, strong_augment=strong_augment)
+    return resolved, chosen
 
 
 def describe(chosen: dict[str, dict[str, Any]]) -> str:

@@ -33,6 +33,7 @@ from coreg_edge.errors import UserError
 from coreg_edge.execution import TRAIN_EXECUTION
 from coreg_edge.locks import is_lock_file, locks_output
 from coreg_edge.models import NetworkConfig, network_from_config
+from coreg_edge.runtime.preprocess import PreprocessConfig
 from coreg_edge.training import auto
 from coreg_edge.training import run_folder as rf
 from coreg_edge.training.checkpoint import load_checkpoint, save_checkpoint
@@ -94,14 +95,14 @@ def _forward_fn(net: torch.nn.Module, input_shape: tuple[int, ...], device: torc
 
 
 def _build_peer(name: str, config: NetworkConfig, settings: TrainSettings, device, n: int, c: int, seed: int,
-                channels_last: bool) -> Peer:  # fmt: skip
+                channels_last: bool, load_pretrained: bool = True) -> Peer:  # fmt: skip
     """One network, its optimizer and the method's memories. A pretrained start loads the same weights into
     every peer's backbone (their heads differ by seed); a resumed run's checkpoint replaces them afterwards.
     The optimizer's param groups carry an `lr_scale` that set_lr applies: the backbone's is
     backbones.backbone_lr_scale (0.1 when pretrained: the new heads must move far, the features little)."""
     torch.manual_seed(seed)
     net = network_from_config(config)  # random weights; network_from_config never loads pretrained ones
-    if settings.pretrained_backbone is not None:
+    if settings.pretrained_backbone is not None and load_pretrained:
         backbones.load_into(net.backbone, settings.pretrained_backbone, config.backbone, config.in_chans)
     net = net.to(device)
     if channels_last:
@@ -202,8 +203,10 @@ def train(
     """
     out = Path(out)
     settings, config, annotation, new_lr = _settings_for_call(out, annotation, resume, options, quiet)
-    run = _prepare(settings, annotation, quiet)
+    run = _prepare(settings, annotation, quiet, config)
     settings = run.settings
+    if config is not None:
+        run.chosen = config.get("chosen", {})  # what the run chose when it started (stored resolved since)
     start = _start(out, run, settings, config, annotation, new_lr, quiet)
     _fit(out, run, settings, start, quiet)
     return _finish(out, run, settings, quiet)
@@ -216,6 +219,11 @@ def _settings_for_call(
     config, new_lr = None, None
     if resume:
         config = rf.read_config(out)
+        if "chosen" not in config:
+            raise UserError(
+                f"{out} was started by coreg-edge {config.get('coreg_edge_version', '(unknown)')}, which chose "
+                "its defaults by other rules; resume it with that version, or start a new run"
+            )
         settings = resume_settings(config["settings"], options)
         new_lr = _resume_lr(out, options.get("coreg") or {}, settings)
         if new_lr is not None:
@@ -274,10 +282,15 @@ class _Run:
     warmup_end: auto.WarmupEnd | None  # an automatic warm-up's stopping rule
     guard: BestEpochGuard | None
     best_weights: dict[str, dict[str, torch.Tensor]]  # per peer, the best held-out epoch's state_dict
+    weights_epoch: dict[str, int]  # per peer, the epoch its current weights come from (its best after a rollback)
 
 
-def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _Run:
-    """Data (training set, --eval, --val), the held-out split, networks and the method's state."""
+def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, stored: dict | None = None) -> _Run:
+    """Data (training set, --eval, --val), the held-out split, networks and the method's state.
+
+    `stored` (a resumed run's config.json): its preprocessing and network are used as they are (not
+    recomputed: another version or another timm could compute others), and no pretrained weights load (the
+    checkpoint replaces them; the file or cache need not exist any more)."""
     ann = load_annotation(annotation)
     method = get_method(settings.method)
     if method.needs_labels and not ann.has_labels:
@@ -287,8 +300,11 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _R
     source, _ = reopen(ann.data, settings.data, download=settings.download)
     # A pretrained backbone: a trial load fails fast (before the images load); its pretrained_cfg sets the
     # preprocessing (mean, std, interpolation, crop_pct, size unless --image-size); None from scratch.
-    pretrained = backbones.check(settings, settings.channels or source.channels, quiet, ann.num_classes)
-    pre = preprocess_for(source, settings.image_size, settings.channels, pretrained)
+    if stored is None:
+        pretrained = backbones.check(settings, settings.channels or source.channels, quiet, ann.num_classes)
+        pre = preprocess_for(source, settings.image_size, settings.channels, pretrained)
+    else:
+        pretrained, pre = None, PreprocessConfig.from_metadata(stored["preprocess"])
     data = load_training_set(ann, source, pre, settings.seed, quiet, settings.workers)
     eval_set, val_set = (
         load_eval_set(spec, ann.class_names, pre, settings.download, quiet, settings.workers, option=option)
@@ -304,7 +320,7 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _R
     train_rows = torch.as_tensor(np.sort(order[n_hold:]), dtype=torch.long)
     probe_rows = torch.as_tensor(np.sort(order[n_hold : n_hold + PROBE_ITEMS]), dtype=torch.long)
 
-    net_config = NetworkConfig(
+    net_config = NetworkConfig.from_dict(stored["network"]) if stored else NetworkConfig(
         backbone=settings.backbone, num_classes=c, in_chans=pre.channels, image_size=pre.input_size[0],
         small_stem=settings.small_stem if pretrained is None else False,  # a pretrained stem is kept
         proj_hidden=settings.coreg.proj_hidden, proj_dim=settings.coreg.proj_dim,
@@ -315,7 +331,7 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _R
     settings, chosen = auto.resolve_settings(
         settings, len(train_rows), pre.input_size[0], dataset_rule, method.co_training
     )
-    strong = chosen.get("strong_augment", {}).get("value", settings.strong_augment)
+    strong = settings.strong_augment  # resolved: never "auto" here
     views = Views(
         ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=flip, strong=strong),
         seed=settings.seed,
@@ -327,7 +343,7 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _R
         amp_dtype=_amp_dtype(settings.amp, device),
     )  # fmt: skip
     peers = [
-        _build_peer(name, net_config, settings, device, n, c, settings.seed + i, channels_last)
+        _build_peer(name, net_config, settings, device, n, c, settings.seed + i, channels_last, stored is None)
         for i, name in enumerate(method.peers)
     ]
     for peer in peers:
@@ -347,7 +363,7 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool) -> _R
         schedule=settings.coreg.resolve(settings.epochs, warmup), warmup=warmup, train_rows=train_rows,
         holdout_rows=holdout_rows, probe_rows=probe_rows, eval_set=eval_set, val_set=val_set, prior=prior, settings=settings,
         chosen=chosen, warmup_end=warmup_end, guard=_guard(settings, method, warmup),
-        best_weights={},
+        best_weights={}, weights_epoch={},
     )  # fmt: skip
 
 
@@ -457,6 +473,7 @@ def _after_epoch(out: Path, run: _Run, settings: TrainSettings, epoch: int, reco
         return
     if run.method.co_training:  # a fall during the warm-up is the network still learning
         run.guard.act_from = run.warmup if end is None or end.ended is not None else settings.epochs
+    run.weights_epoch = {p.name: epoch for p in run.peers}
     decision = run.guard.observe(epoch, scores)
     for name in decision.improved:
         peer = next(p for p in run.peers if p.name == name)
@@ -465,11 +482,13 @@ def _after_epoch(out: Path, run: _Run, settings: TrainSettings, epoch: int, reco
         record["guard"] = {"action": decision.action, "why": decision.why, "lr_scale": run.guard.lr_scale}
     if decision.action == "rollback":
         for peer in run.peers:
-            _restore_best(run, peer)
-            peer.optimizer.state.clear()  # momentum of the failing steps would push the same way again
+            if peer.name in decision.peers:
+                _restore_best(run, peer)
+                peer.optimizer.state.clear()  # momentum of the failing steps would push the same way again
+        who = "peer " + " and ".join(decision.peers)
         events.append(
-            f"epoch {epoch + 1}: {decision.why}; both networks go back to their best epochs and the learning "
-            f"rate is scaled by {run.guard.lr_scale:g}"
+            f"epoch {epoch + 1}: {decision.why}; {who} goes back to its best epoch and the learning rate is "
+            f"scaled by {run.guard.lr_scale:g}"
         )
     elif decision.action == "stop":
         events.append(f"epoch {epoch + 1}: {decision.why} again; training stops and keeps the best epochs")
@@ -489,6 +508,7 @@ def _restore_best(run: _Run, peer: Peer) -> None:
     state = run.best_weights.get(peer.name)
     if state is not None:
         peer.net.load_state_dict(state)
+        run.weights_epoch[peer.name] = run.guard.best[peer.name].epoch
 
 
 def _extra(run: _Run) -> dict[str, Any]:
@@ -497,6 +517,7 @@ def _extra(run: _Run) -> dict[str, Any]:
         "warmup_end": run.warmup_end.state_dict() if run.warmup_end else None,
         "guard": run.guard.state_dict() if run.guard else None,
         "best_weights": run.best_weights,
+        "weights_epoch": run.weights_epoch,
     }
 
 
@@ -508,6 +529,7 @@ def _restore_extra(run: _Run, extra: dict[str, Any], settings: TrainSettings) ->
             run.schedule = settings.coreg.resolve(settings.epochs, run.warmup)
     if run.guard is not None and extra.get("guard"):
         run.guard = BestEpochGuard.from_state(extra["guard"])
+    run.weights_epoch = dict(extra.get("weights_epoch") or {})
     run.best_weights = {
         name: {k: v.cpu() for k, v in state.items()} for name, state in (extra.get("best_weights") or {}).items()
     }
@@ -566,7 +588,8 @@ def _evaluate(
         probe = all_logits(ctx.images[probe_rows.to(ctx.device)])
         probe_candidates = torch.cat([hold_candidates, ctx.candidates[probe_rows.to(ctx.device)].cpu()])
         for k, v in probe.items():
-            result["holdout"][k]["class_shift"] = class_shift(torch.cat([logits[k], v]), probe_candidates)
+            both = torch.cat([logits[k], v]) if len(logits[k]) else v  # no held-out items: (0, 0) logits
+            result["holdout"][k]["class_shift"] = class_shift(both, probe_candidates)
     for name, split in (("test_accuracy", eval_set), ("val_accuracy", val_set)):
         if split is None:
             continue
@@ -609,7 +632,8 @@ def _finish(out: Path, run: _Run, settings: TrainSettings, quiet: bool) -> dict:
     last_epoch = metrics[-1]["epoch"] if metrics else settings.epochs - 1
     kept = None
     if run.guard is not None:
-        kept = run.guard.kept_weights(last_epoch, {p.name: final["holdout"][p.name] for p in peers})
+        epochs = {p.name: run.weights_epoch.get(p.name, last_epoch) for p in peers}
+        kept = run.guard.kept_weights(epochs, {p.name: final["holdout"][p.name] for p in peers})
         if any(k["source"] == "best" for k in kept.values()):
             for peer in peers:
                 if kept[peer.name]["source"] == "best":

@@ -24,31 +24,45 @@ def test_best_epoch_per_peer_and_tie_break_on_division_loss():
     assert (guard.best["a"].epoch, guard.best["b"].epoch) == (2, 0)
 
 
-def test_a_falling_hit_rate_alone_is_not_failure_a_sharp_fall_is():
+def test_a_falling_hit_rate_alone_is_not_failure_a_sharp_fall_twice_is():
     """Outgrowing an instance-dependent annotator lowers the hit rate (0.97 -> 0.87 measured): keep going."""
     guard = BestEpochGuard(act_from=0)
     guard.observe(0, {"a": s(0.97)})
     assert guard.observe(1, {"a": s(0.80)}).action == "continue"
+    epoch = 2
     for rollback in range(MAX_ROLLBACKS):
-        decision = guard.observe(2 + rollback, {"a": s(0.60)})
-        assert decision.action == "rollback" and "fell from 0.970 (epoch 1) to 0.600" in decision.why
+        assert guard.observe(epoch, {"a": s(0.60)}).action == "continue"  # one failing epoch: wait
+        decision = guard.observe(epoch + 1, {"a": s(0.60)})
+        assert decision.action == "rollback" and decision.peers == ["a"]
+        assert "fell from 0.970 (epoch 1) to 0.600 (2 epochs in a row)" in decision.why
         assert guard.lr_scale == pytest.approx(0.5 ** (rollback + 1))
-    assert guard.observe(9, {"a": s(0.60)}).action == "stop"
-    assert guard.stopped["epoch"] == 9
+        epoch += 2
+    guard.observe(epoch, {"a": s(0.60)})
+    assert guard.observe(epoch + 1, {"a": s(0.60)}).action == "stop"
+    assert guard.stopped["epoch"] == epoch + 1
+
+
+def test_one_failing_epoch_that_recovers_is_left_alone():
+    guard = BestEpochGuard(act_from=0)
+    guard.observe(0, {"a": s(0.8, shift=0.05)})
+    assert guard.observe(1, {"a": s(0.8, shift=0.41)}).action == "continue"  # the digits recipe's epoch 16
+    assert guard.observe(2, {"a": s(0.8, shift=0.07)}).action == "continue"
+    assert guard.observe(3, {"a": s(0.8, shift=0.41)}).action == "continue"  # the count starts again
+    assert not guard.events
 
 
 def test_class_shift_compared_with_the_peers_own_best():
     guard = BestEpochGuard(act_from=0)
     guard.observe(0, {"a": s(0.80, shift=0.20), "b": s(0.80, shift=0.05)})  # a biased annotator: 0.2 is normal
-    assert guard.observe(1, {"a": s(0.78, shift=0.30), "b": s(0.78, shift=0.10)}).action == "continue"
+    assert guard.observe(1, {"a": s(0.78, shift=0.30), "b": s(0.78, shift=0.30)}).action == "continue"
     decision = guard.observe(2, {"a": s(0.78, shift=0.30), "b": s(0.79, shift=0.30)})
     assert decision.action == "rollback" and "peer b's predicted classes moved 0.30" in decision.why
-    assert "peer a" not in decision.why
+    assert "peer a" not in decision.why and decision.peers == ["b"]  # only the failing peer goes back
     assert guard.best["b"].epoch == 0  # a failing epoch is never a best one, whatever its hit rate
 
 
 def test_no_action_before_act_from_and_nan_scores_ignored():
-    guard = BestEpochGuard(act_from=5)
+    guard = BestEpochGuard(act_from=5, patience=1)
     guard.observe(0, {"a": s(0.9)})
     assert guard.observe(1, {"a": s(0.2)}).action == "continue"
     assert guard.observe(6, {"a": s(math.nan)}).action == "continue"
@@ -58,17 +72,26 @@ def test_no_action_before_act_from_and_nan_scores_ignored():
 def test_kept_weights_final_when_healthy_else_best():
     guard = BestEpochGuard()
     guard.observe(3, {"a": s(0.90), "b": s(0.90)})
-    kept = guard.kept_weights(9, {"a": s(0.80), "b": s(0.50)})
+    kept = guard.kept_weights({"a": 9, "b": 9}, {"a": s(0.80), "b": s(0.50)})
     assert kept["a"]["source"] == "final" and kept["a"]["epoch"] == 9  # lower, but healthy
     assert kept["b"]["source"] == "best" and kept["b"]["epoch"] == 3 and "epoch (4" in kept["b"]["why"]
     guard.stopped = {"epoch": 9, "why": "x"}  # after a stop the best is kept whatever the final scores
-    assert guard.kept_weights(9, {"a": s(0.89), "b": s(0.9)})["a"]["source"] == "best"
+    assert guard.kept_weights({"a": 9, "b": 9}, {"a": s(0.89), "b": s(0.9)})["a"]["source"] == "best"
+
+
+def test_kept_weights_after_a_rollback_in_the_last_epoch_name_the_restored_epoch():
+    guard = BestEpochGuard(patience=1)
+    guard.observe(0, {"a": s(0.9)})
+    assert guard.observe(1, {"a": s(0.5)}).action == "rollback"
+    kept = guard.kept_weights({"a": 0}, {"a": s(0.9)})  # the trainer restored epoch 0's weights
+    assert kept["a"]["epoch"] == 0 and "best healthy epoch" in kept["a"]["why"]
 
 
 def test_state_round_trip():
     guard = BestEpochGuard(act_from=2)
     guard.observe(0, {"a": s(0.8)})
     guard.observe(3, {"a": s(0.4)})
+    guard.observe(4, {"a": s(0.4)})
     again = BestEpochGuard.from_state(guard.state_dict())
     assert again.state_dict() == guard.state_dict() and again.events
 

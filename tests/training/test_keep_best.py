@@ -64,15 +64,16 @@ def test_a_sharp_fall_rolls_back_then_stops_and_ships_the_best_epoch(digits_anno
     summary = train(digits_annotation, run, method="sabotaged", epochs=10, **TINY)
     metrics = rf.read_metrics(run)
     actions = [r.get("guard", {}).get("action") for r in metrics]
-    assert actions == [None, None, "rollback", "rollback", "stop"]  # two rollbacks, then it stops
-    assert metrics[3]["lr"] < metrics[2]["lr"]  # the learning rate was halved after the rollback
-    assert summary["stopped_early"]["epoch"] == 4 and summary["epochs_trained"] == 5
+    # each failure is acted on after two failing epochs in a row: two rollbacks, then it stops
+    assert actions == [None, None, None, "rollback", None, "rollback", None, "stop"]
+    assert metrics[4]["lr"] < metrics[3]["lr"] * 0.6  # the learning rate was halved after the rollback
+    assert summary["stopped_early"]["epoch"] == 7 and summary["epochs_trained"] == 8
     kept = summary["kept"]["a"]
     assert kept["source"] == "best" and kept["epoch"] in (0, 1)
     best_record = metrics[kept["epoch"]]
     # the shipped weights are the best epoch's: the same test accuracy as that epoch's line
     assert summary["test_accuracy"]["a"] == best_record["test_accuracy"]["a"]
-    assert metrics[4]["test_accuracy"]["a"] < 0.15 < summary["test_accuracy"]["a"] - 0.2  # one class: ~0.1
+    assert metrics[7]["test_accuracy"]["a"] < 0.15 < summary["test_accuracy"]["a"] - 0.2  # one class: ~0.1
 
 
 def test_no_keep_best_trains_to_the_end(digits_annotation, tmp_path, monkeypatch):
@@ -83,3 +84,32 @@ def test_no_keep_best_trains_to_the_end(digits_annotation, tmp_path, monkeypatch
     summary = train(digits_annotation, run, method="sabotaged", epochs=4, keep_best=False, **TINY)
     assert summary["kept"] is None and summary["epochs_trained"] == 4
     assert summary["test_accuracy"]["a"] < 0.15  # the sabotaged last epoch is shipped
+
+
+def test_nothing_held_out_trains_and_keeps_the_last_weights(digits_annotation, tmp_path):
+    summary = train(digits_annotation, tmp_path / "run", method="proden", epochs=2, holdout=0.0, **TINY)
+    assert summary["kept"]["a"] == {"epoch": 1, "source": "final", "why": "no held-out items to score them"}
+
+
+def test_min_lr_above_the_chosen_lr_is_one_clear_error(digits_annotation, tmp_path):
+    import pytest
+
+    from coreg_edge.errors import UserError
+
+    with pytest.raises(UserError, match=r"min_lr=0.08 is above the chosen lr 0.05 .*; set lr too"):
+        train(digits_annotation, tmp_path / "run", method="proden", epochs=1, coreg={"min_lr": 0.08}, **TINY)
+
+
+def test_resume_refuses_a_run_of_an_older_version(digits_annotation, tmp_path):
+    import pytest
+
+    from coreg_edge.errors import UserError
+
+    run = tmp_path / "run"
+    train(digits_annotation, run, method="proden", epochs=1, **TINY)
+    config = json.loads((run / rf.CONFIG).read_text())
+    del config["chosen"]
+    config["coreg_edge_version"] = "0.3.0"
+    (run / rf.CONFIG).write_text(json.dumps(config))
+    with pytest.raises(UserError, match="started by coreg-edge 0.3.0, which chose its defaults by other rules"):
+        train(None, run, resume=True, quiet=True)

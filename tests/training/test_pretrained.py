@@ -255,6 +255,8 @@ def test_resume_keeps_the_checkpoint_not_the_pretrained_weights(
     # Other weights of the same architecture under the same name: loading them over the checkpoint would
     # change the result; resuming must continue from the checkpoint alone.
     pth.write_bytes(weights["test_resnet_other"]["pth"].read_bytes())
+    # ... and the weights need not exist any more: a resumed run loads no pretrained weights at all
+    pth.rename(pth.with_suffix(".moved"))
     result = runner.invoke(cli, ["train", "--resume", "--out", str(resumed), "-q"])
     assert result.exit_code == 0, result.output
     from coreg_edge.training import run_folder as rf

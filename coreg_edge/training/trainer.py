@@ -485,11 +485,10 @@ def _after_epoch(out: Path, run: _Run, settings: TrainSettings, epoch: int, reco
             if peer.name in decision.peers:
                 _restore_best(run, peer)
                 peer.optimizer.state.clear()  # momentum of the failing steps would push the same way again
-        who = "peer " + " and ".join(decision.peers)
-        events.append(
-            f"epoch {epoch + 1}: {decision.why}; {who} goes back to its best epoch and the learning rate is "
-            f"scaled by {run.guard.lr_scale:g}"
-        )
+        who = f"peer {decision.peers[0]} goes back to its best epoch"
+        if len(decision.peers) > 1:
+            who = f"peers {' and '.join(decision.peers)} go back to their best epochs"
+        events.append(f"epoch {epoch + 1}: {decision.why}; {who} and the learning rate is scaled by {run.guard.lr_scale:g}")
     elif decision.action == "stop":
         events.append(f"epoch {epoch + 1}: {decision.why} again; training stops and keeps the best epochs")
     if events:

@@ -95,7 +95,7 @@ def main() -> None:
                         continue  # the first annotation's run stands for all (true labels only)
                     results.append(run_one(work, ann, spec, config, seed, method))
                     print(json.dumps(results[-1]), flush=True)
-        stats[spec] = {k: statistics.mean(s[k] for s in per_seed) for k in ("mean_set_size", "coverage",
+        stats[spec] = {k: statistics.mean(s[k] for s in per_seed) for k in ("mean_candidates", "coverage",
                        "zero_shot_accuracy") if all(s.get(k) is not None for s in per_seed)}  # fmt: skip
         write_results(Path(args.out), args, results, stats)
     print_tables(results, stats)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,6 @@ class Context:
     generator: torch.Generator  # batch order (CPU, so CPU and CUDA runs draw the same)
     rng: np.random.Generator  # MixUp lambdas
     amp_dtype: torch.dtype | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_items(self) -> int:

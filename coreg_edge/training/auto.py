@@ -33,7 +33,7 @@ WARMUP_MIN_GAIN = 0.01
 
 def choose_batch_size(num_items: int) -> tuple[int, str]:
     target = max(1, num_items // STEPS_PER_EPOCH)
-    size = min(MAX_BATCH, max(MIN_BATCH, 2 ** int(math.log2(target)) if target >= 1 else MIN_BATCH))
+    size = min(MAX_BATCH, max(MIN_BATCH, 2 ** int(math.log2(target))))
     return size, f"{num_items} items: about {max(1, num_items // size)} steps per epoch"
 
 

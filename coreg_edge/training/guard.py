@@ -142,18 +142,8 @@ class BestEpochGuard:
         return kept
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "class_shift_rise": self.class_shift_rise, "sharp_fall": self.sharp_fall, "act_from": self.act_from,
-            "patience": self.patience, "strikes": self.strikes,
-            "lr_scale": self.lr_scale, "best": {k: asdict(v) for k, v in self.best.items()},
-            "events": self.events, "stopped": self.stopped,
-        }  # fmt: skip
+        return asdict(self)  # plain data (Best rows as dicts): the checkpoint loads it with weights_only=True
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> BestEpochGuard:
-        guard = cls(state["class_shift_rise"], state["sharp_fall"], state["act_from"], lr_scale=state["lr_scale"])
-        guard.patience, guard.strikes = state["patience"], dict(state["strikes"])
-        guard.best = {k: Best(**v) for k, v in state["best"].items()}
-        guard.events = list(state["events"])
-        guard.stopped = state["stopped"]
-        return guard
+        return cls(**{**state, "best": {k: Best(**v) for k, v in state["best"].items()}})

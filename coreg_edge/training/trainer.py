@@ -362,7 +362,7 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, store
         ann=ann, method=method, source=source, pre=pre, net_config=net_config, ctx=ctx, peers=peers, bank=bank,
         schedule=settings.coreg.resolve(settings.epochs, warmup), warmup=warmup, train_rows=train_rows,
         holdout_rows=holdout_rows, probe_rows=probe_rows, eval_set=eval_set, val_set=val_set, prior=prior, settings=settings,
-        chosen=chosen, warmup_end=warmup_end, guard=_guard(settings, method, warmup),
+        chosen=chosen, warmup_end=warmup_end, guard=_guard(settings, method, warmup, warmup_end),
         best_weights={}, weights_epoch={},
     )  # fmt: skip
 
@@ -465,14 +465,14 @@ def _after_epoch(out: Path, run: _Run, settings: TrainSettings, epoch: int, reco
             run.warmup = end.ended
             run.schedule = settings.coreg.resolve(settings.epochs, end.ended)
             record["warmup_ended"] = {"epochs": end.ended, "why": end.why}
+            if run.guard is not None:  # a fall during the warm-up is the network still learning
+                run.guard.act_from = end.ended
             events.append(f"warm-up ends after {end.ended} epochs: {end.why}")
             _update_config(out, {"schedule": run.schedule.describe(), "warmup_ended": record["warmup_ended"]})
     if run.guard is None:
         if events:
             record["events"] = events
         return
-    if run.method.co_training:  # a fall during the warm-up is the network still learning
-        run.guard.act_from = run.warmup if end is None or end.ended is not None else settings.epochs
     run.weights_epoch = {p.name: epoch for p in run.peers}
     decision = run.guard.observe(epoch, scores)
     for name in decision.improved:
@@ -495,12 +495,16 @@ def _after_epoch(out: Path, run: _Run, settings: TrainSettings, epoch: int, reco
         record["events"] = events
 
 
-def _guard(settings: TrainSettings, method: Any, warmup: int) -> BestEpochGuard | None:
-    """The label-free guard (None with --no-keep-best); it acts after Co-Reg's warm-up, or after a fifth of a
-    baseline's epochs."""
+def _guard(
+    settings: TrainSettings, method: Any, warmup: int, warmup_end: auto.WarmupEnd | None
+) -> BestEpochGuard | None:
+    """The label-free guard (None with --no-keep-best); it acts after Co-Reg's warm-up (an automatic one:
+    from the epoch it ends, set then), or after a fifth of a baseline's epochs."""
     if not settings.keep_best:
         return None
-    return BestEpochGuard(act_from=warmup if method.co_training else max(1, round(0.2 * settings.epochs)))
+    if not method.co_training:
+        return BestEpochGuard(act_from=max(1, round(0.2 * settings.epochs)))
+    return BestEpochGuard(act_from=settings.epochs if warmup_end is not None else warmup)
 
 
 def _restore_best(run: _Run, peer: Peer) -> None:

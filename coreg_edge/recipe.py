@@ -1,24 +1,22 @@
 """Recipes: one TOML file holds everything `coreg-edge run` needs (data, classes, annotator, training, export).
 
 Why a file: a paper reproduction or a deployment target is a few dozen settings across four stages; a
-file keeps them reviewable, diffable, and the same on every machine. Every key is checked against the
-function it feeds (same names all the way: `[annotate]` -> `annotate()`, `[train]` -> `TrainSettings`,
-`[train.coreg]` -> `CoRegConfig`, `[export]` -> `export_run()`, `[bench]` -> `run_bench()`), so a typo
+file keeps them reviewable, diffable, and the same on every machine. The stage tables are made from the
+stages' settings dataclasses (coreg_edge/settings: one key per field, same names all the way), so a typo
 is a one-line error naming the key and what is allowed, never a silently ignored setting.
 
-    name = "digits"                     # optional; default: the file's stem
+    name = "digits"                     # optional; default: the file stem
     description = "..."                 # optional
     seed = 0                            # annotation, splits, training, calibration
     device = "auto"                     # auto | cpu | cuda
 
     [data]     train (required), eval, val, download, data_dir
     [classes]  names, wording ("number {}": how a class is said in prompts)
-    [annotate] annotator, clip_model, pretrained, mode, k, ratio, templates, partial_rate, noise_rate,
-               preset, shots, sim_templates, template_bias, item_noise, temperature, feature_size, ...
+    [annotate] AnnotateSettings fields (annotator, clip_model, mode, templates, partial_rate, preset, ...)
     [train]    TrainSettings fields (method, backbone, image_size, channels, epochs, warmup, batch_size, ...)
     [train.coreg]  any CoRegConfig field (lr, queue_size, warmup_view, loss_start, ramp_epochs, ...)
-    [export]   int8, target (auto | x86-vnni | x86-avx2 | arm64 | portable), recover, peer, opset, ...
-    [bench]    batch_sizes, iters, warmup, threads
+    [export]   ExportSettings fields (int8, target, recover, peer, opset, ...)
+    [bench]    BenchSettings fields (batch_sizes, iters, warmup, threads)
 
 Overrides (`--set KEY=VALUE`) use dotted keys (`train.epochs=5`, `train.coreg.lr=0.05`, `seed=1`) and are
 type-checked like the file. Built-in recipes ship as package data (`coreg_edge.recipes`) and are found by
@@ -28,12 +26,10 @@ name: `load_recipe("cifar10")`.
 from __future__ import annotations
 
 import copy
-import dataclasses
+import importlib
 import os
 import sys
-import types
-import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,21 +42,8 @@ else:  # pragma: no cover - Python 3.10
     except ModuleNotFoundError:  # pragma: no cover
         tomllib = None  # type: ignore[assignment]
 
-from coreg_edge.choices import (
-    ACTIVATION_TYPES,
-    ANNOTATORS,
-    CALIBRATION_METHODS,
-    CANDIDATE_MODES,
-    DEVICES,
-    EXPORT_PEERS,
-    ON_OFF,
-    SIMULATOR_PRESETS,
-    STRONG_AUGMENT,
-    WARMUP_VIEWS,
-    WEIGHT_TYPES,
-)
+from coreg_edge.choices import DEVICES
 from coreg_edge.errors import UserError
-from coreg_edge.exporters.targets import TARGET_NAMES
 from coreg_edge.utils import one_line
 
 RECIPE_PACKAGE = "coreg_edge.recipes"
@@ -75,14 +58,17 @@ class Key:
     """One allowed recipe key: its type, allowed values, and whether it may be absent or null."""
 
     type: str  # "str" | "int" | "float" | "bool" | "list[str]" | "list[int]" | "templates"
-    choices: tuple[Any, ...] | None = None
+    choices: tuple[Any, ...] | Callable[[], tuple[Any, ...]] | None = None  # a callable: a live registry
     optional: bool = True  # may be left out (the library default applies); "none" in --set resets it
     required: bool = False
 
+    def allowed(self) -> tuple[Any, ...] | None:
+        return self.choices() if callable(self.choices) else self.choices
+
     def describe(self) -> str:
-        if self.choices:
+        if self.allowed():
             return "one of " + ", ".join(
-                str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices
+                str(c).lower() if isinstance(c, bool) else str(c) for c in self.allowed()
             )
         return {
             "str": "a string",
@@ -94,17 +80,6 @@ class Key:
             "templates": "default, imagenet, a template file, or a list of templates with {}",
         }[self.type]
 
-
-# Keys TrainSettings has but a recipe sets elsewhere (one place per fact): hint where they go.
-TRAIN_ELSEWHERE = {
-    "seed": "the top-level seed",
-    "device": "the top-level device",
-    "eval_data": "data.eval",
-    "val_data": "data.val",
-    "data": "data.train",
-    "download": "data.download",
-    "coreg": "the [train.coreg] table",
-}
 
 TOP_KEYS: dict[str, Key] = {
     "name": Key("str"),
@@ -125,105 +100,57 @@ STATIC_SECTIONS: dict[str, dict[str, Key]] = {
         "names": Key("list[str]"),
         "wording": Key("str"),
     },
-    "annotate": {
-        "annotator": Key("str", ANNOTATORS),
-        "clip_model": Key("str"),
-        "pretrained": Key("str"),
-        "mode": Key("str", CANDIDATE_MODES),
-        "k": Key("int"),
-        "ratio": Key("float"),
-        "templates": Key("templates"),
-        "partial_rate": Key("float"),
-        "noise_rate": Key("float"),
-        "preset": Key("str", SIMULATOR_PRESETS),
-        "shots": Key("int"),
-        "sim_templates": Key("int"),
-        "template_bias": Key("float"),
-        "item_noise": Key("float"),
-        "temperature": Key("float"),
-        "feature_size": Key("int"),
-        "batch_size": Key("int"),
-        "workers": Key("int"),
-        "strict": Key("bool"),
-    },
-    "export": {
-        "int8": Key("bool"),
-        "target": Key("str", TARGET_NAMES),
-        "recover": Key("bool"),
-        "emulate": Key("bool"),
-        "reduce_range": Key("bool"),
-        "peer": Key("str", EXPORT_PEERS),
-        "opset": Key("int"),
-        "calibration_images": Key("int"),
-        "activation_type": Key("str", ACTIVATION_TYPES),
-        "weight_type": Key("str", WEIGHT_TYPES),
-        "per_channel": Key("bool"),
-        "calibration_method": Key("str", CALIBRATION_METHODS),
-        "parity_images": Key("int"),
-        "batch_size": Key("int"),
-        "dynamo": Key("bool"),
-    },
-    "bench": {
-        "batch_sizes": Key("list[int]"),
-        "iters": Key("int"),
-        "warmup": Key("int"),
-        "threads": Key("int"),
-    },
 }
 
 SECTION_ORDER = ("data", "classes", "annotate", "train", "train.coreg", "export", "bench")
 
 
-def _key_from_hint(hint: Any, choices: tuple[Any, ...] | None = None) -> Key:
-    """A dataclass field's type hint (int, float | None, ...) -> Key (absent = the dataclass default)."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        hint = args[0] if len(args) == 1 else str
-    name = {bool: "bool", int: "int", float: "float", str: "str"}.get(hint, "str")
-    return Key(name, choices)
+#: The stage sections, each made from its settings dataclass (coreg_edge/settings): one key per field.
+STAGE_SECTIONS = {
+    "annotate": "coreg_edge.settings.annotate:AnnotateSettings",
+    "train": "coreg_edge.settings.train:TrainSettings",
+    "train.coreg": "coreg_edge.algorithm.config:CoRegConfig",
+    "export": "coreg_edge.settings.export:ExportSettings",
+    "bench": "coreg_edge.settings.bench:BenchSettings",
+}
 
 
-def _dataclass_keys(
-    cls: type, choices: Mapping[str, tuple[Any, ...]], skip: Iterable[str] = ()
-) -> dict[str, Key]:
-    hints = typing.get_type_hints(cls)
-    return {
-        f.name: _key_from_hint(hints[f.name], choices.get(f.name))
-        for f in dataclasses.fields(cls)
-        if f.name not in set(skip)
-    }
+def _settings_class(section: str) -> type:
+    module, _, name = STAGE_SECTIONS[section].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _dataclass_keys(cls: type) -> dict[str, Key]:
+    """A settings dataclass's recipe keys: its fields that live in this section (spec.recipe is True)."""
+    from coreg_edge.settings.fields import field_kinds, option_fields
+
+    kinds = field_kinds(cls)
+    keys = {}
+    for field, spec in option_fields(cls):
+        if spec.recipe is True:  # a plain field (CoRegConfig's) is a key too
+            kind = spec.recipe_type or (kinds[field.name] or ("str",))[0]
+            keys[field.name] = Key(kind, spec.choices)
+    return keys
+
+
+def elsewhere(section: str) -> dict[str, str]:
+    """Fields of a stage's settings that a recipe sets in another place: name -> where (a hint)."""
+    from coreg_edge.settings.fields import option_fields
+
+    if section not in STAGE_SECTIONS:
+        return {}
+    return {f.name: spec.recipe for f, spec in option_fields(_settings_class(section)) if isinstance(spec.recipe, str)}
 
 
 _SCHEMA: dict[str, dict[str, Key]] | None = None
 
 
 def schema() -> dict[str, dict[str, Key]]:
-    """Every section's allowed keys; [train] and [train.coreg] follow TrainSettings and CoRegConfig."""
+    """Every section's allowed keys; the stage sections follow their settings dataclasses."""
     global _SCHEMA
     if _SCHEMA is None:
-        from coreg_edge.algorithm.config import CoRegConfig
-        from coreg_edge.training.settings import METHODS, TrainSettings
-
-        train = _dataclass_keys(
-            TrainSettings,
-            {
-                "method": METHODS,
-                "compile": ON_OFF,
-                "amp": ON_OFF,
-                "channels_last": ON_OFF,
-                "strong_augment": STRONG_AUGMENT,
-                "channels": (1, 3),
-            },
-            skip=TRAIN_ELSEWHERE,
-        )
-        coreg = _dataclass_keys(CoRegConfig, {"warmup_view": WARMUP_VIEWS})
-        _SCHEMA = {
-            "": TOP_KEYS,
-            **{k: v for k, v in STATIC_SECTIONS.items() if k in ("data", "classes", "annotate")},
-            "train": train,
-            "train.coreg": coreg,
-            **{k: v for k, v in STATIC_SECTIONS.items() if k in ("export", "bench")},
-        }
+        stages = {section: _dataclass_keys(_settings_class(section)) for section in STAGE_SECTIONS}
+        _SCHEMA = {"": TOP_KEYS, **STATIC_SECTIONS, **stages}
     return _SCHEMA
 
 
@@ -267,7 +194,7 @@ def _check_value(value: Any, spec: Key, where: str) -> Any:
                 )
         elif not isinstance(value, str):
             raise bad(f"{value!r} is neither a string nor a list")
-    if spec.choices is not None and value not in spec.choices:
+    if spec.allowed() is not None and value not in spec.allowed():
         raise RecipeError(f"{where}: {value!r} is not allowed; expected {spec.describe()}")
     return value
 
@@ -381,8 +308,9 @@ def _lookup(section: str, key: str, where: str) -> Key:
     keys = schema()[section]
     if key in keys:
         return keys[key]
-    if section == "train" and key in TRAIN_ELSEWHERE:
-        raise RecipeError(f"{where}: set it as {TRAIN_ELSEWHERE[key]}, not in [train]")
+    hint = elsewhere(section).get(key)
+    if hint is not None:
+        raise RecipeError(f"{where}: set it as {hint}, not in [{section}]")
     place = f"[{section}]" if section else "the top level"
     raise RecipeError(f"{where}: unknown key; allowed in {place}: {', '.join(sorted(keys))}")
 
@@ -430,27 +358,14 @@ def _validate_section(section: str, table: Mapping[str, Any], source: str) -> di
 
 
 def _check_ranges(tree: Mapping[str, Any], source: str) -> None:
-    """Value ranges the type check cannot see, checked by the dataclasses that own them where possible."""
+    """What the type check cannot see (ranges, checks across fields), checked by the settings dataclasses
+    that own them: the recipe names the key where the CLI names the flag."""
     from coreg_edge.algorithm.config import CoRegConfig
-    from coreg_edge.training.settings import TrainSettings
+    from coreg_edge.settings.fields import SettingError
 
     def fail(key: str, problem: str) -> None:
         raise RecipeError(f"{source}: {key}: {problem}")
 
-    ann = tree.get("annotate", {})
-    for key in ("partial_rate", "noise_rate"):
-        if key in ann and not 0.0 <= ann[key] <= 1.0:
-            fail(f"annotate.{key}", f"{ann[key]} is outside [0, 1]")
-    if "ratio" in ann and not 0.0 < ann["ratio"] <= 1.0:
-        fail("annotate.ratio", f"{ann['ratio']} is outside (0, 1]")
-    for key in ("k", "batch_size", "shots", "sim_templates", "feature_size"):
-        if key in ann and ann[key] < 1:
-            fail(f"annotate.{key}", f"{ann[key]} must be >= 1")
-    for key in ("template_bias", "item_noise"):
-        if key in ann and not 0.0 <= ann[key] < float("inf"):  # not NaN either
-            fail(f"annotate.{key}", f"{ann[key]} must be a finite number >= 0")
-    if "temperature" in ann and not 0.0 < ann["temperature"] < float("inf"):
-        fail("annotate.temperature", f"{ann['temperature']} must be a finite number > 0")
     classes = tree.get("classes", {})
     names = classes.get("names")
     if names is not None:
@@ -470,21 +385,18 @@ def _check_ranges(tree: Mapping[str, Any], source: str) -> None:
         if field in CoRegConfig.__dataclass_fields__:
             fail(f"train.coreg.{field}", rest)
         fail("train.coreg", str(exc))
-    try:
-        TrainSettings(**train, coreg=dict(coreg))
-    except UserError as exc:
-        raise RecipeError(f"{source}: [train] {exc}") from exc
-    exp = tree.get("export", {})
-    minimum = {"calibration_images": 1, "parity_images": 1, "batch_size": 2, "opset": 13}
-    for key, low in minimum.items():
-        if key in exp and exp[key] < low:
-            fail(f"export.{key}", f"{exp[key]} must be >= {low}")
-    bench = tree.get("bench", {})
-    if "batch_sizes" in bench and (not bench["batch_sizes"] or min(bench["batch_sizes"]) < 1):
-        fail("bench.batch_sizes", f"{bench['batch_sizes']} must be a non-empty list of positive integers")
-    for key, low in (("iters", 1), ("warmup", 0), ("threads", 1)):
-        if key in bench and bench[key] < low:
-            fail(f"bench.{key}", f"{bench[key]} must be >= {low}")
+    tables = {"annotate": tree.get("annotate", {}), "train": {**train, "coreg": dict(coreg)},
+              "export": tree.get("export", {}), "bench": tree.get("bench", {})}  # fmt: skip
+    for section, table in tables.items():
+        values = dict(table)
+        if section == "annotate" and isinstance(values.get("templates"), list):
+            values.pop("templates")  # an inline list: checked by the type check, written to a file by run
+        try:
+            _settings_class(section)(**values)
+        except SettingError as exc:
+            fail(f"{section}.{exc.field}", exc.problem)
+        except UserError as exc:
+            raise RecipeError(f"{source}: [{section}] {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------------------

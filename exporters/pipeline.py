@@ -29,6 +29,8 @@ from coreg_edge.locks import locks_output
 from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.runtime.metadata import ModelError, make_metadata
 from coreg_edge.runtime.session import load_model
+from coreg_edge.settings.export import ExportSettings
+from coreg_edge.settings.fields import build
 from coreg_edge.training.run_folder import preprocess_config, read_config
 from coreg_edge.utils import read_json_object, write_json
 
@@ -39,15 +41,6 @@ def open_classifier(path: Path, batch_size: int) -> Classifier:
     """The device's Classifier, with idle onnxruntime threads not spinning: parity alternates PyTorch and
     onnxruntime batch by batch, and spinning workers of one would steal the cores of the other."""
     return Classifier.from_loaded(load_model(path, spinning=False), batch_size=batch_size)
-
-
-def _check_sizes(batch_size: int, parity_images: int) -> None:
-    if batch_size < 2:
-        raise UserError(
-            f"--batch-size must be >= 2: parity runs batched, as a device does (got {batch_size})"
-        )
-    if parity_images < 1:
-        raise UserError(f"--parity-images must be >= 1 (got {parity_images})")
 
 
 def _problems(folder: Path, names: list[str], config: dict[str, Any], batch_size: int) -> list[str]:
@@ -180,29 +173,14 @@ def _int8(
 def export_run(
     run: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    settings: ExportSettings | None = None,
     *,
-    int8: bool = False,
-    target: str = AUTO,
-    recover: bool = True,
-    emulate: bool = True,
-    peer: str = "selected",
-    opset: int | None = None,
-    calibration_images: int = 256,
-    activation_type: str | None = None,
-    weight_type: str | None = None,
-    per_channel: bool | None = None,
-    calibration_method: str | None = None,
-    reduce_range: bool | None = None,
-    parity_images: int = 256,
-    batch_size: int = 32,
-    dynamo: bool = False,
-    data: str | None = None,
-    eval_data: str | None = None,
-    seed: int = 0,
     quiet: bool = False,
+    **options: Any,
 ) -> dict[str, Any]:
     """Export RUN's peer to OUT/model.onnx (and OUT/model.int8.onnx), check parity, return the report.
 
+    `settings` (an ExportSettings) and/or its fields as keywords (keywords win).
     int8: `target` (targets.py; auto = this CPU) gives the settings, the explicit options override them;
     when they fail parity, the recovery attempts follow unless `recover` is false. `emulate`: check a
     target this CPU cannot run on an emulator when one is installed (emulation.py).
@@ -210,26 +188,23 @@ def export_run(
     are published all the same, a failed one is left as NAME.rejected, and an earlier export's file under
     its name is kept.
     """
-    _check_sizes(batch_size, parity_images)
+    s = build(ExportSettings, settings, options)
+    int8, seed, batch_size, parity_images = s.int8, s.seed, s.batch_size, s.parity_images
     config = read_config(run)
-    resolved = resolve_peer(run, peer)
-    chosen = resolve_target(target)
-    settings = None
-    if int8:
-        overrides = dict(activation_type=activation_type, weight_type=weight_type, per_channel=per_channel)
-        overrides.update(calibration_method=calibration_method, reduce_range=reduce_range)
-        settings = apply_overrides(chosen.settings, **overrides)
+    resolved = resolve_peer(run, s.peer)
+    chosen = resolve_target(s.target)
+    settings = apply_overrides(chosen.settings, **s.quantization_overrides()) if int8 else None
     module = load_peer_module(run, resolved)
     transform = preprocess_config(run)
     plan = plan_images(
         config,
         run,
-        calibration_images=calibration_images,
+        calibration_images=s.calibration_images,
         parity_images=parity_images,
         seed=seed,
         calibrate=int8,
-        data=data,
-        eval_data=eval_data,
+        data=s.data,
+        eval_data=s.eval_data,
     )
     limits = Thresholds(min_images=parity_images)
     meta = make_metadata(
@@ -243,7 +218,7 @@ def export_run(
     )
     with Staging(out) as stage:
         names = [FP32_NAME]
-        used_opset = to_onnx(module, stage.path(FP32_NAME), transform.shape, opset=opset, dynamo=dynamo)
+        used_opset = to_onnx(module, stage.path(FP32_NAME), transform.shape, opset=s.opset, dynamo=s.dynamo)
         set_metadata(stage.path(FP32_NAME), meta)
         fp32 = open_classifier(stage.path(FP32_NAME), batch_size)
         keep = stage.path("parity-inputs.npy") if settings is not None else None
@@ -254,7 +229,7 @@ def export_run(
         try:
             if settings is not None and plan.calibration is not None:
                 outcome, calibration = _int8(
-                    stage, fp32, measured, plan, chosen, settings, meta, recover=recover, emulate=emulate,
+                    stage, fp32, measured, plan, chosen, settings, meta, recover=s.recover, emulate=s.emulate,
                     limits=limits, batch_size=batch_size, quiet=quiet,
                 )  # fmt: skip
                 measured.onnx[INT8_NAME] = outcome.logits
@@ -272,7 +247,7 @@ def export_run(
             "peer": resolved,
             "coreg_edge_version": __version__,
             "export": {
-                "exporter": "torch.onnx dynamo" if dynamo else "torch.onnx TorchScript",
+                "exporter": "torch.onnx dynamo" if s.dynamo else "torch.onnx TorchScript",
                 "opset": used_opset,
             },
             "calibration": calibration,
@@ -318,22 +293,21 @@ def _failure_line(report: dict[str, Any], passed: list[str]) -> str:
 def check_export(
     run: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    settings: ExportSettings | None = None,
     *,
     peer: str | None = None,
-    emulate: bool = True,
-    parity_images: int = 256,
-    batch_size: int = 32,
-    data: str | None = None,
-    eval_data: str | None = None,
-    seed: int = 0,
     quiet: bool = False,
+    **options: Any,
 ) -> dict[str, Any]:
     """Re-run parity on OUT/model.onnx (and OUT/model.int8.onnx when present) against RUN's PyTorch peer.
 
+    Of the settings, the parity ones apply (emulate, parity_images, batch_size, data, eval_data, seed).
     `peer` defaults to the one the file's metadata names. Rewrites OUT/parity.json; raises ParityError
     when a check fails.
     """
-    _check_sizes(batch_size, parity_images)
+    s = build(ExportSettings, settings, options)
+    emulate, parity_images, batch_size, seed = s.emulate, s.parity_images, s.batch_size, s.seed
+    data, eval_data = s.data, s.eval_data
     out = Path(out)
     if not (out / FP32_NAME).is_file():
         raise UserError(f"{out}: no {FP32_NAME} to check; export first (coreg-edge export RUN --out {out})")

@@ -54,7 +54,7 @@ def _no_leftovers(folder):
         (["annotate", "{flat}", "--classes", "a,b", "--pretrained", "not-a-tag"], "not a known tag"),
         (["annotate", "{flat}", "--classes", "a,b", "--templates", "{tmp}/none.txt"], "not a template set"),
         (["annotate", "digits", "--annotator", "synthetic", "--partial-rate", "1.5"], "within [0, 1]"),
-        (["annotate", "digits", "--annotator", "synthetic", "--workers", "-1"], "--workers must be >= 0"),
+        (["annotate", "digits", "--annotator", "synthetic", "--workers", "-1"], "--workers must be a whole number >= 0"),
         (["info", "{tmp}/absent.npz"], "no such"),
     ],
 )

@@ -235,7 +235,7 @@ def test_cli_a_bad_knob_is_one_line(runner, cli, tmp_path):
     out = tmp_path / "out.npz"
     args = ["annotate", "digits", "--annotator", "simulated", "--shots", "0", "--out", str(out)]
     result = runner.invoke(cli, args)
-    assert result.exit_code == 1 and not out.exists()
+    assert result.exit_code == 2 and not out.exists()  # a usage error, as click's own checks
     assert result.stderr.strip() == "Error: --shots must be a whole number >= 1 (got 0)"
 
 
@@ -264,8 +264,9 @@ item_noise = 0.3
 
 
 def test_recipe_keys_reach_annotate_and_the_stage_settings(tmp_path):
+    from coreg_edge.annotate import AnnotateSettings
     from coreg_edge.pipeline import annotate_call
-    from coreg_edge.pipeline.calls import _annotate, _annotate_settings
+    from coreg_edge.pipeline.calls import _annotate_settings
 
     path = tmp_path / "sim.toml"
     path.write_text(RECIPE, encoding="utf-8")
@@ -278,7 +279,7 @@ def test_recipe_keys_reach_annotate_and_the_stage_settings(tmp_path):
     assert settings["sim_templates"] == hard.templates and settings["preset"] == "hard"
     assert not {"clip_model", "templates", "partial_rate", "noise_rate"} & set(settings)
     out = tmp_path / "ann.npz"
-    _annotate(recipe, call, out, quiet=True)
+    annotate(recipe.data["train"], out, AnnotateSettings(**call), quiet=True)
     ann = load(out)
     assert ann.annotator["preset"] == "hard" and ann.annotator["item_noise"] == 0.3
     # a synthetic recipe's settings carry no simulator keys: existing run folders keep their fingerprints
@@ -291,8 +292,8 @@ def test_recipe_keys_reach_annotate_and_the_stage_settings(tmp_path):
     "line, needles",
     [
         ('preset = "medium"', ["annotate.preset", "easy, hard"]),
-        ("shots = 0", ["annotate.shots", "must be >= 1"]),
-        ("sim_templates = 0", ["annotate.sim_templates", "must be >= 1"]),
+        ("shots = 0", ["annotate.shots", "must be a whole number >= 1"]),
+        ("sim_templates = 0", ["annotate.sim_templates", "must be a whole number >= 1"]),
         ("template_bias = -1.0", ["annotate.template_bias", "number >= 0"]),
         ("item_noise = nan", ["annotate.item_noise", "number >= 0"]),
         ("temperature = 0.0", ["annotate.temperature", "number > 0"]),

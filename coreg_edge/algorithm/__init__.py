@@ -4,71 +4,67 @@ The trainer wires these to data loaders, devices and checkpoints. The method is 
 paper's text and its reference code differ, each function's docstring says which one is the default.
 """
 
-from .alignment import PredictionTable, align_distribution, estimate_prior_from_votes
-from .baselines import cc_loss, initial_proden_targets, proden_loss, update_proden_targets
-from .config import CoRegConfig
-from .contrastive import ContrastiveMasks, contrastive_masks, masked_supcon_loss, noisy_supcon_loss
-from .diagnostics import detect_collapse
-from .division import LossHistory, divide, fit_two_component_gmm, min_max_normalise, safe_partition
-from .key_encoder import copy_parameters, momentum_update
-from .losses import (
-    division_losses,
-    negative_entropy,
-    partial_cross_entropy,
-    probability_mse,
-    self_training_loss,
-    soft_cross_entropy,
-    warmup_loss,
-)
-from .mixup import MixupBatch, mixup, sample_mixup_lambda, sample_permutation
-from .prototypes import PrototypeBank, prototype_loss
-from .pseudo_labels import co_pseudo_labels_p, co_pseudo_labels_u, restrict_to_candidates, sharpen
-from .queue import ContrastiveQueue
-from .schedule import CoRegSchedule, LossWeights, cosine_lr, lambda_u_ramp
-from .total import total_loss
+import importlib
+from typing import Any
 
-__all__ = [
-    "CoRegConfig",
-    "CoRegSchedule",
-    "ContrastiveMasks",
-    "ContrastiveQueue",
-    "LossHistory",
-    "LossWeights",
-    "MixupBatch",
-    "PredictionTable",
-    "PrototypeBank",
-    "align_distribution",
-    "cc_loss",
-    "co_pseudo_labels_p",
-    "co_pseudo_labels_u",
-    "contrastive_masks",
-    "copy_parameters",
-    "cosine_lr",
-    "detect_collapse",
-    "divide",
-    "division_losses",
-    "estimate_prior_from_votes",
-    "fit_two_component_gmm",
-    "initial_proden_targets",
-    "lambda_u_ramp",
-    "masked_supcon_loss",
-    "min_max_normalise",
-    "mixup",
-    "momentum_update",
-    "negative_entropy",
-    "noisy_supcon_loss",
-    "partial_cross_entropy",
-    "probability_mse",
-    "proden_loss",
-    "prototype_loss",
-    "restrict_to_candidates",
-    "safe_partition",
-    "sample_mixup_lambda",
-    "sample_permutation",
-    "self_training_loss",
-    "sharpen",
-    "soft_cross_entropy",
-    "total_loss",
-    "update_proden_targets",
-    "warmup_loss",
-]
+# name -> submodule: imported on first use, so that the torch-free parts (CoRegConfig, the schedule) load
+# without torch (the CLI builds its options from the settings, which hold a CoRegConfig).
+_EXPORTS: dict[str, str] = {
+    "CoRegConfig": "config",
+    "CoRegSchedule": "schedule",
+    "ContrastiveMasks": "contrastive",
+    "ContrastiveQueue": "queue",
+    "LossHistory": "division",
+    "LossWeights": "schedule",
+    "MixupBatch": "mixup",
+    "PredictionTable": "alignment",
+    "PrototypeBank": "prototypes",
+    "align_distribution": "alignment",
+    "cc_loss": "baselines",
+    "co_pseudo_labels_p": "pseudo_labels",
+    "co_pseudo_labels_u": "pseudo_labels",
+    "contrastive_masks": "contrastive",
+    "copy_parameters": "key_encoder",
+    "cosine_lr": "schedule",
+    "detect_collapse": "diagnostics",
+    "divide": "division",
+    "division_losses": "losses",
+    "estimate_prior_from_votes": "alignment",
+    "fit_two_component_gmm": "division",
+    "initial_proden_targets": "baselines",
+    "lambda_u_ramp": "schedule",
+    "masked_supcon_loss": "contrastive",
+    "min_max_normalise": "division",
+    "mixup": "mixup",
+    "momentum_update": "key_encoder",
+    "negative_entropy": "losses",
+    "noisy_supcon_loss": "contrastive",
+    "partial_cross_entropy": "losses",
+    "probability_mse": "losses",
+    "proden_loss": "baselines",
+    "prototype_loss": "prototypes",
+    "restrict_to_candidates": "pseudo_labels",
+    "safe_partition": "division",
+    "sample_mixup_lambda": "mixup",
+    "sample_permutation": "mixup",
+    "self_training_loss": "losses",
+    "sharpen": "pseudo_labels",
+    "soft_cross_entropy": "losses",
+    "total_loss": "total",
+    "update_proden_targets": "baselines",
+    "warmup_loss": "losses",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -21,10 +21,9 @@ from typing import Any
 import numpy as np
 
 from coreg_edge.errors import UserError, require
+from coreg_edge.settings.annotate import DEFAULT_CLIP_MODEL, DEFAULT_PRETRAINED
 from coreg_edge.utils import one_line
 
-DEFAULT_CLIP_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 LOGIT_SCALE = 100.0  # the spec's softmax(100 * cos), independent of a checkpoint's learned scale
 
 

@@ -23,7 +23,6 @@ import numpy as np
 from PIL import Image
 
 from coreg_edge.annotate.modes import candidate_sets
-from coreg_edge.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -37,28 +36,12 @@ class SimulatorKnobs:
     temperature: float  # softmax temperature of the zero-shot probabilities (votes do not depend on it)
     feature_size: int  # images are shrunk to this many grey pixels a side: smaller, more confusable
 
-    def check(self) -> None:
-        """One UserError line naming the first knob out of range (named as the CLI option)."""
-        for name, low in (("shots", 1), ("templates", 1), ("feature_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise UserError(f"{_flag(name)} must be a whole number >= {low} (got {value!r})")
-        for name, strict in (("template_bias", False), ("item_noise", False), ("temperature", True)):
-            value = getattr(self, name)
-            number = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-            if not number or not np.isfinite(value) or value < 0 or (strict and value == 0):
-                raise UserError(f"{_flag(name)} must be a number {'>' if strict else '>='} 0 (got {value!r})")
-
 
 #: Each knob's annotate() keyword (also its recipe key and, dashed, its CLI option): `templates` is CLIP's
 #: template set there, so that knob is `sim_templates`.
 OPTION_NAMES: dict[str, str] = {
     f.name: "sim_templates" if f.name == "templates" else f.name for f in fields(SimulatorKnobs)
 }
-
-
-def _flag(name: str) -> str:
-    return "--" + OPTION_NAMES[name].replace("_", "-")
 
 
 #: Calibrated on `digits` (seed 0; seeds 1 and 2 land in the same ranges), measured in docs/ALGORITHM.md.
@@ -71,10 +54,8 @@ PRESETS: dict[str, SimulatorKnobs] = {
 
 
 def resolve_knobs(preset: str, options: Mapping[str, Any] | None = None) -> SimulatorKnobs:
-    """The preset with each non-None option (keyed by OPTION_NAMES: shots, sim_templates, ...) applied,
-    checked: an unknown preset or a value out of range is one UserError line."""
-    if preset not in PRESETS:
-        raise UserError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
+    """The preset with each non-None option (keyed by OPTION_NAMES: shots, sim_templates, ...) applied.
+    The values are AnnotateSettings' fields, checked there (kinds, ranges, the preset's name)."""
     options = dict(options or {})
     unknown = sorted(set(options) - set(OPTION_NAMES.values()))
     if unknown:
@@ -82,9 +63,7 @@ def resolve_knobs(preset: str, options: Mapping[str, Any] | None = None) -> Simu
             f"unknown simulator option {unknown[0]!r} (known: {', '.join(OPTION_NAMES.values())})"
         )
     chosen = {knob: options[name] for knob, name in OPTION_NAMES.items() if options.get(name) is not None}
-    knobs = replace(PRESETS[preset], **chosen)
-    knobs.check()
-    return knobs
+    return replace(PRESETS[preset], **chosen)
 
 
 def image_feature(image: Image.Image, size: int) -> np.ndarray:
@@ -146,7 +125,6 @@ def simulate(
     Deterministic given the seed. The weak classifier, the template biases and the per-item noise draw
     from three separate streams, so raising `templates` keeps the first templates' votes as they were.
     """
-    knobs.check()
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(features):
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")

@@ -17,10 +17,9 @@ def synthetic_candidates(
     Every wrong label joins the set independently with probability q (the true label is always in);
     then with probability eta the true label is swapped for a random label outside the set, so the set
     size is unchanged. A set that already holds every class cannot be made noisy and is left as is.
-    Expected mean set size 1 + (C - 1) q; coverage about 1 - eta.
+    Expected mean set size 1 + (C - 1) q; coverage about 1 - eta. Both are probabilities, checked where
+    they are given (AnnotateSettings).
     """
-    if not 0.0 <= partial_rate <= 1.0 or not 0.0 <= noise_rate <= 1.0:
-        raise ValueError("partial_rate and noise_rate must be within [0, 1]")
     labels = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng(seed)
     n = len(labels)

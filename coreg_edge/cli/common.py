@@ -27,30 +27,108 @@ TRAIN_EXTRA_MODULES = {
 
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--device, --seed and --quiet, identical on every command."""
+    """--device, --seed (the settings' shared fields) and --quiet, identical on every command."""
+    from coreg_edge.settings.fields import DEVICE_HELP, SEED_HELP
+
     func = click.option(
         "--quiet", "-q", is_flag=True, help="No progress bars or chatter; errors still print."
     )(func)
+    func = click.option("--seed", type=int, default=0, show_default=True, help=SEED_HELP)(func)
     func = click.option(
-        "--seed", type=int, default=0, show_default=True, help="Random seed (reproducible on CPU)."
-    )(func)
-    func = click.option(
-        "--device",
-        type=click.Choice(DEVICES),
-        default="auto",
-        show_default=True,
-        help="Where to compute; auto = cuda when available.",
+        "--device", type=click.Choice(DEVICES), default="auto", show_default=True, help=DEVICE_HELP
     )(func)
     return func
 
 
-# onnxruntime's intra-op thread count, the same option on every device command.
-threads_option = click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="onnxruntime intra-op threads [default: physical cores].",
-)
+class LiveChoice(click.Choice):
+    """A choice read from a registry when asked (--method: a registered method is a choice at once)."""
+
+    def __init__(self, provider: Callable[[], tuple[Any, ...]]) -> None:
+        self.provider = provider
+        super().__init__(provider())
+
+    @property
+    def choices(self) -> tuple[Any, ...]:
+        return self.provider()
+
+    @choices.setter
+    def choices(self, value: object) -> None:  # click.Choice.__init__ assigns; the registry decides
+        pass
+
+
+def _comma_list(item: type) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def parse(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or isinstance(value, tuple):
+            return value
+        try:
+            return tuple(item(part) for part in str(value).split(",") if part.strip())
+        except ValueError:
+            raise click.BadParameter(f"expected values separated by commas, e.g. 1,8,32 (got {value!r})") from None
+
+    return parse
+
+
+def _click_attrs(name: str, spec: Any, default: Any, kind: str) -> tuple[str, dict[str, Any]]:
+    """The flag and click.option keywords of one settings field."""
+    from coreg_edge.settings.fields import cli_flag
+
+    flag = cli_flag(name, spec)
+    help_text = spec.help if spec.range is None else f"{spec.help}  [{spec.range.short()}]".strip()
+    attrs: dict[str, Any] = {"help": help_text, "metavar": spec.metavar}
+    allowed = spec.allowed()
+    if kind == "bool":
+        if default is False:
+            attrs["is_flag"] = True
+        else:  # on by default, or unset (None: the run decides): both spellings
+            flag = f"{flag}/--no-{flag[2:]}"
+    elif callable(spec.choices):
+        attrs["type"] = LiveChoice(spec.choices)
+    elif allowed is not None:
+        attrs["type"] = click.Choice([str(c) for c in allowed])
+        if kind == "int":  # click compares text: back to the field's number
+            attrs["callback"] = lambda ctx, param, value: None if value is None else int(value)
+    elif kind.startswith("list["):
+        attrs["callback"] = _comma_list({"list[int]": int, "list[float]": float}.get(kind, str))
+        default = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    else:
+        attrs["type"] = {"int": int, "float": float}.get(kind, str)
+    attrs.update(default=default, show_default=default is not None and default is not False)
+    return flag, attrs
+
+
+def settings_options(
+    cls: type, *, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One click option per field of a settings dataclass (coreg_edge/settings/fields.py): flag, type,
+    default, choices and help with the range, all from the field. Values are checked by the dataclass
+    itself, so the CLI, a recipe and a notebook get the same message. --device/--seed: common_options."""
+    import dataclasses
+
+    from coreg_edge.settings.fields import field_kinds, option_fields
+
+    kinds = field_kinds(cls)
+    options = []
+    for field, spec in option_fields(cls):
+        wanted = field.name not in skip and (only is None or field.name in only)
+        if spec.cli and not spec.common and wanted:
+            default = None if field.default is dataclasses.MISSING else field.default
+            kind = (kinds[field.name] or ("str",))[0]
+            flag, attrs = _click_attrs(field.name, spec, default, kind)
+            options.append(click.option(flag, field.name, **attrs))
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for add in reversed(options):
+            func = add(func)
+        return func
+
+    return decorate
+
+
+def threads_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """onnxruntime's intra-op thread count, the same option on every device command (BenchSettings')."""
+    from coreg_edge.settings.bench import BenchSettings
+
+    return settings_options(BenchSettings, only=("threads",))(func)
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:

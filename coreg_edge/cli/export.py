@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
-from coreg_edge.choices import ACTIVATION_TYPES, CALIBRATION_METHODS, EXPORT_PEERS, WEIGHT_TYPES
-from coreg_edge.cli.common import common_options, handle_errors
-from coreg_edge.exporters.targets import TARGET_NAMES, table
+from coreg_edge.cli.common import common_options, handle_errors, settings_options
+from coreg_edge.exporters.targets import table
+from coreg_edge.settings.export import ExportSettings
 
 EPILOG = """\b
 Examples:
@@ -40,123 +41,13 @@ U8U8, percentile calibration, the most sensitive nodes kept in float); parity.js
 @click.command(epilog=EPILOG.replace("__TABLE__", table()))
 @click.argument("run", type=click.Path(path_type=str))
 @click.option("--out", "out", required=True, type=click.Path(path_type=str), help="Output folder DIR.")
-@click.option("--int8", is_flag=True, help="Also write model.int8.onnx (static QDQ quantization).")
-@click.option(
-    "--peer",
-    type=click.Choice(EXPORT_PEERS),
-    default=None,
-    help="Which network: the run's selected peer [default], a, b, or ensemble (mean of both peers' logits). "
-    "With --check-only: the peer model.onnx's metadata names.",
-)
-@click.option(
-    "--opset", type=click.IntRange(min=13), default=None, help="ONNX opset [default: 17; 18 with --dynamo]."
-)
-@click.option(
-    "--calibration-images",
-    type=click.IntRange(min=1),
-    default=256,
-    show_default=True,
-    help="Training images to calibrate int8 ranges on.",
-)
-@click.option(
-    "--target",
-    type=click.Choice(TARGET_NAMES),
-    default="auto",
-    show_default=True,
-    help="The CPU the int8 file is for (its settings; see the table below). auto: this machine's CPU.",
-)
-@click.option(
-    "--recover/--no-recover",
-    default=True,
-    show_default=True,
-    help="When the target's int8 settings fail parity, try the recovery steps and ship the first that "
-    "passes (--no-recover: fail at once).",
-)
-@click.option(
-    "--emulate/--no-emulate",
-    default=True,
-    show_default=True,
-    help="Check a target this CPU cannot run with an emulator when one is installed "
-    "(x86-avx2 on any x86-64: qemu-user-static).",
-)
-@click.option(
-    "--activation-type", type=click.Choice(ACTIVATION_TYPES), default=None,
-    help="Override the target's activation type.",
-)  # fmt: skip
-@click.option(
-    "--weight-type",
-    type=click.Choice(WEIGHT_TYPES),
-    default=None,
-    help="Override the target's weight type.",
-)
-@click.option(
-    "--per-channel/--no-per-channel",
-    default=None,
-    help="Override the target's per-output-channel weight scales.",
-)
-@click.option("--reduce-range/--no-reduce-range", default=None, help="Override the target's 7-bit weights.")
-@click.option(
-    "--calibration-method",
-    type=click.Choice(CALIBRATION_METHODS),
-    default=None,
-    help="Override the target's calibration (how activation ranges are chosen).",
-)
-@click.option(
-    "--parity-images",
-    type=click.IntRange(min=1),
-    default=256,
-    show_default=True,
-    help="Images parity needs at least (the whole evaluation split is always used).",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=2),
-    default=32,
-    show_default=True,
-    help="Batch size for parity and calibration.",
-)
-@click.option(
-    "--data",
-    default=None,
-    help="Where the run's training images are now, when they moved since training (calibration and "
-    "held-out parity images).",
-)
-@click.option(
-    "--eval-data", default=None, help="Where the run's evaluation images (parity) are now, when they moved."
-)
-@click.option(
-    "--dynamo", is_flag=True, help="Use torch.onnx's torch.export-based exporter (default: TorchScript)."
-)
+@settings_options(ExportSettings)
 @click.option("--check-only", is_flag=True, help="Re-run parity on the files already in DIR; export nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print parity.json instead of the table.")
 @common_options
 @handle_errors
-def export(
-    run: str,
-    out: str,
-    int8: bool,
-    peer: str | None,
-    opset: int | None,
-    calibration_images: int,
-    target: str,
-    recover: bool,
-    emulate: bool,
-    activation_type: str | None,
-    weight_type: str | None,
-    per_channel: bool | None,
-    reduce_range: bool | None,
-    calibration_method: str | None,
-    parity_images: int,
-    batch_size: int,
-    dynamo: bool,
-    data: str | None,
-    eval_data: str | None,
-    check_only: bool,
-    as_json: bool,
-    device: str,
-    seed: int,
-    quiet: bool,
-) -> None:
+def export(run: str, out: str, check_only: bool, as_json: bool, device: str, seed: int, quiet: bool,
+           **options) -> None:  # fmt: skip
     """Export training run RUN to ONNX in DIR (--out), int8 with --int8, and check parity against PyTorch."""
     import json
 
@@ -172,44 +63,13 @@ def export(
     def show(report: dict) -> None:
         click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
 
+    settings = ExportSettings(seed=seed, **options)
     try:
-        if check_only:
-            report = check_export(
-                run,
-                out,
-                peer=peer,
-                emulate=emulate,
-                parity_images=parity_images,
-                batch_size=batch_size,
-                data=data,
-                eval_data=eval_data,
-                seed=seed,
-                quiet=quiet,
-            )
+        if check_only:  # the peer the file's metadata names, unless one is typed
+            typed = click.get_current_context().get_parameter_source("peer") == ParameterSource.COMMANDLINE
+            report = check_export(run, out, settings, peer=settings.peer if typed else None, quiet=quiet)
         else:
-            report = export_run(
-                run,
-                out,
-                int8=int8,
-                peer=peer or "selected",
-                opset=opset,
-                calibration_images=calibration_images,
-                target=target,
-                recover=recover,
-                emulate=emulate,
-                activation_type=activation_type,
-                weight_type=weight_type,
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-                calibration_method=calibration_method,
-                parity_images=parity_images,
-                batch_size=batch_size,
-                dynamo=dynamo,
-                data=data,
-                eval_data=eval_data,
-                seed=seed,
-                quiet=quiet,
-            )
+            report = export_run(run, out, settings, quiet=quiet)
     except ParityError as exc:
         show(exc.report)
         raise

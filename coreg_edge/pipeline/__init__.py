@@ -33,7 +33,6 @@ from coreg_edge.pipeline.fingerprints import StageState, fingerprint, input_fing
 from coreg_edge.pipeline.layout import (
     ANNOTATION_FILE,
     BENCH_FILE,
-    EXECUTION_KEYS,
     EXPORT_DIR,
     RECIPE_FILE,
     STAGES,
@@ -49,7 +48,6 @@ from coreg_edge.pipeline.summary import build_summary, format_summary
 __all__ = [
     "ANNOTATION_FILE",
     "BENCH_FILE",
-    "EXECUTION_KEYS",
     "EXPORT_DIR",
     "RECIPE_FILE",
     "STAGES",

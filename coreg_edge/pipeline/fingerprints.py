@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
-from coreg_edge.pipeline.layout import EXECUTION_KEYS, STATE_FILE, STATE_FORMAT_VERSION
+from coreg_edge.pipeline.layout import STATE_FILE, STATE_FORMAT_VERSION
 from coreg_edge.recipe import Recipe
 from coreg_edge.utils import write_json
 
@@ -61,7 +61,9 @@ def input_fingerprint(spec: str | os.PathLike[str] | None) -> str | None:
     return f"folder:{_digest_json(listing)}"
 
 
-def _without(settings: Mapping[str, Any], keys: frozenset[str] = EXECUTION_KEYS) -> dict[str, Any]:
+def _without(settings: Mapping[str, Any], keys: frozenset[str]) -> dict[str, Any]:
+    """A stage's settings without its execution keys (settings/fields.py execution_keys): changing where or
+    how a stage runs re-runs nothing."""
     return {k: v for k, v in settings.items() if k not in keys}
 
 

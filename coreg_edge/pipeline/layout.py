@@ -8,7 +8,6 @@ from typing import Any
 
 # How, not what: never part of a fingerprint (changing them must not re-run a stage); the same list that
 # train --resume takes from a new call.
-from coreg_edge.execution import EXECUTION_KEYS  # noqa: F401
 
 STAGES = ("annotate", "train", "export", "bench")
 STATE_FORMAT_VERSION = 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -10,16 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge import __version__
-from coreg_edge.pipeline.calls import (
-    _accepted,
-    _annotate,
-    _annotate_settings,
-    _defaults,
-    annotate_call,
-    bench_call,
-    export_call,
-    train_call,
-)
+from coreg_edge.pipeline.calls import _annotate_settings, annotate_call, bench_call, export_call, train_call
 from coreg_edge.pipeline.fingerprints import StageState, _without, fingerprint, input_fingerprint
 from coreg_edge.pipeline.layout import (
     ANNOTATION_FILE,
@@ -32,6 +24,8 @@ from coreg_edge.pipeline.layout import (
     _read,
 )
 from coreg_edge.recipe import Recipe
+from coreg_edge.settings import AnnotateSettings, BenchSettings, ExportSettings, TrainSettings
+from coreg_edge.settings.fields import execution_keys
 from coreg_edge.utils import atomic_path, write_json
 
 
@@ -86,6 +80,8 @@ class _Run:
     # -- annotate ----------------------------------------------------------------------------------------
 
     def annotate(self) -> None:
+        from coreg_edge.annotate.api import annotate
+
         recipe = self.recipe
         call = annotate_call(recipe, self.out)
         settings = _annotate_settings(recipe, call)
@@ -104,18 +100,17 @@ class _Run:
         if isinstance(templates, list):
             with atomic_path(self.out / TEMPLATES_FILE) as tmp:
                 tmp.write_text("".join(t + "\n" for t in templates), encoding="utf-8")
-        _annotate(recipe, call, self.out / ANNOTATION_FILE, self.quiet)
+        annotate(recipe.data["train"], self.out / ANNOTATION_FILE, AnnotateSettings(**call), quiet=self.quiet)
         self.finish("annotate", [ANNOTATION_FILE], time.perf_counter() - began, "ran")
 
     # -- train (and select) ------------------------------------------------------------------------------
 
     def train(self) -> None:
         from coreg_edge.training import run_folder as rf
-        from coreg_edge.training.settings import TrainSettings
         from coreg_edge.training.trainer import train
 
         call = train_call(self.recipe)
-        settings = _without(TrainSettings(**call).to_dict())
+        settings = _without(TrainSettings(**call).to_dict(), execution_keys(TrainSettings))
         inputs: dict[str, Any] = {"annotation": self.outputs("annotate")}
         for key in ("eval_data", "val_data"):
             if call.get(key):
@@ -148,7 +143,7 @@ class _Run:
             if folder.exists():
                 shutil.rmtree(folder)
             self.log(f"[2/{len(STAGES)}] train: {call.get('method', 'coreg')} -> {folder}")
-            train(self.out / ANNOTATION_FILE, folder, quiet=self.quiet, **call)
+            train(self.out / ANNOTATION_FILE, folder, TrainSettings(**call), quiet=self.quiet)
         outputs = [str(Path(TRAIN_DIR) / name) for name in _train_outputs(folder)]
         self.finish("train", outputs, time.perf_counter() - began, status)
 
@@ -160,9 +155,8 @@ class _Run:
         from coreg_edge.exporters.pipeline import export_run
         from coreg_edge.exporters.targets import resolve_target
 
-        call = _accepted(export_run, export_call(self.recipe), "export")
-        settings = _without({**_defaults(export_run), **call})
-        settings.pop("quiet", None)
+        call = export_call(self.recipe)
+        settings = _without(dataclasses.asdict(ExportSettings(**call)), execution_keys(ExportSettings))
         if settings.get("int8"):  # auto is this machine's CPU; installing an emulator changes the check
             target = resolve_target(settings.get("target", "auto"))
             settings["target"] = target.name
@@ -176,7 +170,7 @@ class _Run:
         self.begin("export", fp, settings, inputs)
         began = time.perf_counter()
         try:
-            report = export_run(self.out / TRAIN_DIR, folder, quiet=self.quiet, **call)
+            report = export_run(self.out / TRAIN_DIR, folder, ExportSettings(**call), quiet=self.quiet)
         except ParityError as exc:
             record = dict(self.state.record("export"), status="failed", reason=str(exc))
             self.state.set("export", record)
@@ -192,10 +186,8 @@ class _Run:
     def bench(self) -> None:
         from coreg_edge.runtime.bench import run_bench
 
-        call = _accepted(run_bench, bench_call(self.recipe), "bench")
-        settings = _without({**_defaults(run_bench), **call})
-        for key in ("progress", "vs"):
-            settings.pop(key, None)
+        call = bench_call(self.recipe)
+        settings = _without(dataclasses.asdict(BenchSettings(**call)), execution_keys(BenchSettings))
         models = {rel: d for rel, d in self.outputs("export").items() if rel.endswith(".onnx")}
         fp = fingerprint(settings, {"models": models})
         if self.unchanged("bench", fp):
@@ -209,7 +201,7 @@ class _Run:
         self.begin("bench", fp, settings, {"models": models})
         began = time.perf_counter()
         progress = not self.quiet and sys.stderr.isatty()
-        report = run_bench(fp32, vs=int8 if has_int8 else None, progress=progress, **call)
+        report = run_bench(fp32, BenchSettings(**call), vs=int8 if has_int8 else None, progress=progress)
         write_json(self.out / BENCH_FILE, report.to_dict())
         self.finish("bench", [BENCH_FILE], time.perf_counter() - began, "ran")
 

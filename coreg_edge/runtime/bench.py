@@ -24,6 +24,8 @@ from coreg_edge.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product, ke
 from coreg_edge.runtime.metadata import MetadataOverrides
 from coreg_edge.runtime.preprocess import PreprocessConfig
 from coreg_edge.runtime.session import LoadedModel, load_model
+from coreg_edge.settings.bench import BenchSettings
+from coreg_edge.settings.fields import build
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,6 @@ class LatencyStats:
         }
 
 
-DEFAULT_BATCH_SIZES = (1, 8, 32)  # the CLI's, run_bench's and a recipe's default alike
 
 
 @dataclass(frozen=True)
@@ -144,11 +145,7 @@ def random_input(config: PreprocessConfig, batch_size: int, rng: np.random.Gener
     return (pixels - mean) / std
 
 
-def _check(batch_sizes: Sequence[int], warmup: int, iters: int, models: Sequence[LoadedModel]) -> None:
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise UserError(f"--batch-sizes must be positive integers (got {list(batch_sizes)})")
-    if warmup < 0 or iters < 1:
-        raise UserError(f"--warmup must be >= 0 and --iters >= 1 (got {warmup}, {iters})")
+def _check_fixed_batch(batch_sizes: Sequence[int], models: Sequence[LoadedModel]) -> None:
     for model in models:
         wrong = [size for size in batch_sizes if model.fixed_batch and size != model.fixed_batch]
         if wrong:
@@ -159,23 +156,24 @@ def _check(batch_sizes: Sequence[int], warmup: int, iters: int, models: Sequence
 
 def run_bench(
     model: str | os.PathLike[str],
+    settings: BenchSettings | None = None,
     *,
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    threads: int | None = None,
-    warmup: int = 5,
-    iters: int = 50,
     vs: str | os.PathLike[str] | None = None,
     providers: str | Sequence[str] | None = None,
     input_size: tuple[int, int] | None = None,
-    seed: int = 0,
     progress: bool = False,
+    **options: Any,
 ) -> BenchReport:
-    """Time `model` (and `vs`, interleaved) at each batch size; `iters` timed runs after `warmup` untimed ones."""
+    """Time `model` (and `vs`, interleaved) at each batch size; `iters` timed runs after `warmup` untimed ones.
+
+    `settings` (a BenchSettings) and/or its fields as keywords (keywords win)."""
+    s = build(BenchSettings, settings, options)
+    batch_sizes, warmup, iters = s.batch_sizes, s.warmup, s.iters
     overrides = MetadataOverrides(input_size=input_size)
     opened = [
         load_model(
             path,
-            threads=threads,
+            threads=s.threads,
             providers=providers,
             overrides=overrides,
             need_class_names=False,
@@ -184,8 +182,8 @@ def run_bench(
         )
         for path in ([model] if vs is None else [model, vs])
     ]
-    _check(batch_sizes, warmup, iters, opened)
-    rng = np.random.default_rng(seed)
+    _check_fixed_batch(batch_sizes, opened)
+    rng = np.random.default_rng(s.seed)
     seconds: list[dict[int, list[float]]] = [{} for _ in opened]
     bar = tqdm(
         total=len(batch_sizes) * (warmup + iters),

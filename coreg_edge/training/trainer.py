@@ -30,10 +30,11 @@ from coreg_edge.algorithm.config import SPEC_LR
 from coreg_edge.annotation_file import load as load_annotation
 from coreg_edge.data import absolute_data, reopen
 from coreg_edge.errors import UserError
-from coreg_edge.execution import TRAIN_EXECUTION
 from coreg_edge.locks import is_lock_file, locks_output
 from coreg_edge.models import NetworkConfig, network_from_config
 from coreg_edge.runtime.preprocess import PreprocessConfig
+from coreg_edge.settings.fields import build
+from coreg_edge.settings.train import RESUME_OVERRIDES, TrainSettings
 from coreg_edge.training import auto
 from coreg_edge.training import run_folder as rf
 from coreg_edge.training.checkpoint import load_checkpoint, save_checkpoint
@@ -49,7 +50,6 @@ from coreg_edge.training.evaluation import (
 )
 from coreg_edge.training.guard import BestEpochGuard
 from coreg_edge.training.methods import EpochInputs, get_method
-from coreg_edge.training.settings import TrainSettings
 from coreg_edge.training.views import ViewConfig, Views
 from coreg_edge.utils import json_safe, resolve_device
 
@@ -128,10 +128,6 @@ def _build_peer(name: str, config: NetworkConfig, settings: TrainSettings, devic
 
 PROBE_ITEMS = 512  # training items whose predicted classes are counted every epoch (the guard's class shift)
 
-# Settings a resumed run takes from the new call: where and how it runs, not what it computes.
-RESUME_OVERRIDES = TRAIN_EXECUTION  # what a resumed run takes from the new call
-
-
 def resume_settings(stored: dict[str, Any], options: dict[str, Any]) -> TrainSettings:
     """A resumed run's settings: the stored ones, but where and how it runs (another machine, the images
     moved) comes from this call; what it computes (epochs, method, hyperparameters) may not change."""
@@ -188,21 +184,26 @@ def _resume_lr(out: Path, coreg: dict[str, Any], settings: TrainSettings) -> flo
 
 @locks_output("out", "run folder")
 def train(
-    annotation: str | Path,
+    annotation: str | Path | None,
     out: str | Path,
+    settings: TrainSettings | None = None,
     *,
     resume: bool = False,
     quiet: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
-    """Train `options["method"]` (Co-Reg by default) on an annotation file into the run folder `out`.
+    """Train `settings.method` (Co-Reg by default) on an annotation file into the run folder `out`.
 
-    Options are TrainSettings fields (backbone, epochs, warmup, batch_size, image_size, eval_data, ...).
-    With `resume`, the run's stored settings are used, except the RESUME_OVERRIDES given here.
+    `settings` (a TrainSettings) and/or its fields as keywords (keywords win). With `resume`, the run's
+    stored settings are used, except the RESUME_OVERRIDES given here as keywords.
     Returns the selection summary (also written to out/selection.json).
     """
     out = Path(out)
-    settings, config, annotation, new_lr = _settings_for_call(out, annotation, resume, options, quiet)
+    if resume and settings is not None:
+        raise UserError("resume=True continues the stored settings: pass only where it runs, as keywords")
+    if not resume:
+        settings = build(TrainSettings, settings, options)
+    settings, config, annotation, new_lr = _settings_for_call(out, annotation, resume, settings, options, quiet)
     run = _prepare(settings, annotation, quiet, config)
     settings = run.settings
     if config is not None:
@@ -213,8 +214,9 @@ def train(
 
 
 def _settings_for_call(
-    out: Path, annotation: str | Path | None, resume: bool, options: dict[str, Any], quiet: bool
-) -> tuple[TrainSettings, dict[str, Any] | None, str | Path, float | None]:
+    out: Path, annotation: str | Path | None, resume: bool, settings: TrainSettings | None,
+    options: dict[str, Any], quiet: bool,
+) -> tuple[TrainSettings, dict[str, Any] | None, str | Path, float | None]:  # fmt: skip
     """Resume or new: (settings, the stored config when resuming, the annotation file, a new lr)."""
     config, new_lr = None, None
     if resume:
@@ -245,7 +247,6 @@ def _settings_for_call(
             )
         if out.is_dir() and any(not is_lock_file(p) for p in out.iterdir()):
             raise UserError(f"--out {out}: exists and is not a run folder; choose a new or empty folder")
-        settings = TrainSettings(**options)
     # Folders are stored absolute: --resume and export from another working directory find them.
     settings = dataclasses.replace(
         settings,

@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
+from coreg_edge.annotate import AnnotateSettings, annotate
 from coreg_edge.annotation_file import load
 from coreg_edge.pipeline import annotate_call, fingerprint, input_fingerprint
-from coreg_edge.pipeline.calls import _annotate
 from coreg_edge.recipe import load_recipe
 
 
@@ -60,7 +60,7 @@ def test_wording_reaches_the_prompts_and_names_stay_plain(tmp_path, tiny_clip):
     out = tmp_path / "ann.npz"
     call = annotate_call(recipe, tmp_path)
     (tmp_path / "templates.txt").write_text("a photo of the {}\na drawing of the {}\n")
-    _annotate(recipe, call, out, quiet=True)
+    annotate(recipe.data["train"], out, AnnotateSettings(**call), quiet=True)
     ann = load(out)
     assert ann.class_names == [str(i) for i in range(10)]
     assert ann.extra["prompt_names"][3] == "handwritten digit 3"
@@ -76,7 +76,7 @@ def test_wording_on_an_image_folder_words_the_prompts(tmp_path, class_folder, ti
         f'[annotate]\nclip_model = "{config}"\npretrained = "{checkpoint}"\n'
     )
     recipe = load_recipe(recipe_file)
-    _annotate(recipe, annotate_call(recipe, tmp_path), tmp_path / "ann.npz", quiet=True)
+    annotate(recipe.data["train"], tmp_path / "ann.npz", AnnotateSettings(**annotate_call(recipe, tmp_path)), quiet=True)
     ann = load(tmp_path / "ann.npz")
     assert ann.class_names == ["bird", "cat", "dog"]
     assert ann.extra["prompt_names"] == ["a bird face", "a cat face", "a dog face"]

@@ -6,9 +6,9 @@ import torch
 
 from coreg_edge.algorithm import CoRegConfig, PrototypeBank
 from coreg_edge.models import NetworkConfig
+from coreg_edge.settings.train import TrainSettings
 from coreg_edge.training.context import Context
 from coreg_edge.training.coreg import coreg_epoch, divide_items
-from coreg_edge.training.settings import TrainSettings
 from coreg_edge.training.trainer import _build_peer
 from coreg_edge.training.views import ViewConfig, Views
 

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from coreg_edge.backbones import PRETRAINED_LR_SCALE, architecture_cfg, load_into
 from coreg_edge.models import NetworkConfig, create_network, timm_body
+from coreg_edge.settings.train import TrainSettings
 from coreg_edge.training.coreg import set_lr
-from coreg_edge.training.settings import TrainSettings
 
 # Children run outside the checkout (see tests/test_locks.py).
 OUTSIDE = tempfile.gettempdir()

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 
 from coreg_edge.data import open_source
+from coreg_edge.settings.train import TrainSettings
 from coreg_edge.training.data import cache_images, preprocess_for
-from coreg_edge.training.settings import TrainSettings
 from coreg_edge.training.trainer import _amp_dtype, resume_settings
 
 

@@ -1,0 +1,73 @@
+"""Export settings: what `export_run()`, `coreg-edge export` and a recipe's [export] table take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coreg_edge.choices import ACTIVATION_TYPES, CALIBRATION_METHODS, EXPORT_PEERS, WEIGHT_TYPES
+from coreg_edge.exporters.targets import AUTO, TARGET_NAMES
+from coreg_edge.settings.fields import check_fields, option, seed_field
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Which network goes to ONNX, how int8 is made for which CPU, and how parity is checked."""
+
+    int8: bool = option(False, help="Also write model.int8.onnx (static QDQ quantization).")
+    target: str = option(
+        AUTO,
+        help="The CPU the int8 file is for (its settings; see the table below). auto: this machine's CPU.",
+        choices=TARGET_NAMES,
+    )
+    recover: bool = option(
+        True,
+        help="When the target's int8 settings fail parity, try the recovery steps and ship the first that "
+        "passes (--no-recover: fail at once).",
+    )
+    emulate: bool = option(
+        True,
+        help="Check a target this CPU cannot run with an emulator when one is installed (x86-avx2 on any "
+        "x86-64: qemu-user-static).",
+    )
+    peer: str = option(
+        "selected",
+        help="Which network: the run's selected peer, a, b, or ensemble (mean of both peers' logits). "
+        "With --check-only: the peer model.onnx's metadata names, unless given.",
+        choices=EXPORT_PEERS,
+    )
+    opset: int | None = option(help="ONNX opset [default: 17; 18 with --dynamo].", low=13)
+    calibration_images: int = option(256, help="Training images to calibrate int8 ranges on.", low=1)
+    activation_type: str | None = option(help="Override the target's activation type.", choices=ACTIVATION_TYPES)
+    weight_type: str | None = option(help="Override the target's weight type.", choices=WEIGHT_TYPES)
+    per_channel: bool | None = option(help="Override the target's per-output-channel weight scales.")
+    calibration_method: str | None = option(
+        help="Override the target's calibration (how activation ranges are chosen).", choices=CALIBRATION_METHODS
+    )
+    reduce_range: bool | None = option(help="Override the target's 7-bit weights.")
+    parity_images: int = option(
+        256, help="Images parity needs at least (the whole evaluation split is always used).", low=1
+    )
+    batch_size: int = option(32, help="Batch size for parity and calibration (parity runs batched, as a device does).", low=2)
+    dynamo: bool = option(False, help="Use torch.onnx's torch.export-based exporter (default: TorchScript).")
+    data: str | None = option(
+        help="Where the run's training images are now, when they moved since training (calibration and "
+        "held-out parity images).",
+        recipe=False,
+    )
+    eval_data: str | None = option(
+        help="Where the run's evaluation images (parity) are now, when they moved.", recipe=False
+    )
+    seed: int = seed_field()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    def quantization_overrides(self) -> dict[str, object]:
+        """The explicit int8 options (None: the target's own value)."""
+        return {
+            "activation_type": self.activation_type,
+            "weight_type": self.weight_type,
+            "per_channel": self.per_channel,
+            "calibration_method": self.calibration_method,
+            "reduce_range": self.reduce_range,
+        }

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 # One compute thread for every test and the children they start (they inherit the environment): the tests'
 # tensors are tiny, and two OpenMP threads on a 2-core machine where another process holds a core made tiny
 # trainings 20-100x slower (measured). Set before anything imports torch.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The disk image cache of every test (and its children) in one throw-away folder, never the user's ~/.cache.
+os.environ.setdefault("COREG_EDGE_CACHE", tempfile.mkdtemp(prefix="coreg-edge-test-cache-"))
 
 import numpy as np
 import pytest

@@ -168,7 +168,7 @@ def test_library_functions_take_a_settings_object():
 
 
 def test_execution_and_resume_keys_come_from_the_fields():
-    assert execution_keys(TrainSettings) == {"device", "compile", "channels_last", "workers", "download"}
+    assert execution_keys(TrainSettings) == {"device", "compile", "channels_last", "workers", "download", "cache"}
     # amp changes the numbers (run re-trains) but a resumed run may drop it; the images may have moved
     assert resume_keys(TrainSettings) == execution_keys(TrainSettings) | {"amp", "data"}
     assert execution_keys(AnnotateSettings) == {"device", "batch_size", "workers", "strict", "download", "data_dir"}

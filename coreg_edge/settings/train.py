@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from coreg_edge.algorithm.config import CoRegConfig
-from coreg_edge.choices import ON_OFF, STRONG_AUGMENT
+from coreg_edge.choices import IMAGE_CACHES, ON_OFF, STRONG_AUGMENT
 from coreg_edge.errors import UserError
 from coreg_edge.settings.fields import check_fields, device_field, option, resume_keys, seed_field
 from coreg_edge.training.methods import get_method, method_names
@@ -73,8 +73,11 @@ class TrainSettings:
                       choices=ON_OFF, on_resume=True)  # fmt: skip
     channels_last: str = option("auto", help="channels_last memory format (auto = on for CUDA).",
                                 choices=ON_OFF, execution=True)  # fmt: skip
-    workers: int = option(0, help="Threads decoding images into the in-memory cache (large folders).", low=0,
+    workers: int = option(0, help="Threads decoding images into the cache (large folders).", low=0,
                           execution=True)  # fmt: skip
+    cache: str = option("auto", help="Where the decoded training images wait: memory, or a file on disk read "
+                        "batch by batch (bounded memory); auto: memory up to 2 GB of images.",
+                        choices=IMAGE_CACHES, execution=True)  # fmt: skip
     eval_data: str | None = option(
         help="Labelled DATA to report test accuracy on (e.g. digits:test); never used to choose.",
         flag="--eval", recipe="data.eval",

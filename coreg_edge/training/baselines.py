@@ -59,7 +59,7 @@ def baseline_epoch(ctx: Context, peer: Peer, method: str, epoch: int, train_rows
     for step, batch in enumerate(ctx.batches(train_rows, ctx.batch_size)):
         idx = batch.to(ctx.device)
         with ctx.autocast():
-            logits = peer.logits(ctx.views.weak(ctx.images[idx])).float()
+            logits = peer.logits(ctx.views.weak(ctx.fetch(batch))).float()
         loss = baseline.loss(logits, ctx, peer, idx)
         check_finite(loss, epoch, step, method)
         peer.optimizer.zero_grad(set_to_none=True)

@@ -40,7 +40,7 @@ class Context:
     """Shared by the method implementations; no globals, so two runs can live in one process."""
 
     device: torch.device
-    images: torch.Tensor  # uint8 (N, C, H, W) on the device
+    store: Any  # training.image_store.ImageStore: fetch(rows) -> uint8 (B, C, H, W) on the device
     candidates: torch.Tensor  # bool (N, C) on the device
     labels: torch.Tensor  # int64 (N,), -1 unknown
     top1: torch.Tensor
@@ -52,7 +52,11 @@ class Context:
 
     @property
     def num_items(self) -> int:
-        return len(self.images)
+        return len(self.store)
+
+    def fetch(self, rows: torch.Tensor) -> torch.Tensor:
+        """uint8 images of training rows, on the device (the one way the methods read images)."""
+        return self.store.fetch(rows)
 
     @property
     def num_classes(self) -> int:

@@ -55,7 +55,7 @@ def warmup_epoch(ctx: Context, peer: Peer, epoch: int, config: CoRegConfig, trai
     view = ctx.views.strong if config.warmup_view == "strong" else ctx.views.weak
     total, steps = 0.0, 0
     for step, batch in enumerate(ctx.batches(train_rows, 2 * ctx.batch_size)):
-        images = ctx.images[batch.to(ctx.device)]
+        images = ctx.fetch(batch)
         candidates = ctx.candidates[batch.to(ctx.device)]
         with ctx.autocast():
             logits = peer.logits(view(images)).float()
@@ -98,7 +98,7 @@ def divide_items(
     for start in range(0, len(rows), 4 * ctx.batch_size):
         batch = rows[start : start + 4 * ctx.batch_size]
         with ctx.autocast():
-            logits = peer.logits(ctx.views.weak(ctx.images[batch])).float()
+            logits = peer.logits(ctx.views.weak(ctx.fetch(batch))).float()
         if not torch.isfinite(logits).all():  # before the GMM, which would fail on NaN with its own error
             raise Diverged(f"peer {peer.name}'s predictions became non-finite before the division")
         probs[batch] = logits.softmax(1)
@@ -143,8 +143,8 @@ def coreg_epoch(
     other.net.eval()  # the partner only predicts (reference: net2.eval()); its BatchNorm statistics stay its own
     for step, batch_p in enumerate(ctx.batches(rows_p, b)):
         batch_u = next(u_batches) if len(rows_u) else batch_p[:0]
-        idx_p, idx_u = batch_p.to(ctx.device), batch_u.to(ctx.device)
-        img_p, img_u = ctx.images[idx_p], ctx.images[idx_u]
+        idx_p = batch_p.to(ctx.device)
+        img_p, img_u = ctx.fetch(batch_p), ctx.fetch(batch_u)
         n_p = len(idx_p)
 
         targets = _co_pseudo_targets(ctx, peer, other, division, idx_p, img_p, img_u, config)

@@ -1,4 +1,4 @@
-"""Training data: the annotated items decoded once into a uint8 tensor at the model's input size.
+"""Training data: the annotated items decoded once to uint8 at the model's input size (training/image_store.py).
 
 Decoding and resizing go through the runtime's `resize_and_crop`, so the evaluation view training sees is
 bit-identical to what a device computes (docs/FORMATS.md#images-and-preprocessing). Augmented views are then
@@ -7,10 +7,8 @@ cheap tensor ops on the training device (training/views.py), with no PIL in the 
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +18,8 @@ import torch
 from coreg_edge.annotation_file import Annotation
 from coreg_edge.data import ImageSource, dataset_info, open_source
 from coreg_edge.errors import UserError
-from coreg_edge.runtime.image import ImageDecodeError
-from coreg_edge.runtime.preprocess import INTERPOLATIONS, PreprocessConfig, resize_and_crop
-from coreg_edge.utils import progress
+from coreg_edge.runtime.preprocess import INTERPOLATIONS, PreprocessConfig
+from coreg_edge.training.image_store import ImageStore, build_store
 
 DEFAULT_MEAN_STD = 0.5  # folders of unknown statistics: the spec's SVHN/EuroSAT/GTSRB choice
 
@@ -71,46 +68,11 @@ def preprocess_for(
     )
 
 
-def cache_images(
-    source: ImageSource,
-    indices: np.ndarray,
-    config: PreprocessConfig,
-    quiet: bool = False,
-    what: str = "images",
-    workers: int = 0,
-) -> torch.Tensor:
-    """uint8 (N, C, H, W) of the given source indices, decoded and resized once.
-
-    `workers` > 0 decodes with that many threads (PIL releases the GIL while decoding and resizing), which
-    is what a large image folder needs; the result is the same in any case.
-    """
-    c, h, w = config.shape
-    out = torch.empty((len(indices), c, h, w), dtype=torch.uint8)
-
-    def decode(index: int) -> np.ndarray:
-        try:
-            return np.array(resize_and_crop(source.load(int(index)), config))
-        except ImageDecodeError as exc:
-            raise UserError(f"{exc} (it was readable when annotated; re-run annotate)") from exc
-
-    with contextlib.ExitStack() as stack:
-        if workers > 0:
-            pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
-            arrays = pool.map(decode, indices)
-        else:
-            arrays = map(decode, indices)
-        for row, array in enumerate(
-            progress(arrays, desc=f"loading {what}", quiet=quiet, total=len(indices))
-        ):
-            out[row] = torch.from_numpy(array).permute(2, 0, 1)
-    return out
-
-
 @dataclass
 class TrainingSet:
-    """The annotated items in memory: images, candidate sets, ground truth (-1 unknown)."""
+    """The annotated items: their images behind fetch(), candidate sets, ground truth (-1 unknown)."""
 
-    images: torch.Tensor  # uint8 (N, C, H, W)
+    store: ImageStore  # uint8 rows at the input size, in memory or on disk (training/image_store.py)
     candidates: torch.Tensor  # bool (N, C)
     labels: torch.Tensor  # int64 (N,)
     item_ids: list[str]
@@ -118,13 +80,6 @@ class TrainingSet:
 
     def __len__(self) -> int:
         return len(self.item_ids)
-
-    def subset(self, rows: np.ndarray) -> TrainingSet:
-        index = torch.as_tensor(rows, dtype=torch.long)
-        return TrainingSet(
-            self.images[index], self.candidates[index], self.labels[index],
-            [self.item_ids[i] for i in rows], self.top1[index],
-        )  # fmt: skip
 
 
 def annotator_top1(annotation: Annotation, seed: int) -> np.ndarray:
@@ -144,13 +99,17 @@ def load_training_set(
     source: ImageSource,
     config: PreprocessConfig,
     seed: int,
+    device: torch.device,
+    *,
+    cache: str = "auto",
     quiet: bool = False,
     workers: int = 0,
 ) -> TrainingSet:
     indices = source.indices_of(annotation.item_ids)
-    images = cache_images(source, indices, config, quiet, "training images", workers)
+    store = build_store(source, indices, config, device, cache=cache, quiet=quiet, what="training images",
+                        workers=workers)  # fmt: skip
     return TrainingSet(
-        images=images,
+        store=store,
         candidates=torch.from_numpy(annotation.candidates.copy()),
         labels=torch.from_numpy(annotation.labels.astype(np.int64)),
         item_ids=list(annotation.item_ids),
@@ -163,7 +122,7 @@ class EvalSet:
     """A labelled evaluation split (e.g. digits:test), cached like the training set."""
 
     name: str
-    images: torch.Tensor
+    store: ImageStore
     labels: torch.Tensor
 
 
@@ -171,6 +130,9 @@ def load_eval_set(
     data: str,
     class_names: list[str],
     config: PreprocessConfig,
+    device: torch.device,
+    *,
+    cache: str = "auto",
     download: bool = False,
     quiet: bool = False,
     workers: int = 0,
@@ -188,5 +150,6 @@ def load_eval_set(
             )
         remap = np.asarray([class_names.index(n) for n in source.class_names])
         labels = remap[labels]
-    images = cache_images(source, np.arange(len(source)), config, quiet, data, workers)
-    return EvalSet(data, images, torch.as_tensor(labels, dtype=torch.long))
+    store = build_store(source, np.arange(len(source)), config, device, cache=cache, quiet=quiet, what=data,
+                        workers=workers)  # fmt: skip
+    return EvalSet(data, store, torch.as_tensor(labels, dtype=torch.long))

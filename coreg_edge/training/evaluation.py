@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -13,13 +14,15 @@ from coreg_edge.algorithm import division_losses
 @torch.no_grad()
 def predict_logits(
     forward: Callable[[torch.Tensor], torch.Tensor],
-    images: torch.Tensor,
+    store: Any,
+    rows: torch.Tensor,
     view: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int = 512,
 ) -> torch.Tensor:
-    """Logits (N, C) float32 on the CPU for uint8 images, batch by batch through `view`."""
+    """Logits (len(rows), C) float32 on the CPU of a store's rows (training/image_store.py), batch by batch
+    through `view`."""
     chunks = [
-        forward(view(images[i : i + batch_size])).float().cpu() for i in range(0, len(images), batch_size)
+        forward(view(store.fetch(rows[i : i + batch_size]))).float().cpu() for i in range(0, len(rows), batch_size)
     ]
     return torch.cat(chunks) if chunks else torch.zeros((0, 0))
 

@@ -306,9 +306,11 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, store
         pre = preprocess_for(source, settings.image_size, settings.channels, pretrained)
     else:
         pretrained, pre = None, PreprocessConfig.from_metadata(stored["preprocess"])
-    data = load_training_set(ann, source, pre, settings.seed, quiet, settings.workers)
+    data = load_training_set(ann, source, pre, settings.seed, device, cache=settings.cache, quiet=quiet,
+                             workers=settings.workers)  # fmt: skip
     eval_set, val_set = (
-        load_eval_set(spec, ann.class_names, pre, settings.download, quiet, settings.workers, option=option)
+        load_eval_set(spec, ann.class_names, pre, device, cache=settings.cache, download=settings.download,
+                      quiet=quiet, workers=settings.workers, option=option)  # fmt: skip
         if spec
         else None
         for spec, option in ((settings.eval_data, "--eval"), (settings.val_data, "--val"))
@@ -338,7 +340,7 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, store
         seed=settings.seed,
     )
     ctx = Context(
-        device=device, images=data.images.to(device), candidates=data.candidates.to(device),
+        device=device, store=data.store, candidates=data.candidates.to(device),
         labels=data.labels.to(device), top1=data.top1.to(device), views=views, batch_size=settings.batch_size,
         generator=torch.Generator().manual_seed(settings.seed), rng=np.random.default_rng(settings.seed),
         amp_dtype=_amp_dtype(settings.amp, device),
@@ -572,24 +574,24 @@ def _evaluate(
     ctx: Context, peers: list[Peer], holdout_rows, eval_set, val_set, probe_rows=None
 ) -> dict[str, Any]:
     """Held-out (label-free) scores every epoch, each peer's class shift on the held-out items and
-    `probe_rows` (more items, a steadier share of each class), and test accuracy when --eval is given."""
+    `probe_rows` (more items, a steadier share of each class), and test accuracy when --eval is given.
+    Images stream through the stores batch by batch: no split is ever whole on the device."""
     result: dict[str, Any] = {}
-    hold_images = ctx.images[holdout_rows.to(ctx.device)]
     hold_candidates = ctx.candidates[holdout_rows.to(ctx.device)].cpu()
     for p in peers:
         p.net.eval()
 
-    def all_logits(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def all_logits(store: Any, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each peer's logits, and the pair's mean (the exported ensemble) when there are two."""
-        out = {p.name: predict_logits(p.logits, images, ctx.views.eval) for p in peers}
+        out = {p.name: predict_logits(p.logits, store, rows, ctx.views.eval) for p in peers}
         if len(peers) == 2:
             out["ensemble"] = (out["a"] + out["b"]) / 2
         return out
 
-    logits = all_logits(hold_images)
+    logits = all_logits(ctx.store, holdout_rows)
     result["holdout"] = {k: candidate_scores(v, hold_candidates) for k, v in logits.items()}
     if probe_rows is not None:
-        probe = all_logits(ctx.images[probe_rows.to(ctx.device)])
+        probe = all_logits(ctx.store, probe_rows)
         probe_candidates = torch.cat([hold_candidates, ctx.candidates[probe_rows.to(ctx.device)].cpu()])
         for k, v in probe.items():
             both = torch.cat([logits[k], v]) if len(logits[k]) else v  # no held-out items: (0, 0) logits
@@ -597,7 +599,7 @@ def _evaluate(
     for name, split in (("test_accuracy", eval_set), ("val_accuracy", val_set)):
         if split is None:
             continue
-        out = all_logits(split.images.to(ctx.device))
+        out = all_logits(split.store, torch.arange(len(split.store)))
         result[name] = {k: accuracy(v, split.labels) for k, v in out.items()}
     for p in peers:
         p.net.train()

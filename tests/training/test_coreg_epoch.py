@@ -9,6 +9,7 @@ from coreg_edge.models import NetworkConfig
 from coreg_edge.settings.train import TrainSettings
 from coreg_edge.training.context import Context
 from coreg_edge.training.coreg import coreg_epoch, divide_items
+from coreg_edge.training.image_store import MemoryStore
 from coreg_edge.training.trainer import _build_peer
 from coreg_edge.training.views import ViewConfig, Views
 
@@ -33,7 +34,7 @@ def _setup():
     ]
     views = Views(ViewConfig(SIZE, 3, (0.5,) * 3, (0.5,) * 3, flip=False, strong="weak"), seed=0)
     ctx = Context(
-        device=torch.device("cpu"), images=images, candidates=candidates, labels=labels, top1=labels,
+        device=torch.device("cpu"), store=MemoryStore(images), candidates=candidates, labels=labels, top1=labels,
         views=views, batch_size=8, generator=torch.Generator().manual_seed(0), rng=np.random.default_rng(0),
     )  # fmt: skip
     return ctx, peers, config

@@ -45,7 +45,7 @@ def test_a_new_method_is_one_registration(runner, cli, digits_annotation, tmp_pa
         for batch in ctx.batches(inputs.train_rows, ctx.batch_size):
             idx = batch.to(ctx.device)
             targets = ctx.candidates[idx].float()
-            logits = peer.logits(ctx.views.weak(ctx.images[idx])).float()
+            logits = peer.logits(ctx.views.weak(ctx.fetch(idx))).float()
             loss = -(targets / targets.sum(1, keepdim=True) * F.log_softmax(logits, 1)).sum(1).mean()
             peer.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -5,7 +5,8 @@ import torch
 
 from coreg_edge.data import open_source
 from coreg_edge.settings.train import TrainSettings
-from coreg_edge.training.data import cache_images, preprocess_for
+from coreg_edge.training.data import preprocess_for
+from coreg_edge.training.image_store import decode_to_memory
 from coreg_edge.training.trainer import _amp_dtype, resume_settings
 
 
@@ -26,5 +27,5 @@ def test_cache_images_with_worker_threads_is_identical():
     source = open_source("digits:test")
     config = preprocess_for(source, 8, None)
     indices = np.arange(40)
-    assert torch.equal(cache_images(source, indices, config, quiet=True),
-                       cache_images(source, indices, config, quiet=True, workers=3))  # fmt: skip
+    assert torch.equal(decode_to_memory(source, indices, config, quiet=True),
+                       decode_to_memory(source, indices, config, quiet=True, workers=3))  # fmt: skip

@@ -1,0 +1,220 @@
+"""Training images behind one batch-fetch interface: `store.fetch(rows) -> uint8 (B, C, H, W) on the device`.
+
+Two backends, chosen by size (`--cache auto|memory|disk`):
+
+- `MemoryStore`: every image decoded once into one uint8 tensor on the training device (small data: the
+  fastest, and what training always did);
+- `DiskStore`: the same uint8 rows in a file on disk (`~/.cache/coreg-edge/images`, or
+  `$COREG_EDGE_CACHE/images`), written once per (data, items, preprocessing) and reused by later runs and
+  by resume; a batch is read with one `pread` per row, so memory stays bounded whatever the data size (a
+  memory map would count every page it touched as the process's memory). On CUDA the batch goes through
+  pinned memory with a non-blocking copy.
+
+Both give the same bytes, so a run trains identically with either (tests/training/test_image_store.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from coreg_edge.data import ImageSource
+from coreg_edge.errors import UserError
+from coreg_edge.runtime.image import ImageDecodeError
+from coreg_edge.runtime.preprocess import PreprocessConfig, resize_and_crop
+from coreg_edge.utils import progress
+
+#: `--cache auto` keeps the images in memory up to this many bytes (uint8 at the input size), else on disk.
+MEMORY_LIMIT = 2 * 1024**3
+CACHE_FORMAT_VERSION = 1
+
+
+class ImageStore(Protocol):
+    shape: tuple[int, int, int]  # (C, H, W)
+    kind: str  # "memory" or "disk"
+
+    def __len__(self) -> int: ...
+
+    def fetch(self, rows: torch.Tensor) -> torch.Tensor:
+        """uint8 (len(rows), C, H, W) on the training device, in the order of `rows`."""
+        ...
+
+
+@dataclass
+class MemoryStore:
+    images: torch.Tensor  # uint8 (N, C, H, W) on the training device
+    kind: str = "memory"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def fetch(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.images[rows.to(self.images.device)]
+
+
+class DiskStore:
+    """uint8 rows in a file, read batch by batch (see the module docstring)."""
+
+    kind = "disk"
+
+    def __init__(self, path: Path, count: int, shape: tuple[int, int, int], device: torch.device):
+        self.path, self.count, self.shape, self.device = path, count, tuple(shape), device
+        self.row_bytes = int(np.prod(self.shape))
+        expected = self.row_bytes * count
+        if path.stat().st_size != expected:
+            raise UserError(f"{path}: the image cache is {path.stat().st_size} bytes, not {expected}; delete it")
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            os.close(self._fd)
+
+    def fetch(self, rows: torch.Tensor) -> torch.Tensor:
+        rows_np = rows.detach().cpu().numpy()
+        pin = self.device.type == "cuda"
+        out = torch.empty((len(rows_np), *self.shape), dtype=torch.uint8, pin_memory=pin)
+        flat = out.numpy().reshape(len(rows_np), self.row_bytes)
+        for i, row in enumerate(rows_np):
+            flat[i] = np.frombuffer(os.pread(self._fd, self.row_bytes, int(row) * self.row_bytes), np.uint8)
+        return out.to(self.device, non_blocking=pin)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("COREG_EDGE_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "coreg-edge"
+    return base / "images"
+
+
+def cache_key(source: ImageSource, indices: np.ndarray, config: PreprocessConfig) -> str:
+    """What identifies the cached bytes: the source, the items in order (with each file's size and mtime,
+    so an image replaced in place is decoded again) and the preprocessing."""
+    digest = hashlib.sha256()
+    header = {"version": CACHE_FORMAT_VERSION, "source": source.describe(), "preprocess": config.to_metadata()}
+    digest.update(json.dumps(header, sort_keys=True, default=str).encode())
+    path_of: Callable[[int], Path] | None = getattr(source, "path", None)
+    for index in indices:
+        digest.update(source.item_ids[int(index)].encode())
+        if path_of is not None:
+            with contextlib.suppress(OSError):
+                stat = path_of(int(index)).stat()
+                digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:32]
+
+
+def _decoded(
+    source: ImageSource, indices: np.ndarray, config: PreprocessConfig, workers: int
+) -> Iterator[np.ndarray]:
+    """uint8 (C, H, W) arrays of the items in order, decoded by `workers` threads (PIL releases the GIL)."""
+
+    def decode(index: int) -> np.ndarray:
+        try:
+            return np.ascontiguousarray(np.asarray(resize_and_crop(source.load(int(index)), config)).transpose(2, 0, 1))
+        except ImageDecodeError as exc:
+            raise UserError(f"{exc} (it was readable when annotated; re-run annotate)") from exc
+
+    with contextlib.ExitStack() as stack:
+        if workers > 0:
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
+            yield from pool.map(decode, indices)
+        else:
+            yield from map(decode, indices)
+
+
+def decode_to_memory(
+    source: ImageSource, indices: np.ndarray, config: PreprocessConfig, *, quiet: bool = False,
+    what: str = "images", workers: int = 0,
+) -> torch.Tensor:  # fmt: skip
+    """uint8 (N, C, H, W) of the given source indices, decoded and resized once (the runtime's resize)."""
+    out = torch.empty((len(indices), *config.shape), dtype=torch.uint8)
+    arrays = _decoded(source, indices, config, workers)
+    for row, array in enumerate(progress(arrays, desc=f"loading {what}", quiet=quiet, total=len(indices))):
+        out[row] = torch.from_numpy(array)
+    return out
+
+
+def decode_to_disk(
+    source: ImageSource, indices: np.ndarray, config: PreprocessConfig, *, quiet: bool = False,
+    what: str = "images", workers: int = 0, folder: Path | None = None,
+) -> Path:  # fmt: skip
+    """The cache file of these items (written once, atomically; reused when it exists)."""
+    folder = folder or cache_dir()
+    path = folder / f"{cache_key(source, indices, config)}.u8"
+    if path.exists():
+        return path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the image cache {folder} ({exc}); set COREG_EDGE_CACHE elsewhere") from exc
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            arrays = _decoded(source, indices, config, workers)
+            for array in progress(arrays, desc=f"caching {what} on disk", quiet=quiet, total=len(indices)):
+                fh.write(array.tobytes())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"cannot write the image cache {path} ({exc}); free space or set COREG_EDGE_CACHE") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta = {"items": len(indices), "shape": list(config.shape), "what": what, "root": source.describe().get("root"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+    with contextlib.suppress(OSError):
+        path.with_suffix(".json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    return path
+
+
+def choose_cache(cache: str, count: int, config: PreprocessConfig) -> tuple[str, str]:
+    """(memory | disk, why): `auto` keeps up to MEMORY_LIMIT bytes in memory."""
+    size = count * int(np.prod(config.shape))
+    if cache != "auto":
+        return cache, "asked for"
+    if size <= MEMORY_LIMIT:
+        return "memory", f"{size / 1e6:.0f} MB of images fit in memory (<= {MEMORY_LIMIT / 1e9:.1f} GB)"
+    return "disk", f"{size / 1e9:.1f} GB of images is above {MEMORY_LIMIT / 1e9:.1f} GB: read from disk"
+
+
+def build_store(
+    source: ImageSource, indices: np.ndarray, config: PreprocessConfig, device: torch.device, *, cache: str = "auto",
+    quiet: bool = False, what: str = "images", workers: int = 0,
+) -> ImageStore:  # fmt: skip
+    """The images of `indices` behind fetch(), in memory or on disk (choose_cache)."""
+    kind, _ = choose_cache(cache, len(indices), config)
+    if kind == "memory":
+        images = decode_to_memory(source, indices, config, quiet=quiet, what=what, workers=workers)
+        return MemoryStore(images.to(device))
+    path = decode_to_disk(source, indices, config, quiet=quiet, what=what, workers=workers)
+    return DiskStore(path, len(indices), config.shape, device)
+
+
+def iterate_rows(rows: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    for start in range(0, len(rows), batch_size):
+        yield rows[start : start + batch_size]
+
+
+def all_rows(store: ImageStore) -> torch.Tensor:
+    return torch.arange(len(store), dtype=torch.long)
+
+
+def describe(store: ImageStore) -> dict[str, Any]:
+    info: dict[str, Any] = {"cache": store.kind, "items": len(store), "shape": list(store.shape)}
+    if isinstance(store, DiskStore):
+        info["file"] = str(store.path)
+    return info

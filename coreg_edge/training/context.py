@@ -83,6 +83,43 @@ class Diverged(TrainingError):
     """A loss or a prediction became NaN or infinite; the trainer adds what to do next."""
 
 
-def check_finite(loss: torch.Tensor, epoch: int, step: int, what: str) -> None:
-    if not torch.isfinite(loss.detach()).all():
-        raise Diverged(f"{what} loss became {float(loss.detach()):.3g} at epoch {epoch}, step {step}")
+class EpochSums:
+    """An epoch's statistics summed on the device and read with one transfer at its end: no host sync
+    inside a step (each would stall a GPU's queue). float64 sums of float32 values, added in step order,
+    are exactly the Python float sums the epochs kept before."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def add(self, key: str, value: torch.Tensor | None) -> None:
+        """Add a scalar tensor (None adds 0, as a loss term that is not on yet)."""
+        term = torch.zeros((), dtype=torch.float64, device=self.device) if value is None else value.detach().double()
+        self._sums[key] = self._sums[key] + term if key in self._sums else term
+
+    def read(self) -> dict[str, float]:
+        if not self._sums:
+            return {}
+        values = torch.stack([v.reshape(()) for v in self._sums.values()]).cpu().tolist()
+        return dict(zip(self._sums, values, strict=True))
+
+
+class FiniteWatch:
+    """The first non-finite loss of an epoch, remembered on the device; `check()` reads it once, at the
+    epoch's end, and raises Diverged naming the step (the checkpoint of the last good epoch is kept)."""
+
+    def __init__(self, device: torch.device, epoch: int, what: str):
+        self.epoch, self.what = epoch, what
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.value = torch.zeros((), dtype=torch.float32, device=device)
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().float().reshape(())
+        new = ~torch.isfinite(loss) & (self.first < 0)
+        self.first = torch.where(new, torch.full_like(self.first, step), self.first)
+        self.value = torch.where(new, loss, self.value)
+
+    def check(self) -> None:
+        first = int(self.first)
+        if first >= 0:
+            raise Diverged(f"{self.what} loss became {float(self.value):.3g} at epoch {self.epoch}, step {first}")

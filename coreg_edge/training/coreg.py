@@ -39,7 +39,7 @@ from coreg_edge.algorithm import (
     warmup_loss,
 )
 from coreg_edge.algorithm.schedule import CoRegSchedule
-from coreg_edge.training.context import Context, Diverged, Peer, check_finite
+from coreg_edge.training.context import Context, Diverged, EpochSums, FiniteWatch, Peer
 
 
 def set_lr(peer: Peer, lr: float) -> None:
@@ -53,21 +53,22 @@ def warmup_epoch(ctx: Context, peer: Peer, epoch: int, config: CoRegConfig, trai
     """Partial CE + negative entropy, batch 2x (reference code), one network; views per `warmup_view`."""
     peer.net.train()
     view = ctx.views.strong if config.warmup_view == "strong" else ctx.views.weak
-    total, steps = 0.0, 0
+    sums, watch, steps = EpochSums(ctx.device), FiniteWatch(ctx.device, epoch, f"peer {peer.name} warm-up"), 0
     for step, batch in enumerate(ctx.batches(train_rows, 2 * ctx.batch_size)):
         images = ctx.fetch(batch)
         candidates = ctx.candidates[batch.to(ctx.device)]
         with ctx.autocast():
             logits = peer.logits(view(images)).float()
         loss = warmup_loss(logits, candidates, config.warmup_entropy_weight, config.warmup_eps)
-        check_finite(loss, epoch, step, f"peer {peer.name} warm-up")
+        watch.add(loss, step)
         peer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         peer.optimizer.step()
         peer.table.update(batch.to(ctx.device), logits.detach().softmax(1))
-        total += float(loss.detach())
+        sums.add("warmup", loss)
         steps += 1
-    return {"warmup": total / max(steps, 1)}
+    watch.check()
+    return {"warmup": sums.read().get("warmup", 0.0) / max(steps, 1)}
 
 
 @dataclass
@@ -95,18 +96,20 @@ def divide_items(
     probs = torch.full((n, c), 1.0 / c, device=ctx.device)
     aligned = probs.clone()
     rows = train_rows.to(ctx.device)
+    finite = torch.ones((), dtype=torch.bool, device=ctx.device)
     for start in range(0, len(rows), 4 * ctx.batch_size):
         batch = rows[start : start + 4 * ctx.batch_size]
         with ctx.autocast():
             logits = peer.logits(ctx.views.weak(ctx.fetch(batch))).float()
-        if not torch.isfinite(logits).all():  # before the GMM, which would fail on NaN with its own error
-            raise Diverged(f"peer {peer.name}'s predictions became non-finite before the division")
+        finite &= torch.isfinite(logits).all()  # read once, below: no host sync per batch
         probs[batch] = logits.softmax(1)
         peer.table.update(batch, probs[batch])
         if config.distribution_alignment:
             aligned[batch] = align_distribution(probs[batch], peer.table.mean(rows), prior)
         else:
             aligned[batch] = probs[batch]
+    if not bool(finite):  # before the GMM, which would fail on NaN with its own error
+        raise Diverged(f"peer {peer.name}'s predictions became non-finite before the division")
     losses = torch.zeros(n, device=ctx.device)
     losses[rows] = min_max_normalise(division_losses(aligned[rows], ctx.candidates[rows]))
     peer.history.push(losses, normalise=False)
@@ -138,7 +141,8 @@ def coreg_epoch(
     copy_parameters(peer.key_net, peer.net)  # re-copied at the start of every post-warm-up epoch
     use_repr = schedule.representation_losses_active(epoch)
     u_batches = _cycle(ctx, rows_u, b)
-    stats = _EpochStats()
+    stats = _EpochStats(ctx.device)
+    watch = FiniteWatch(ctx.device, epoch, f"peer {peer.name} Co-Reg")
     peer.net.train()
     other.net.eval()  # the partner only predicts (reference: net2.eval()); its BatchNorm statistics stay its own
     for step, batch_p in enumerate(ctx.batches(rows_p, b)):
@@ -148,25 +152,30 @@ def coreg_epoch(
         n_p = len(idx_p)
 
         targets = _co_pseudo_targets(ctx, peer, other, division, idx_p, img_p, img_u, config)
-        fwd = _mixup_forward(ctx, peer, img_p, img_u, targets, config, use_repr)
-        lam_u = schedule.lambda_u(epoch + step / iterations)
-        m = fwd.num_inputs
-        l_cr = self_training_loss(
-            fwd.logits[: 2 * n_p], fwd.mixed.targets[: 2 * n_p], fwd.logits[2 * n_p : m], fwd.mixed.targets[2 * n_p : m],
-            lam_u,
-        )  # fmt: skip
-        # Prototypes and queue are updated from the first post-warm-up epoch; their losses start later.
-        keys, query_in_p = _update_memories(ctx, peer, bank, targets, fwd.strong_2, config)
-        l_prot = l_cont = None
-        if use_repr:
-            l_prot, l_cont = _representation_losses(peer, bank, fwd, targets, keys, query_in_p, config)
-        loss = total_loss(l_cr, l_prot, l_cont, epoch, schedule)
-        check_finite(loss, epoch, step, f"peer {peer.name} Co-Reg")
-        peer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        peer.optimizer.step()
+        # The MixUp forward normalises with its own batch statistics, which never reach the running ones
+        # (mixup_bn_frozen): they are restored after the backward, which still needs the forward's buffers.
+        bn_guard = frozen_bn_statistics(peer.net) if config.mixup_bn_frozen else contextlib.nullcontext()
+        with bn_guard:
+            fwd = _mixup_forward(ctx, peer, img_p, img_u, targets, config, use_repr)
+            lam_u = schedule.lambda_u(epoch + step / iterations)
+            m = fwd.num_inputs
+            l_cr = self_training_loss(
+                fwd.logits[: 2 * n_p], fwd.mixed.targets[: 2 * n_p], fwd.logits[2 * n_p : m], fwd.mixed.targets[2 * n_p : m],
+                lam_u,
+            )  # fmt: skip
+            # Prototypes and queue are updated from the first post-warm-up epoch; their losses start later.
+            keys, query_in_p = _update_memories(ctx, peer, bank, targets, fwd.strong_2, config)
+            l_prot = l_cont = None
+            if use_repr:
+                l_prot, l_cont = _representation_losses(peer, bank, fwd, targets, keys, query_in_p, config)
+            loss = total_loss(l_cr, l_prot, l_cont, epoch, schedule)
+            watch.add(loss, step)
+            peer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            peer.optimizer.step()
         peer.queue.enqueue(keys, torch.cat([targets.p, targets.u]), query_in_p)
         stats.add(l_cr, l_prot, l_cont, loss, targets.p.argmax(1), ctx.labels[idx_p])
+    watch.check()
 
     weights = schedule.loss_weights(epoch)
     result: dict[str, Any] = stats.means(max(1, iterations))
@@ -249,8 +258,7 @@ def _mixup_forward(
     perm = torch.randperm(len(inputs), generator=ctx.generator).to(ctx.device)
     mixed = mixup(inputs, labels, lam, perm)
     # The unmixed strong view 1 (contrastive queries) joins the same forward only once L_cont is on.
-    bn_guard = frozen_bn_statistics(peer.net) if config.mixup_bn_frozen else contextlib.nullcontext()
-    with ctx.autocast(), bn_guard:
+    with ctx.autocast():
         logits, z = peer.forward_train(torch.cat([mixed.inputs, strong_1]) if use_repr else mixed.inputs)
     return _Forward(logits.float(), z.float(), mixed, lam, strong_2, len(inputs))
 
@@ -293,38 +301,57 @@ def _representation_losses(
 
 
 class _EpochStats:
-    """Per-epoch sums of the loss terms and the pseudo-label hits on P (where ground truth exists)."""
+    """Per-epoch sums of the loss terms and the pseudo-label hits on P (where ground truth exists), on the
+    device (EpochSums): read once, after the epoch."""
 
-    def __init__(self) -> None:
-        self.sums = {"cr": 0.0, "prot": 0.0, "cont": 0.0, "total": 0.0}
-        self.hits, self.known = 0.0, 0
+    def __init__(self, device: torch.device) -> None:
+        self.sums = EpochSums(device)
+        self._read: dict[str, float] | None = None
 
     def add(self, l_cr, l_prot, l_cont, loss, labels_p: torch.Tensor, truth: torch.Tensor) -> None:
         for key, value in (("cr", l_cr), ("prot", l_prot), ("cont", l_cont), ("total", loss)):
-            self.sums[key] += float(value.detach()) if value is not None else 0.0
+            self.sums.add(key, value)
         known = truth >= 0
-        self.hits += float((labels_p[known] == truth[known]).sum())
-        self.known += int(known.sum())
+        self.sums.add("hits", ((labels_p == truth) & known).sum())
+        self.sums.add("known", known.sum())
+
+    def _values(self) -> dict[str, float]:
+        if self._read is None:
+            self._read = self.sums.read()
+        return self._read
 
     def means(self, steps: int) -> dict[str, Any]:
-        return {k: v / steps for k, v in self.sums.items()}
+        values = self._values()
+        return {k: values.get(k, 0.0) / steps for k in ("cr", "prot", "cont", "total")}
 
     def pseudo_label_accuracy(self) -> float | None:
-        return self.hits / self.known if self.known else None
+        values = self._values()
+        return values["hits"] / values["known"] if values.get("known") else None
 
 
 @contextlib.contextmanager
 def frozen_bn_statistics(net: torch.nn.Module):
-    """Normalise with batch statistics but leave the running statistics untouched (momentum 0)."""
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0
+    """Normalise with batch statistics but leave the running statistics as they were.
+
+    The running mean and variance are copied before and copied back in place at the end, instead of setting
+    `momentum` to 0: changing a module attribute would make torch.compile guard on it and recompile. Put the
+    backward inside the block too (autograd checks that the forward's saved buffers were not changed).
+    `num_batches_tracked` counts on, as it did with momentum 0. The result is the same as momentum 0
+    (1 x running + 0 x batch) for finite batch statistics.
+    """
+    norms = [
+        m for m in net.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None
+    ]  # fmt: skip
+    with torch.no_grad():
+        saved = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
     try:
         yield
     finally:
-        for m, momentum in zip(norms, saved, strict=True):
-            m.momentum = momentum
+        with torch.no_grad():
+            for m, (mean, var) in zip(norms, saved, strict=True):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
 
 
 def _cycle(ctx: Context, rows: torch.Tensor, batch_size: int):

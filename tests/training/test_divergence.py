@@ -19,15 +19,15 @@ def _last_line(result) -> str:
 
 
 def _diverge_at(monkeypatch, epoch_to_fail: int) -> None:
-    """PRODEN's loss check reports a NaN at `epoch_to_fail` (the real check, fed a real NaN)."""
-    import coreg_edge.training.baselines as baselines
+    """The loss watch reports a NaN at `epoch_to_fail` (the real watch, fed a real NaN)."""
+    from coreg_edge.training.context import FiniteWatch
 
-    real = baselines.check_finite
+    real = FiniteWatch.add
 
-    def check(loss, epoch, step, what):
-        real(loss * float("nan") if epoch == epoch_to_fail else loss, epoch, step, what)
+    def add(self, loss, step):
+        real(self, loss * float("nan") if self.epoch == epoch_to_fail else loss, step)
 
-    monkeypatch.setattr(baselines, "check_finite", check)
+    monkeypatch.setattr(FiniteWatch, "add", add)
 
 
 def test_a_huge_learning_rate_is_one_line_naming_the_real_option(runner, cli, digits_annotation, tmp_path):

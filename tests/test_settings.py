@@ -26,8 +26,10 @@ from coreg_edge.settings.fields import (
     resume_keys,
     seed_field,
 )
+from coreg_edge.settings.labels import LabelsSettings
 
-COMMANDS = {"annotate": AnnotateSettings, "train": TrainSettings, "export": ExportSettings, "bench": BenchSettings}
+COMMANDS = {"annotate": AnnotateSettings, "train": TrainSettings, "export": ExportSettings, "bench": BenchSettings,
+            "labels": LabelsSettings}
 
 
 @pytest.mark.parametrize(
@@ -198,7 +200,7 @@ def test_building_the_cli_options_imports_no_torch():
     code = (
         "import sys, click\n"
         "from coreg_edge.cli import cli\n"
-        "for name in ('annotate', 'train', 'export', 'bench', 'predict'):\n"
+        "for name in ('annotate', 'train', 'export', 'bench', 'predict', 'labels'):\n"
         "    cli.get_command(click.Context(cli), name)\n"
         "heavy = [m for m in ('torch', 'timm', 'open_clip', 'onnx', 'sklearn') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -16,6 +16,7 @@ from coreg_edge import __version__
 COMMANDS: dict[str, str] = {
     "annotate": "coreg_edge.cli.annotate:annotate",
     "info": "coreg_edge.cli.info:info",
+    "labels": "coreg_edge.cli.labels:labels",
     "train": "coreg_edge.cli.train:train",
     "predict": "coreg_edge.cli.predict:predict",
     "bench": "coreg_edge.cli.bench:bench",

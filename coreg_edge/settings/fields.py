@@ -133,7 +133,8 @@ def seed_field() -> Any:
 def device_field(**spec: Any) -> Any:
     from coreg_edge.choices import DEVICES
 
-    return option("auto", help=DEVICE_HELP, choices=DEVICES, common=True, recipe="the top-level device", **spec)
+    spec = {"recipe": "the top-level device", **spec}
+    return option("auto", help=DEVICE_HELP, choices=DEVICES, common=True, **spec)
 
 
 def spec_of(field: dataclasses.Field) -> OptionSpec:

@@ -1,0 +1,208 @@
+"""Labels out: every annotated item's pseudo-label, for any other trainer (`coreg-edge labels`).
+
+From a training run, the label is the run's network's prediction (its selected peer by default) on the
+item's evaluation view, with the softmax probability as its confidence. From an annotation file alone, it is
+the annotator's zero-shot argmax (confidence: its probability), or the single candidate of a set of one
+(confidence 1) when the file has no zero-shot probabilities (the synthetic annotator); other items are
+unlabelled. Written as CSV, JSON Lines or an ImageFolder of links (or copies); the user's files never move.
+The output folder is built under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coreg_edge.annotation_file import Annotation
+from coreg_edge.annotation_file import load as load_annotation
+from coreg_edge.data import ImageSource, reopen
+from coreg_edge.errors import UserError
+from coreg_edge.locks import locks_output
+from coreg_edge.settings.fields import build
+from coreg_edge.settings.labels import LabelsSettings
+
+MANIFEST = {"csv": "labels.csv", "jsonl": "labels.jsonl", "imagefolder": "labels.csv"}
+COLUMNS = ("item", "path", "label", "confidence")
+
+
+@dataclass
+class LabelTable:
+    """One row per annotated item: its class index (-1 unlabelled) and confidence (nan when unknown)."""
+
+    item_ids: list[str]
+    labels: np.ndarray  # int64 (N,)
+    confidence: np.ndarray  # float64 (N,)
+    class_names: list[str]
+    source: ImageSource
+    origin: str  # what labelled them, for the summary
+
+    def rows(self) -> list[dict[str, Any]]:
+        path_of = getattr(self.source, "path", None)
+        out = []
+        for i, item in enumerate(self.item_ids):
+            label = int(self.labels[i])
+            conf = float(self.confidence[i])
+            out.append({
+                "item": item,
+                "path": str(path_of(self._index[i])) if path_of is not None else None,
+                "label": self.class_names[label] if label >= 0 else None,
+                "confidence": None if math.isnan(conf) else round(conf, 6),
+            })  # fmt: skip
+        return out
+
+    @property
+    def _index(self) -> np.ndarray:
+        if not hasattr(self, "_indices"):
+            self._indices = self.source.indices_of(self.item_ids)
+        return self._indices
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").exists()
+
+
+def labels_of_annotation(ann: Annotation, source: ImageSource) -> LabelTable:
+    """Zero-shot argmax (with its probability), else the single candidate (confidence 1), else none."""
+    if ann.zero_shot_probs.shape[1]:
+        labels = ann.zero_shot_probs.argmax(1).astype(np.int64)
+        confidence = ann.zero_shot_probs.max(1).astype(np.float64)
+        origin = f"the annotator's zero-shot argmax ({ann.annotator.get('kind', 'clip')})"
+    else:
+        single = ann.candidates.sum(1) == 1
+        labels = np.where(single, ann.candidates.argmax(1), -1).astype(np.int64)
+        confidence = np.where(single, 1.0, np.nan)
+        origin = "the annotation's single-candidate sets (no zero-shot probabilities in this file)"
+    return LabelTable(list(ann.item_ids), labels, confidence, list(ann.class_names), source, origin)
+
+
+def labels_of_run(run: Path, settings: LabelsSettings, quiet: bool) -> LabelTable:
+    """The run's network (settings.peer) on every annotated item's evaluation view."""
+    import torch
+
+    from coreg_edge.exporters.onnx_export import load_peer_module, resolve_peer
+    from coreg_edge.training import run_folder as rf
+    from coreg_edge.training.image_store import decode_to_memory
+    from coreg_edge.training.views import ViewConfig, Views
+    from coreg_edge.utils import progress, resolve_device
+
+    config = rf.read_config(run)
+    ann = load_annotation(config["annotation"])
+    source, _ = reopen(ann.data, settings.data or config["settings"].get("data"))
+    peer = resolve_peer(run, settings.peer)
+    module = load_peer_module(run, peer)
+    device = torch.device(resolve_device(settings.device))
+    module.to(device)
+    pre = rf.preprocess_config(run)
+    views = Views(ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=False, strong="weak"))
+    indices = source.indices_of(ann.item_ids)
+    probs = []
+    with torch.no_grad():
+        starts = range(0, len(indices), settings.batch_size)
+        for start in progress(starts, desc="labelling", quiet=quiet, total=len(starts)):
+            batch = decode_to_memory(source, indices[start : start + settings.batch_size], pre, quiet=True)
+            probs.append(module(views.eval(batch.to(device))).float().softmax(1).cpu())
+    table = torch.cat(probs).numpy() if probs else np.zeros((0, ann.num_classes), np.float32)
+    return LabelTable(
+        list(ann.item_ids), table.argmax(1).astype(np.int64), table.max(1).astype(np.float64),
+        list(config["class_names"]), source, f"the run's {'ensemble' if peer == 'ensemble' else 'peer ' + peer}",
+    )  # fmt: skip
+
+
+def _link_or_copy(src: Path, dst: Path, copy: bool) -> None:
+    if copy:
+        shutil.copy2(src, dst)
+    else:
+        os.symlink(src.resolve(), dst)
+
+
+def _write_images(table: LabelTable, rows: list[dict[str, Any]], folder: Path, copy: bool) -> None:
+    """One sub-folder per class; files keep their names (sub-folders joined by '__', so none collide)."""
+    for name in table.class_names:
+        (folder / _safe(name)).mkdir()
+    for i, row in enumerate(rows):
+        if row["label"] is None:
+            continue
+        target = folder / _safe(row["label"])
+        if row["path"] is not None:
+            _link_or_copy(Path(row["path"]), target / row["item"].replace("/", "__"), copy)
+        else:  # in-memory built-ins have no files: their pixels are written
+            image = table.source.load(int(table._index[i]))
+            image.save(target / (row["item"].replace("/", "__").replace(":", "_") + ".png"))
+
+
+def _safe(name: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in name).strip(" .")
+    return cleaned or "_"
+
+
+@locks_output("out", "labels folder")
+def export_labels(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    settings: LabelsSettings | None = None,
+    *,
+    quiet: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Write the pseudo-labels of an annotation file or a run folder (`path`) into the folder `out`.
+    Returns the summary (also printed by the CLI): counts per class, unlabelled items, where it went."""
+    s = build(LabelsSettings, settings, options)
+    path, out = Path(path), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out}: exists and is not empty; choose a new folder (nothing was overwritten)")
+    if _is_run(path):
+        table = labels_of_run(path, s, quiet)
+    elif path.is_file():
+        ann = load_annotation(path)
+        source, _ = reopen(ann.data, s.data)
+        table = labels_of_annotation(ann, source)
+    else:
+        raise UserError(f"{path}: neither an annotation file (.npz) nor a run folder (with config.json)")
+    low = ~(table.confidence >= s.min_confidence) & (table.labels >= 0) & ~np.isnan(table.confidence)
+    table.labels = np.where(low, -1, table.labels)
+    rows = table.rows()
+    staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        if s.format == "imagefolder":
+            _write_images(table, rows, staging, s.copy)
+        (staging / MANIFEST[s.format]).write_text(_manifest(rows, s.format), encoding="utf-8")
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        staging.rename(out)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write the labels ({exc})") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    counts = {name: int((table.labels == c).sum()) for c, name in enumerate(table.class_names)}
+    return {
+        "out": str(out),
+        "format": s.format,
+        "labelled_by": table.origin,
+        "items": len(rows),
+        "labelled": int((table.labels >= 0).sum()),
+        "unlabelled": int((table.labels < 0).sum()),
+        "per_class": counts,
+        "manifest": str(out / MANIFEST[s.format]),
+    }
+
+
+def _manifest(rows: list[dict[str, Any]], fmt: str) -> str:
+    if fmt == "jsonl":
+        return "".join(json.dumps(row) + "\n" for row in rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row[k] is None else row[k] for k in COLUMNS})
+    return buffer.getvalue()

@@ -1,0 +1,136 @@
+"""`coreg-edge labels`: pseudo-labels out, as CSV, JSON Lines or an ImageFolder; the user's files never move."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from coreg_edge.annotate import annotate
+from coreg_edge.annotation_file import load
+from coreg_edge.training import run_folder as rf
+
+
+def _csv(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_an_annotation_with_zero_shot_probs_gives_its_argmax_and_probability(runner, cli, tmp_path):
+    ann_path = tmp_path / "sim.npz"
+    annotate("digits", ann_path, annotator="simulated", preset="hard", quiet=True)
+    ann = load(ann_path)
+    out = tmp_path / "labels"
+    result = runner.invoke(cli, ["labels", str(ann_path), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["items"] == summary["labelled"] == ann.num_items and summary["unlabelled"] == 0
+    rows = _csv(out / "labels.csv")
+    assert [r["item"] for r in rows] == ann.item_ids
+    assert [r["label"] for r in rows] == [ann.class_names[c] for c in ann.zero_shot_probs.argmax(1)]
+    assert np.allclose([float(r["confidence"]) for r in rows], ann.zero_shot_probs.max(1), atol=1e-6)
+    assert sum(summary["per_class"].values()) == ann.num_items
+
+
+def test_a_synthetic_annotation_labels_only_its_single_candidate_sets(runner, cli, digits_annotation, tmp_path):
+    ann = load(digits_annotation)
+    out = tmp_path / "labels"
+    assert runner.invoke(cli, ["labels", str(digits_annotation), "--format", "jsonl", "--out", str(out)]).exit_code == 0
+    rows = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    single = ann.candidates.sum(1) == 1
+    assert [r["label"] is not None for r in rows] == list(single)
+    for row, cands in zip(rows, ann.candidates, strict=True):
+        if row["label"] is not None:
+            assert ann.class_names.index(row["label"]) == int(cands.argmax()) and row["confidence"] == 1.0
+
+
+def test_a_run_labels_with_its_selected_peer(runner, cli, digits_annotation, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", str(digits_annotation), "--out", str(run), "--method", "supervised", "--epochs", "2",
+            "--backbone", "test_resnet", "--image-size", "8", "-q"]  # fmt: skip
+    assert runner.invoke(cli, args).exit_code == 0
+    out = tmp_path / "labels"
+    result = runner.invoke(cli, ["labels", str(run), "--format", "jsonl", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["labelled_by"] == "the run's peer a"
+    rows = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    # the same predictions computed independently: the network on (x / 255 - mean) / std
+    from coreg_edge.data import open_source
+    from coreg_edge.training.image_store import decode_to_memory
+
+    ann = load(digits_annotation)
+    pre = rf.preprocess_config(run)
+    images = decode_to_memory(open_source("digits"), open_source("digits").indices_of(ann.item_ids), pre, quiet=True)
+    mean = torch.tensor(pre.mean).reshape(1, -1, 1, 1)
+    std = torch.tensor(pre.std).reshape(1, -1, 1, 1)
+    with torch.no_grad():
+        probs = rf.load_network(run, "a")((images.float() / 255 - mean) / std).softmax(1)
+    assert [r["label"] for r in rows] == [ann.class_names[c] for c in probs.argmax(1)]
+    assert np.allclose([r["confidence"] for r in rows], probs.max(1).values.numpy(), atol=1e-5)
+    accuracy = np.mean([r["label"] == ann.class_names[t] for r, t in zip(rows, ann.labels, strict=True)])
+    assert accuracy > 0.5  # trained on the true labels for 2 epochs: far above chance (0.1)
+
+
+def test_an_imagefolder_links_the_originals_and_copy_copies_them(runner, cli, tmp_path, class_folder):
+    ann_path = tmp_path / "ann.npz"
+    annotate(str(class_folder), ann_path, annotator="simulated", preset="easy", shots=2, quiet=True)
+    before = {p: p.read_bytes() for p in class_folder.rglob("*") if p.is_file()}
+    linked, copied = tmp_path / "linked", tmp_path / "copied"
+    assert runner.invoke(cli, ["labels", str(ann_path), "--format", "imagefolder", "--out", str(linked)]).exit_code == 0
+    args = ["labels", str(ann_path), "--format", "imagefolder", "--copy", "--out", str(copied)]
+    assert runner.invoke(cli, args).exit_code == 0
+    assert sorted(p.name for p in linked.iterdir() if p.is_dir()) == ["bird", "cat", "dog"]
+    files = [p for p in linked.rglob("*") if p.is_file() or p.is_symlink()]
+    links = [p for p in files if p.is_symlink()]
+    assert len(links) == sum(1 for _ in class_folder.rglob("*.png")) + sum(1 for _ in class_folder.rglob("*.jpg"))
+    for link in links:
+        assert link.resolve() in {p.resolve() for p in before}
+        twin = copied / link.parent.name / link.name
+        assert not twin.is_symlink() and twin.read_bytes() == link.read_bytes()
+    assert {p: p.read_bytes() for p in class_folder.rglob("*") if p.is_file()} == before  # nothing moved
+    rows = _csv(linked / "labels.csv")
+    for row in rows:
+        assert (linked / row["label"] / row["item"].replace("/", "__")).is_symlink()
+
+
+def test_min_confidence_leaves_items_unlabelled(tmp_path):
+    from coreg_edge.labels import export_labels
+
+    ann_path = tmp_path / "sim.npz"
+    annotate("digits", ann_path, annotator="simulated", preset="hard", quiet=True)
+    probs = load(ann_path).zero_shot_probs.max(1)
+    summary = export_labels(ann_path, tmp_path / "out", min_confidence=0.5, quiet=True)
+    assert summary["labelled"] == int((probs >= 0.5).sum()) and 0 < summary["labelled"] < len(probs)
+    rows = _csv(tmp_path / "out" / "labels.csv")
+    assert all(row["label"] == "" or float(row["confidence"]) >= 0.5 for row in rows)
+
+
+@pytest.mark.parametrize("existing", ["file", "folder"])
+def test_an_earlier_output_is_never_replaced(runner, cli, digits_annotation, tmp_path, existing):
+    out = tmp_path / "out"
+    if existing == "file":
+        out.write_text("keep me")
+    else:
+        out.mkdir()
+        (out / "mine.txt").write_text("keep me")
+    result = runner.invoke(cli, ["labels", str(digits_annotation), "--out", str(out)])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "exists and is not empty" in result.stderr
+    assert (out.read_text() if existing == "file" else (out / "mine.txt").read_text()) == "keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_bad_inputs_are_one_line(runner, cli, tmp_path):
+    for args, fragment in [
+        (["labels", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], "neither an annotation file"),
+        (["labels", str(tmp_path), "--out", str(tmp_path / "o2"), "--format", "parquet"], "parquet"),
+        (["labels", str(tmp_path), "--out", str(tmp_path / "o3"), "--min-confidence", "2"], "--min-confidence"),
+    ]:
+        result = runner.invoke(cli, args)
+        assert result.exit_code != 0 and fragment in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.output
+    assert not os.path.exists(tmp_path / "o")

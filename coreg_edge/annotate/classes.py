@@ -1,8 +1,12 @@
-"""Class names: from the flag (a,b,c or a file), the folder's sub-folders, or the built-in dataset."""
+"""Class names: from the flag (a,b,c, a text file, or a TOML/JSON file giving each class several names),
+the folder's sub-folders, or the built-in dataset."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -10,18 +14,55 @@ from coreg_edge.data import ImageSource, dataset_info
 from coreg_edge.errors import UserError
 
 
-def parse_classes(classes: str | list[str] | None) -> list[str] | None:
-    """A list, a path to a text file (one name per line), or a comma-separated string."""
+def _names_table(table: Any, where: str) -> dict[str, list[str]]:
+    """{class: name or [names]} -> {class: [names]}, each name a non-empty string."""
+    if not isinstance(table, Mapping) or not table:
+        raise UserError(f"--classes {where}: expected a table of class = name or [names, ...]")
+    out: dict[str, list[str]] = {}
+    for cls, names in table.items():
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list) or not names or any(not isinstance(n, str) or not n.strip() for n in names):
+            raise UserError(f"--classes {where}: {cls!r} must be a name or a non-empty list of names")
+        out[str(cls).strip()] = list(dict.fromkeys(n.strip() for n in names))
+    return out
+
+
+def _read_table(path: Path) -> dict[str, list[str]]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            table = json.loads(text)
+        else:
+            from coreg_edge.recipe import parse_recipe_text
+
+            table = parse_recipe_text(text, str(path))
+    except (ValueError, UserError) as exc:
+        raise UserError(f"--classes {path}: not valid {path.suffix[1:].upper()} ({exc})") from exc
+    return _names_table(table, str(path))
+
+
+def parse_classes(
+    classes: str | list[str] | Mapping[str, Any] | None,
+) -> tuple[list[str] | None, dict[str, list[str]] | None]:
+    """(class names, each class's prompt names or None): from a list, a mapping {class: name or [names]},
+    a .toml/.json file holding that mapping, a text file (one name per line) or a comma-separated string."""
     if classes is None:
-        return None
-    if isinstance(classes, (list, tuple)):
+        return None, None
+    synonyms = None
+    if isinstance(classes, Mapping):
+        synonyms = _names_table(classes, "table")
+        names = list(synonyms)
+    elif isinstance(classes, (list, tuple)):
         names = [str(c).strip() for c in classes]
+    elif Path(classes).is_file() and Path(classes).suffix in (".toml", ".json"):
+        synonyms = _read_table(Path(classes))
+        names = list(synonyms)
     elif Path(classes).is_file():
         lines = Path(classes).read_text(encoding="utf-8").splitlines()
         names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     elif "," in classes:
         names = [c.strip() for c in classes.split(",")]
-    elif Path(classes).suffix in (".txt", ".csv", ".names") or "/" in classes:
+    elif Path(classes).suffix in (".txt", ".csv", ".names", ".toml", ".json") or "/" in classes:
         raise UserError(f"--classes {classes}: no such file")
     else:
         names = [classes.strip()]
@@ -32,30 +73,36 @@ def parse_classes(classes: str | list[str] | None) -> list[str] | None:
         raise UserError(f"--classes lists {dup!r} twice")
     if len(names) < 2:
         raise UserError(f"--classes needs at least 2 classes (got {len(names)})")
-    return names
+    return names, synonyms
 
 
 def resolve_classes(
-    classes: str | list[str] | None, source: ImageSource, wording: str | None = None
-) -> tuple[list[str], list[str], np.ndarray]:
+    classes: str | list[str] | Mapping[str, Any] | None, source: ImageSource, wording: str | None = None
+) -> tuple[list[str], list[str | list[str]], np.ndarray]:
     """Return (class_names, prompt_names, labels) consistent with the source.
 
-    `wording` (e.g. "number {}") turns a class name into its prompt name; by default built-ins use their
-    spec wording and everything else the name itself. The model always answers with the plain names.
+    `prompt_names[c]` is how class c is said in prompts: one name, or a list of names when the classes come
+    from a table giving several (`cat = ["cat", "kitten", "tabby cat"]`: every name is prompted through
+    every template and votes for its class). `wording` (e.g. "number {}") turns each name into its prompt
+    name; by default built-ins use their spec wording and everything else the name itself. The model always
+    answers with the plain class names.
 
     For a labelled folder, the names must be the sub-folders' (in any order: labels follow them).
     For a built-in dataset, given names replace its wording and must match its class count.
     """
     if wording is not None and wording.count("{}") != 1:
         raise UserError(f"--wording {wording!r} needs exactly one {{}} where the class name goes")
-    names, prompts, labels = _resolve(classes, source)
+    given, synonyms = parse_classes(classes)
+    names, prompts, labels = _resolve(given, source)
+    said: list[str | list[str]] = list(prompts if wording is None else names)  # wording words the plain names
+    if synonyms is not None:
+        said = [synonyms[name] if len(synonyms[name]) > 1 else synonyms[name][0] for name in names]
     if wording is not None:
-        prompts = [wording.format(name) for name in names]
-    return names, prompts, labels
+        said = [[wording.format(n) for n in p] if isinstance(p, list) else wording.format(p) for p in said]
+    return names, said, labels
 
 
-def _resolve(classes: str | list[str] | None, source: ImageSource) -> tuple[list[str], list[str], np.ndarray]:
-    given = parse_classes(classes)
+def _resolve(given: list[str] | None, source: ImageSource) -> tuple[list[str], list[str], np.ndarray]:
     info = dataset_info(source)
     if source.class_names is None:  # unlabeled folder
         if given is None:

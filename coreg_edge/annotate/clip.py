@@ -162,20 +162,31 @@ def load_clip(
 
 
 class ClipAnnotator:
-    """Prompt features once; per image one encode + one matrix product for all T templates."""
+    """Prompt features once; per image one encode + one matrix product for all T templates.
+
+    `prompt_names[c]` is one name or a list of names for class c: every name is prompted through every
+    template; a template votes the class of its best-matching name, and a class's logit under a template is
+    its best name's (so one name per class is CLIP's plain zero-shot classifier)."""
 
     def __init__(
-        self, bundle: ClipBundle, templates: list[str], prompt_names: list[str], text_batch_size: int = 256
-    ):
+        self, bundle: ClipBundle, templates: list[str], prompt_names: list[str | list[str]],
+        text_batch_size: int = 256,
+    ):  # fmt: skip
         self.bundle = bundle
         self.templates = templates
         self.prompt_names = prompt_names
+        self.names = [[p] if isinstance(p, str) else list(p) for p in prompt_names]
+        self.name_class = [c for c, names in enumerate(self.names) for _ in names]  # flat name -> class
         self.text_batch_size = text_batch_size
-        self._text_features = None  # (D, T*C), computed lazily once
+        self._text_features = None  # (D, T*K) for K names in all, computed lazily once
 
     @property
     def num_classes(self) -> int:
-        return len(self.prompt_names)
+        return len(self.names)
+
+    @property
+    def num_names(self) -> int:
+        return len(self.name_class)
 
     def _autocast(self):
         import torch
@@ -186,11 +197,11 @@ class ClipAnnotator:
         return contextlib.nullcontext()
 
     def text_features(self):
-        """(D, T*C) normalised prompt features, template-major: column t*C + c is template t, class c."""
+        """(D, T*K) normalised prompt features, template-major: column t*K + k is template t, name k."""
         import torch
 
         if self._text_features is None:
-            prompts = [t.format(name) for t in self.templates for name in self.prompt_names]
+            prompts = [t.format(name) for t in self.templates for names in self.names for name in names]
             chunks = []
             with torch.inference_mode(), self._autocast():
                 for start in range(0, len(prompts), self.text_batch_size):
@@ -214,7 +225,14 @@ class ClipAnnotator:
 
         with torch.inference_mode():
             logits = LOGIT_SCALE * image_features @ self.text_features()
-            logits = logits.view(len(image_features), len(self.templates), self.num_classes)
-            votes = logits.argmax(-1).to(torch.int16)
+            logits = logits.view(len(image_features), len(self.templates), self.num_names)
+            if self.num_names != self.num_classes:  # several names: each class by its best name
+                owner = torch.as_tensor(self.name_class, device=logits.device)
+                votes = owner[logits.argmax(-1)].to(torch.int16)
+                shape = (*logits.shape[:2], self.num_classes)
+                index = owner.expand_as(logits)
+                logits = logits.new_full(shape, float("-inf")).scatter_reduce(-1, index, logits, "amax")
+            else:
+                votes = logits.argmax(-1).to(torch.int16)
             probs = logits.softmax(-1).mean(1)
         return votes.cpu().numpy(), probs.cpu().numpy().astype(np.float32)

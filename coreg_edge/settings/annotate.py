@@ -14,8 +14,10 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 class AnnotateSettings:
     """How DATA becomes candidate-label sets. Fields of the other annotators are ignored by each one."""
 
-    classes: str | list[str] | None = option(
-        help="Class names: a,b,c or a text file (one per line). Default: sub-folders / built-in names.",
+    classes: str | list[str] | dict[str, list[str]] | None = option(
+        help="Class names: a,b,c, a text file (one per line), or a .toml/.json file giving each class one name "
+        'or several (cat = ["cat", "kitten"]: each is prompted, votes go to the class). Default: '
+        "sub-folders / built-in names.",
         recipe="classes.names",
     )
     wording: str | None = option(

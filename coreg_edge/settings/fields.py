@@ -173,6 +173,8 @@ def _kinds(hint: Any) -> tuple[str, ...]:
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return tuple(kind for arg in typing.get_args(hint) if arg is not type(None) for kind in _kinds(arg))
     origin = typing.get_origin(hint)
+    if origin is dict:
+        return ("dict",)
     if origin in (list, tuple):
         item = next((a for a in typing.get_args(hint) if a is not Ellipsis), str)
         return (f"list[{_KINDS.get(item, 'str')}]",)
@@ -196,12 +198,15 @@ def _is_kind(value: Any, kind: str) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "str":
         return isinstance(value, str)
+    if kind == "dict":
+        return isinstance(value, dict)
     item = kind[len("list[") : -1]
     return isinstance(value, (list, tuple)) and all(_is_kind(v, item) for v in value)
 
 
 _WORDS = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false",
-          "list[int]": "whole numbers", "list[str]": "strings", "list[float]": "numbers"}  # fmt: skip
+          "list[int]": "whole numbers", "list[str]": "strings", "list[float]": "numbers",
+          "dict": "a table"}  # fmt: skip
 
 
 def check_value(name: str, value: Any, spec: OptionSpec, kinds: tuple[str, ...] = ()) -> None:

@@ -1,0 +1,97 @@
+"""Several names per class (#12 item 3): a TOML/JSON classes file, every name prompted, votes to its class."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from coreg_edge.annotate import annotate
+from coreg_edge.annotate.classes import parse_classes
+from coreg_edge.annotate.clip import ClipAnnotator, load_clip
+from coreg_edge.annotation_file import load
+from coreg_edge.errors import UserError
+
+
+def test_a_toml_or_json_table_gives_each_class_its_names(tmp_path):
+    toml = tmp_path / "classes.toml"
+    toml.write_text('cat = ["cat", "kitten", "tabby cat"]\ndog = "dog"\nbird = ["bird", "bird"]\n')
+    names, synonyms = parse_classes(str(toml))
+    assert names == ["cat", "dog", "bird"]  # the file's order
+    assert synonyms == {"cat": ["cat", "kitten", "tabby cat"], "dog": ["dog"], "bird": ["bird"]}
+    js = tmp_path / "classes.json"
+    js.write_text(json.dumps({"cat": ["cat", "kitten"], "dog": "puppy"}))
+    assert parse_classes(str(js)) == (["cat", "dog"], {"cat": ["cat", "kitten"], "dog": ["puppy"]})
+    assert parse_classes({"a": "x", "b": ["y", "z"]})[1] == {"a": ["x"], "b": ["y", "z"]}
+    assert parse_classes("cat,dog") == (["cat", "dog"], None)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('cat = []\ndog = "dog"\n', "'cat' must be a name or a non-empty list of names"),
+        ('cat = [1]\ndog = "dog"\n', "'cat' must be a name"),
+        ('cat = "cat"\n', "at least 2 classes"),
+        ("cat = [\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_classes_table_is_one_line(tmp_path, text, fragment):
+    path = tmp_path / "classes.toml"
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        parse_classes(str(path))
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def _features(tiny_clip, count=12, seed=0):
+    config, checkpoint = tiny_clip
+    bundle = load_clip(str(config), str(checkpoint), "cpu")
+    torch.manual_seed(seed)
+    features = torch.nn.functional.normalize(torch.randn(count, bundle.model.visual.output_dim), dim=-1)
+    return bundle, features
+
+
+def test_one_name_per_class_is_the_plain_classifier(tiny_clip):
+    bundle, features = _features(tiny_clip)
+    templates = ["a photo of a {}.", "a drawing of a {}."]
+    plain = ClipAnnotator(bundle, templates, ["cat", "dog", "bird"]).vote(features)
+    listed = ClipAnnotator(bundle, templates, [["cat"], ["dog"], ["bird"]]).vote(features)
+    assert np.array_equal(plain[0], listed[0]) and np.array_equal(plain[1], listed[1])
+
+
+def test_each_template_votes_the_class_of_its_best_name(tiny_clip):
+    bundle, features = _features(tiny_clip, count=64)
+    templates = ["a photo of a {}.", "a drawing of a {}.", "a {} in the wild."]
+    names = [["cat", "kitten", "tabby cat"], ["dog"], ["bird", "sparrow"]]
+    several = ClipAnnotator(bundle, templates, names)
+    votes, probs = several.vote(features)
+    flat = ClipAnnotator(bundle, templates, [n for group in names for n in group])  # each name its own class
+    flat_votes, _ = flat.vote(features)
+    owner = np.asarray([0, 0, 0, 1, 2, 2])
+    assert np.array_equal(votes, owner[flat_votes])  # the best name's class, template by template
+    assert probs.shape == (64, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    # a class's logit is its best name's: recompute from the flat logits
+    logits = 100.0 * features @ flat.text_features()
+    logits = logits.view(64, 3, 6)
+    best = torch.stack([logits[..., owner == c].amax(-1) for c in range(3)], -1)
+    assert np.allclose(probs, best.softmax(-1).mean(1).numpy(), atol=1e-6)
+    assert len(set(votes.ravel().tolist())) > 1  # the check means something: several classes were voted
+
+
+def test_annotate_with_a_classes_file_records_every_name(tiny_clip, class_folder, tmp_path):
+    config, checkpoint = tiny_clip
+    table = tmp_path / "classes.toml"
+    table.write_text('bird = ["bird", "sparrow"]\ncat = ["cat", "kitten"]\ndog = "dog"\n')
+    out = tmp_path / "ann.npz"
+    annotate(str(class_folder), out, classes=str(table), clip_model=str(config), pretrained=str(checkpoint),
+             templates="imagenet", quiet=True)  # fmt: skip
+    ann = load(out)
+    assert ann.class_names == ["bird", "cat", "dog"]
+    assert ann.extra["prompt_names"] == [["bird", "sparrow"], ["cat", "kitten"], "dog"]
+    assert ann.votes.shape[1] == len(ann.templates) and int(ann.votes.max()) < 3
+    worded = tmp_path / "worded.npz"
+    annotate(str(class_folder), worded, classes=str(table), wording="a {} face", clip_model=str(config),
+             pretrained=str(checkpoint), quiet=True)  # fmt: skip
+    assert load(worded).extra["prompt_names"][0] == ["a bird face", "a sparrow face"]

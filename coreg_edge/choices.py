@@ -7,7 +7,6 @@ DEVICES = ("auto", "cpu", "cuda")
 ON_OFF = ("auto", "on", "off")  # --compile, --amp, --channels-last
 STRONG_AUGMENT = ("auto", "randaugment", "cutout", "weak")
 WARMUP_VIEWS = ("weak", "strong")
-ANNOTATORS = ("clip", "synthetic", "simulated")
 SIMULATOR_PRESETS = ("easy", "hard")  # coreg_edge/annotate/simulated.py PRESETS
 CANDIDATE_MODES = ("union-top1", "topk", "ratio")
 EXPORT_PEERS = ("selected", "a", "b", "ensemble")

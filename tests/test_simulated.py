@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from coreg_edge.annotate import annotate
+from coreg_edge.annotate.registry import annotator_names
 from coreg_edge.annotate.simulated import (
     PRESETS,
     SimulatorKnobs,
@@ -16,7 +17,7 @@ from coreg_edge.annotate.simulated import (
     simulate,
 )
 from coreg_edge.annotation_file import load
-from coreg_edge.choices import ANNOTATORS, SIMULATOR_PRESETS
+from coreg_edge.choices import SIMULATOR_PRESETS
 from coreg_edge.data import open_source
 from coreg_edge.errors import UserError
 from coreg_edge.recipe import RecipeError, load_recipe
@@ -180,7 +181,7 @@ def test_unknown_preset_is_one_user_error_line():
 
 
 def test_presets_and_choices_name_the_same_presets():
-    assert tuple(PRESETS) == SIMULATOR_PRESETS and "simulated" in ANNOTATORS
+    assert tuple(PRESETS) == SIMULATOR_PRESETS and "simulated" in annotator_names()
 
 
 def test_annotate_writes_a_file_that_loads_with_stats(tmp_path):

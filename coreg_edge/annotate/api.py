@@ -15,6 +15,7 @@ from coreg_edge import __version__
 from coreg_edge.annotate.classes import resolve_classes
 from coreg_edge.annotate.clip import ClipAnnotator, load_clip
 from coreg_edge.annotate.modes import candidate_sets
+from coreg_edge.annotate.registry import get_annotator
 from coreg_edge.annotate.simulated import OPTION_NAMES, describe_knobs, image_feature, resolve_knobs, simulate
 from coreg_edge.annotate.synthetic import synthetic_candidates
 from coreg_edge.annotate.templates import load_templates
@@ -45,7 +46,21 @@ class _Skips:
 
 
 @dataclass
-class _Result:
+class AnnotateJob:
+    """What an annotator gets: the items, the classes and the settings (annotate/registry.py)."""
+
+    data: str
+    source: ImageSource
+    class_names: list[str]
+    prompt_names: list[str | list[str]]
+    labels: np.ndarray  # ground truth, -1 unknown
+    settings: AnnotateSettings
+    skips: _Skips
+    quiet: bool
+
+
+@dataclass
+class AnnotatorResult:
     """One annotator's arrays for every item of the source (rows of unreadable items are dropped later)."""
 
     candidates: np.ndarray
@@ -81,12 +96,13 @@ def annotate(
         source = open_source(data, download=s.download, data_dir=s.data_dir, channels=s.channels)
         class_names, prompt_names, labels = resolve_classes(s.classes, source, s.wording)
         skips = _Skips(s.strict)
-        if s.annotator == "synthetic":
-            result = _synthetic(data, source, labels, len(class_names), s, skips, quiet)
-        elif s.annotator == "simulated":
-            result = _simulated(data, source, labels, len(class_names), s, skips, quiet)
-        else:
-            result = _clip(source, prompt_names, s, skips, quiet)
+        annotator = get_annotator(s.annotator)
+        if annotator.needs_labels and not (labels >= 0).all():
+            raise UserError(
+                f"the {annotator.name} annotator needs ground truth, and {data} has none "
+                "(use a folder with one sub-folder per class, or a built-in dataset)"
+            )
+        result = annotator.annotate(AnnotateJob(data, source, class_names, prompt_names, labels, s, skips, quiet))
         identity: dict[str, Any] = {"kind": s.annotator, "model": None, "pretrained": None, "mode": None,
                                     "k": None, "ratio": None, "partial_rate": None, "noise_rate": None,
                                     "seed": s.seed, **result.identity}  # fmt: skip
@@ -116,14 +132,6 @@ def annotate(
         return annotation
 
 
-def _require_labels(annotator: str, data: str, labels: np.ndarray) -> None:
-    if not (labels >= 0).all():
-        raise UserError(
-            f"the {annotator} annotator needs ground truth, and {data} has none "
-            "(use a folder with one sub-folder per class, or a built-in dataset)"
-        )
-
-
 def _readable(source: ImageSource, skips: _Skips, quiet: bool) -> Iterator[tuple[int, Image.Image]]:
     """(index, image) of every readable item, in order; each unreadable one goes to `skips`."""
     for i in progress(range(len(source)), desc="reading images", quiet=quiet):
@@ -135,17 +143,15 @@ def _readable(source: ImageSource, skips: _Skips, quiet: bool) -> Iterator[tuple
         yield i, image
 
 
-def _synthetic(
-    data: str, source: ImageSource, labels: np.ndarray, num_classes: int, s: AnnotateSettings, skips: _Skips,
-    quiet: bool,
-) -> _Result:  # fmt: skip
+def synthetic_annotator(job: AnnotateJob) -> AnnotatorResult:
     """The benchmark protocol: no votes, no probabilities; images are only checked to be readable."""
-    _require_labels("synthetic", data, labels)
+    source, s, skips, quiet = job.source, job.settings, job.skips, job.quiet
+    labels, num_classes = job.labels, len(job.class_names)
     if source.can_fail:
         for _ in _readable(source, skips, quiet):
             pass
     n = len(source)
-    return _Result(
+    return AnnotatorResult(
         candidates=synthetic_candidates(labels, num_classes, s.partial_rate, s.noise_rate, s.seed),
         votes=np.zeros((n, 0), dtype=np.int16),
         probs=np.zeros((n, 0), dtype=np.float32),
@@ -154,13 +160,16 @@ def _synthetic(
     )
 
 
-def _simulated(
-    data: str, source: ImageSource, labels: np.ndarray, num_classes: int, s: AnnotateSettings, skips: _Skips,
-    quiet: bool,
-) -> _Result:  # fmt: skip
+def simulated_knobs(s: AnnotateSettings) -> dict[str, Any]:
+    """The simulator's knobs as used: its preset with the given ones applied (a retuned preset re-runs)."""
+    return describe_knobs(resolve_knobs(s.preset, {name: getattr(s, name) for name in OPTION_NAMES.values()}))
+
+
+def simulated_annotator(job: AnnotateJob) -> AnnotatorResult:
     """The instance-dependent CLIP stand-in, on the readable items' pixels."""
+    data, source, s, skips, quiet = job.data, job.source, job.settings, job.skips, job.quiet
+    labels, num_classes = job.labels, len(job.class_names)
     knobs = resolve_knobs(s.preset, {name: getattr(s, name) for name in OPTION_NAMES.values()})
-    _require_labels("simulated", data, labels)
     readable: list[int] = []
     rows: list[np.ndarray] = []
     for i, image in _readable(source, skips, quiet):
@@ -170,7 +179,7 @@ def _simulated(
         raise UserError(f"{data}: no readable images")
     sim = simulate(np.stack(rows), labels[readable], num_classes, knobs, s.seed)
     n, t = len(source), knobs.templates
-    result = _Result(
+    result = AnnotatorResult(
         candidates=np.zeros((n, num_classes), dtype=bool),
         votes=np.zeros((n, t), dtype=np.int16),
         probs=np.full((n, num_classes), 1.0 / num_classes, dtype=np.float32),
@@ -183,16 +192,15 @@ def _simulated(
     return result
 
 
-def _clip(
-    source: ImageSource, prompt_names: list[str], s: AnnotateSettings, skips: _Skips, quiet: bool
-) -> _Result:
+def clip_annotator(job: AnnotateJob) -> AnnotatorResult:
     """open_clip zero-shot votes of every template, combined into candidate sets by `mode`."""
+    source, prompt_names, s, skips, quiet = job.source, job.prompt_names, job.settings, job.skips, job.quiet
     template_list = load_templates(s.templates)  # a bad template file fails before the model loads
     bundle = load_clip(s.clip_model, s.pretrained, resolve_device(s.device))
     clip = ClipAnnotator(bundle, template_list, prompt_names)
     votes, probs = _run_clip(clip, source, s.batch_size, s.workers, skips, quiet)
     mode = s.mode
-    return _Result(
+    return AnnotatorResult(
         candidates=candidate_sets(mode, votes=votes, probs=probs, k=s.k, ratio_threshold=s.ratio),
         votes=votes,
         probs=probs,

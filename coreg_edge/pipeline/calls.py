@@ -36,25 +36,18 @@ def annotate_call(recipe: Recipe, run: Path) -> dict[str, Any]:
 
 
 def _annotate_settings(recipe: Recipe, call: Mapping[str, Any]) -> dict[str, Any]:
-    """What identifies the annotate stage's output: the settings that change this annotator's labels."""
-    from coreg_edge.annotate.simulated import OPTION_NAMES, describe_knobs, resolve_knobs
+    """What identifies the annotate stage's output: the settings that change this annotator's labels (its
+    registry row's options, and the fields no annotator claims), without the execution ones."""
+    from coreg_edge.annotate.registry import claimed_options, get_annotator
 
     settings = AnnotateSettings(**call)
-    resolved = {**dataclasses.asdict(settings), "data": recipe.data["train"]}
-    resolved["templates"] = recipe.section("annotate").get("templates", resolved["templates"])  # inline list
-    # Only the keys that change this annotator's labels: run folders of the other annotators keep theirs.
-    clip_keys = ("clip_model", "pretrained", "mode", "k", "ratio", "templates", "wording")
-    simulated_keys = ("preset", *OPTION_NAMES.values())
-    unused = {
-        "clip": ("partial_rate", "noise_rate", *simulated_keys),
-        "synthetic": (*clip_keys, *simulated_keys),
-        "simulated": (*clip_keys, "partial_rate", "noise_rate"),
-    }[settings.annotator]
-    for key in unused:
-        resolved.pop(key, None)
-    if settings.annotator == "simulated":  # the knobs used, so a retuned preset re-runs the stage
-        knobs = resolve_knobs(settings.preset, {key: resolved[key] for key in OPTION_NAMES.values()})
-        resolved.update(describe_knobs(knobs))
+    annotator = get_annotator(settings.annotator)
+    others = claimed_options() - set(annotator.options)  # run folders of other annotators keep theirs
+    resolved = {k: v for k, v in dataclasses.asdict(settings).items() if k not in others}
+    resolved["data"] = recipe.data["train"]
+    if "templates" in resolved:  # an inline list is what identifies the prompts, not the file it is written to
+        resolved["templates"] = recipe.section("annotate").get("templates", resolved["templates"])
+    resolved.update(annotator.fingerprint_extra(settings))
     return _without(resolved, execution_keys(AnnotateSettings))
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coreg_edge.choices import ANNOTATORS, CANDIDATE_MODES, SIMULATOR_PRESETS
+from coreg_edge.annotate.registry import annotator_names
+from coreg_edge.choices import CANDIDATE_MODES, SIMULATOR_PRESETS
 from coreg_edge.settings.fields import check_fields, device_field, option, seed_field
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"
@@ -24,8 +25,8 @@ class AnnotateSettings:
         help='How a class name reads in prompts, e.g. "number {}" (default: per dataset).',
         recipe="classes.wording",
     )
-    annotator: str = option("clip", help="Who labels: CLIP, the synthetic protocol, or the CLIP simulator.",
-                            choices=ANNOTATORS)  # fmt: skip
+    annotator: str = option("clip", help="Who labels: CLIP, the synthetic protocol, or the CLIP simulator "
+                            "(the registry's annotators: annotate/registry.py).", choices=annotator_names)  # fmt: skip
     clip_model: str = option(DEFAULT_CLIP_MODEL, help="clip: open_clip model name or model-config JSON.")
     pretrained: str | None = option(
         DEFAULT_PRETRAINED, help="clip: open_clip weight tag (e.g. openai) or a local checkpoint file."

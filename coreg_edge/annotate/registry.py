@@ -1,0 +1,84 @@
+"""Annotators by name, as methods and timm models are: one row each, no branch on an annotator's name.
+
+A row says what the annotator is, the AnnotateSettings fields that change its labels (`options`: the
+others are ignored by it and left out of `coreg-edge run`'s fingerprint), whether it needs ground truth,
+and the function that labels: `run(job) -> AnnotatorResult` (coreg_edge/annotate/api.py). The built-in
+rows name their functions as "module:function", so listing the annotators (the CLI's --annotator choices)
+imports nothing heavy. A new annotator is its function and one `register_annotator(Annotator(...))`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from coreg_edge.errors import UserError
+
+
+def _resolve(function: str | Callable[..., Any]) -> Callable[..., Any]:
+    if callable(function):
+        return function
+    module, _, name = function.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Annotator:
+    name: str
+    summary: str
+    run: str | Callable[[Any], Any]  # (AnnotateJob) -> AnnotatorResult
+    options: tuple[str, ...] = ()  # AnnotateSettings fields that change this annotator's labels
+    needs_labels: bool = False  # a benchmark protocol on labelled data, not a real annotator
+    # (AnnotateSettings) -> more fingerprint values, e.g. the simulator's knobs resolved from its preset
+    describe: str | Callable[[Any], dict[str, Any]] | None = None
+    rank: int = 100
+
+    def annotate(self, job: Any) -> Any:
+        return _resolve(self.run)(job)
+
+    def fingerprint_extra(self, settings: Any) -> dict[str, Any]:
+        return {} if self.describe is None else _resolve(self.describe)(settings)
+
+
+_API = "coreg_edge.annotate.api"
+_ANNOTATORS: dict[str, Annotator] = {
+    row.name: row
+    for row in (
+        Annotator("clip", "open_clip zero-shot: every template votes its top-1 class", f"{_API}:clip_annotator",
+                  options=("wording", "clip_model", "pretrained", "mode", "k", "ratio", "templates"), rank=0),
+        Annotator("synthetic", "the benchmark protocol: uniform partial rate q, noise rate eta",
+                  f"{_API}:synthetic_annotator", options=("partial_rate", "noise_rate"), needs_labels=True,
+                  rank=1),
+        Annotator("simulated", "an instance-dependent CLIP stand-in on labelled data (benchmarks)",
+                  f"{_API}:simulated_annotator", needs_labels=True, rank=2,
+                  options=("preset", "shots", "sim_templates", "template_bias", "item_noise", "temperature",
+                           "feature_size"),
+                  describe=f"{_API}:simulated_knobs"),
+    )
+}  # fmt: skip
+
+
+def register_annotator(annotator: Annotator) -> Annotator:
+    """Add an annotator (a name not taken yet); it is then an --annotator choice and a recipe value."""
+    if annotator.name in _ANNOTATORS:
+        raise ValueError(f"annotator {annotator.name!r} is registered already")
+    _ANNOTATORS[annotator.name] = annotator
+    return annotator
+
+
+def annotator_names() -> tuple[str, ...]:
+    return tuple(sorted(_ANNOTATORS, key=lambda name: (_ANNOTATORS[name].rank, name)))
+
+
+def get_annotator(name: str) -> Annotator:
+    try:
+        return _ANNOTATORS[name]
+    except KeyError:
+        raise UserError(f"--annotator must be one of {', '.join(annotator_names())} (got {name!r})") from None
+
+
+def claimed_options() -> set[str]:
+    """Every field some annotator claims: a field no annotator claims applies to all of them."""
+    return {option for row in _ANNOTATORS.values() for option in row.options}

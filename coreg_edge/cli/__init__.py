@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "predict": "coreg_edge.cli.predict:predict",
     "bench": "coreg_edge.cli.bench:bench",
     "export": "coreg_edge.cli.export:export",
+    "review": "coreg_edge.cli.review:review",
     "run": "coreg_edge.cli.run:run",
     "demo": "coreg_edge.cli.run:demo",
 }

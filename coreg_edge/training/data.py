@@ -143,10 +143,13 @@ def load_eval_set(
         raise UserError(f"{option} {data}: has no ground truth (needs class sub-folders or a built-in split)")
     labels = source.labels
     if source.class_names is not None and list(source.class_names) != list(class_names):
-        if sorted(source.class_names) != sorted(class_names):
+        # any of the annotation's classes, by name (a reviewed sample need not hold every class)
+        unknown = [n for n in source.class_names if n not in class_names]
+        if unknown:
             raise UserError(
                 f"{option} {data}: its {len(source.class_names)} classes ({', '.join(source.class_names[:4])}, ...) "
-                f"are not the annotation's {len(class_names)} ({', '.join(class_names[:4])}, ...)"
+                f"are not the annotation's {len(class_names)} ({', '.join(class_names[:4])}, ...); "
+                f"{unknown[0]!r} is not one of them"
             )
         remap = np.asarray([class_names.index(n) for n in source.class_names])
         labels = remap[labels]

@@ -13,7 +13,9 @@ from PIL import Image
 
 from coreg_edge import __version__
 from coreg_edge.annotate.classes import resolve_classes
-from coreg_edge.annotate.clip import ClipAnnotator, load_clip
+from coreg_edge.annotate.clip import LOGIT_SCALE, ClipAnnotator, load_clip
+from coreg_edge.annotate.examples import VOTER as EXAMPLES_VOTER
+from coreg_edge.annotate.examples import Examples, class_means, load_examples, nearest_mean_votes
 from coreg_edge.annotate.modes import candidate_sets
 from coreg_edge.annotate.registry import get_annotator
 from coreg_edge.annotate.simulated import OPTION_NAMES, describe_knobs, image_feature, resolve_knobs, simulate
@@ -189,19 +191,41 @@ def simulated_annotator(job: AnnotateJob) -> AnnotatorResult:
     result.candidates[readable] = sim.candidates
     result.votes[readable] = sim.votes
     result.probs[readable] = sim.zero_shot_probs
+    if s.examples:  # the examples' mean pixels (standardised as the weak classifier's features) vote too
+        examples = load_examples(s.examples, job.class_names, source.channels)
+        items = np.stack(rows)
+        mean, std = items.mean(0), items.std(0) + 1e-6
+        pixels = np.stack([image_feature(examples.load(i), knobs.feature_size) for i in range(len(examples))])
+        means = class_means((pixels - mean) / std, examples.classes, num_classes)
+        column = np.zeros(n, dtype=np.int16)
+        column[readable] = nearest_mean_votes((items - mean) / std, means, "euclidean")
+        _add_voter(result, column, readable, examples.describe(job.class_names))
     return result
+
+
+def _add_voter(result: AnnotatorResult, column: np.ndarray, rows: list[int] | np.ndarray, info: dict) -> None:
+    """The examples' voter: one more votes column, its vote always in the candidate set."""
+    result.votes = np.concatenate([result.votes, column[:, None]], axis=1)
+    result.candidates[rows, column[rows]] = True
+    result.templates = [*result.templates, EXAMPLES_VOTER]
+    result.identity = {**result.identity, "examples": info}
 
 
 def clip_annotator(job: AnnotateJob) -> AnnotatorResult:
     """open_clip zero-shot votes of every template, combined into candidate sets by `mode`."""
     source, prompt_names, s, skips, quiet = job.source, job.prompt_names, job.settings, job.skips, job.quiet
     template_list = load_templates(s.templates)  # a bad template file fails before the model loads
+    if not template_list and not s.examples:
+        raise UserError("--templates none leaves no voter: give --examples EXAMPLES/ (or a template set)")
+    examples = load_examples(s.examples, job.class_names, source.channels) if s.examples else None
     bundle = load_clip(s.clip_model, s.pretrained, resolve_device(s.device))
     clip = ClipAnnotator(bundle, template_list, prompt_names)
-    votes, probs = _run_clip(clip, source, s.batch_size, s.workers, skips, quiet)
+    means = _example_means(clip, examples, len(job.class_names)) if examples is not None else None
+    votes, probs, example_votes = _run_clip(clip, source, s.batch_size, s.workers, skips, quiet, means)
     mode = s.mode
-    return AnnotatorResult(
-        candidates=candidate_sets(mode, votes=votes, probs=probs, k=s.k, ratio_threshold=s.ratio),
+    result = AnnotatorResult(
+        candidates=candidate_sets(mode, votes=votes, probs=probs, k=s.k, ratio_threshold=s.ratio)
+        if votes.shape[1] else np.zeros((len(source), len(job.class_names)), dtype=bool),
         votes=votes,
         probs=probs,
         templates=template_list,
@@ -213,12 +237,28 @@ def clip_annotator(job: AnnotateJob) -> AnnotatorResult:
             "ratio": s.ratio if mode == "ratio" else None,
         },
     )
+    if examples is not None:
+        readable = np.asarray([i for i in range(len(source)) if i not in skips.indices], dtype=np.int64)
+        _add_voter(result, example_votes, readable, examples.describe(job.class_names))
+    return result
+
+
+def _example_means(clip: ClipAnnotator, examples: Examples, num_classes: int) -> np.ndarray:
+    """(C, D) mean CLIP embedding of each class's examples (NaN rows for classes without)."""
+    import torch
+
+    images = torch.stack([clip.bundle.preprocess(examples.load(i)) for i in range(len(examples))])
+    features = clip.encode_images(images).cpu().numpy().astype(np.float64)
+    return class_means(features, examples.classes, num_classes)
 
 
 def _run_clip(
-    clip: ClipAnnotator, source: ImageSource, batch_size: int, workers: int, skips: _Skips, quiet: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Encode every readable image once; unreadable ones get placeholder rows dropped later."""
+    clip: ClipAnnotator, source: ImageSource, batch_size: int, workers: int, skips: _Skips, quiet: bool,
+    example_means: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Encode every readable image once: (template votes, probabilities, the examples' votes). Unreadable
+    images get placeholder rows, dropped later. With no templates the probabilities are the examples'
+    (softmax of LOGIT_SCALE x cosine to each class's mean example)."""
     import torch
     from torch.utils.data import DataLoader, Dataset
 
@@ -247,13 +287,29 @@ def _run_clip(
     n, t, c = len(source), len(clip.templates), clip.num_classes
     votes = np.zeros((n, t), dtype=np.int16)
     probs = np.full((n, c), 1.0 / c, dtype=np.float32)
-    clip.text_features()  # once, before the image loop
+    example_votes = np.zeros(n, dtype=np.int16)
+    if t:
+        clip.text_features()  # once, before the image loop
     for indices, images, bad in progress(loader, desc="annotating", total=len(loader), quiet=quiet):
         for i, why in bad:
             skips.add(i, source.item_ids[i], why)
         if images is None:
             continue
-        batch_votes, batch_probs = clip.vote(clip.encode_images(images))
-        votes[indices] = batch_votes
-        probs[indices] = batch_probs
-    return votes, probs
+        features = clip.encode_images(images)
+        if t:
+            votes[indices], probs[indices] = clip.vote(features)
+        if example_means is not None:
+            batch = features.cpu().numpy().astype(np.float64)
+            example_votes[indices] = nearest_mean_votes(batch, example_means, "cosine")
+            if not t:
+                probs[indices] = _softmax_to_means(batch, example_means)
+    return votes, probs, example_votes
+
+
+def _softmax_to_means(features: np.ndarray, means: np.ndarray) -> np.ndarray:
+    norm = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    logits = LOGIT_SCALE * features @ np.nan_to_num(norm, nan=0.0).T
+    logits[:, np.isnan(means).any(1)] = -np.inf
+    logits -= logits.max(1, keepdims=True)
+    weights = np.exp(logits)
+    return (weights / weights.sum(1, keepdims=True)).astype(np.float32)

@@ -47,14 +47,15 @@ _ANNOTATORS: dict[str, Annotator] = {
     row.name: row
     for row in (
         Annotator("clip", "open_clip zero-shot: every template votes its top-1 class", f"{_API}:clip_annotator",
-                  options=("wording", "clip_model", "pretrained", "mode", "k", "ratio", "templates"), rank=0),
+                  options=("wording", "clip_model", "pretrained", "mode", "k", "ratio", "templates", "examples"),
+                  rank=0),
         Annotator("synthetic", "the benchmark protocol: uniform partial rate q, noise rate eta",
                   f"{_API}:synthetic_annotator", options=("partial_rate", "noise_rate"), needs_labels=True,
                   rank=1),
         Annotator("simulated", "an instance-dependent CLIP stand-in on labelled data (benchmarks)",
                   f"{_API}:simulated_annotator", needs_labels=True, rank=2,
                   options=("preset", "shots", "sim_templates", "template_bias", "item_noise", "temperature",
-                           "feature_size"),
+                           "feature_size", "examples"),
                   describe=f"{_API}:simulated_knobs"),
     )
 }  # fmt: skip

@@ -106,7 +106,10 @@ TEMPLATE_SETS = {"default": DEFAULT_TEMPLATES, "imagenet": IMAGENET_TEMPLATES}
 
 
 def load_templates(spec: str = "default") -> list[str]:
-    """`default` (27), `imagenet` (80), or a text file with one template per line, each holding `{}`."""
+    """`default` (27), `imagenet` (80), `none` (no text voters: the examples vote alone), or a text file with
+    one template per line, each holding `{}`."""
+    if spec == "none":
+        return []
     if spec in TEMPLATE_SETS:
         return list(TEMPLATE_SETS[spec])
     path = Path(spec)

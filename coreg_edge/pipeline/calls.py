@@ -11,7 +11,7 @@ from coreg_edge.pipeline.fingerprints import _without
 from coreg_edge.pipeline.layout import TEMPLATES_FILE
 from coreg_edge.recipe import Recipe
 from coreg_edge.settings.annotate import AnnotateSettings
-from coreg_edge.settings.fields import execution_keys
+from coreg_edge.settings.fields import execution_keys, unset_keys
 
 
 def annotate_call(recipe: Recipe, run: Path) -> dict[str, Any]:
@@ -43,7 +43,8 @@ def _annotate_settings(recipe: Recipe, call: Mapping[str, Any]) -> dict[str, Any
     settings = AnnotateSettings(**call)
     annotator = get_annotator(settings.annotator)
     others = claimed_options() - set(annotator.options)  # run folders of other annotators keep theirs
-    resolved = {k: v for k, v in dataclasses.asdict(settings).items() if k not in others}
+    skipped = others | unset_keys(settings)
+    resolved = {k: v for k, v in dataclasses.asdict(settings).items() if k not in skipped}
     resolved["data"] = recipe.data["train"]
     if "templates" in resolved:  # an inline list is what identifies the prompts, not the file it is written to
         resolved["templates"] = recipe.section("annotate").get("templates", resolved["templates"])

@@ -90,6 +90,8 @@ class _Run:
             for key in ("templates", "pretrained", "clip_model"):
                 if isinstance(settings.get(key), str):
                     inputs[key] = input_fingerprint(settings[key])
+        if settings.get("examples"):  # the example images themselves: changed examples re-annotate
+            inputs["examples"] = input_fingerprint(settings["examples"])
         fp = fingerprint(settings, inputs)
         if self.unchanged("annotate", fp):
             return self.skip("annotate", 1)

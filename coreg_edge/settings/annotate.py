@@ -37,8 +37,15 @@ class AnnotateSettings:
     ratio: float = option(0.5, help="ratio: keep p >= ratio * top p.", low=0, high=1, low_open=True)
     templates: str = option(
         "default",
-        help="clip: default (the paper's 27), imagenet (CLIP's 80), or a text file (one per line, with {}).",
+        help="clip: default (the paper's 27), imagenet (CLIP's 80), a text file (one per line, with {}), or "
+        "none (only --examples vote).",
         recipe_type="templates",
+    )
+    examples: str | None = option(
+        help="A folder with one sub-folder per class holding a few example images: each class's mean example "
+        "votes too, beside the templates (clip: CLIP image embeddings; simulated: its pixels). Keep it outside "
+        "DATA: examples are never training items.",
+        metavar="DIRECTORY", fingerprint_if_set=True,
     )
     partial_rate: float = option(0.3, help="synthetic: q, the chance of each wrong class.", low=0, high=1)
     noise_rate: float = option(0.0, help="synthetic: eta, the chance the true class is left out.", low=0, high=1)

@@ -89,6 +89,9 @@ class OptionSpec:
     execution: bool = False  # where or how it runs, not what it computes: not part of run's fingerprints
     on_resume: bool = False  # train --resume takes it from the new call (execution options always)
     metavar: str | None = None
+    # part of `coreg-edge run`'s fingerprint only when set (not None): an option added later leaves the run
+    # folders made before it as they were
+    fingerprint_if_set: bool = False
     common: bool = False  # one of --device / --seed: the CLI adds it once for every command
 
     def allowed(self) -> tuple[Any, ...] | None:
@@ -148,6 +151,13 @@ def option_fields(cls: type) -> Iterator[tuple[dataclasses.Field, OptionSpec]]:
 
 def cli_flag(name: str, spec: OptionSpec | None = None) -> str:
     return (spec.flag if spec is not None and spec.flag else None) or "--" + name.replace("_", "-")
+
+
+def unset_keys(settings: Any) -> frozenset[str]:
+    """Fields marked fingerprint_if_set that are None here: left out of the fingerprint."""
+    return frozenset(
+        f.name for f, spec in option_fields(type(settings)) if spec.fingerprint_if_set and getattr(settings, f.name) is None
+    )
 
 
 def execution_keys(cls: type) -> frozenset[str]:

@@ -1,0 +1,86 @@
+"""Example images as class definitions (`annotate --examples EXAMPLES/`): each class's mean example votes.
+
+EXAMPLES has one sub-folder per class (any subset of the classes, by name) with a few images each. An
+annotator embeds them as it embeds the items (CLIP: its image encoder; the simulator: its grey pixels), takes
+each class's mean, and adds one voter: every item votes for the class whose mean example is nearest. The vote
+joins the templates' votes in the candidate set (union-top1), so a class the text prompts miss can still
+enter an item's set. The examples are never training items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coreg_edge.data import open_source
+from coreg_edge.data.sources import ImageSource
+from coreg_edge.errors import UserError
+from coreg_edge.runtime.image import ImageDecodeError
+
+VOTER = "examples:class-mean"  # the voter's name in the annotation file's templates list
+
+
+@dataclass
+class Examples:
+    source: ImageSource
+    classes: np.ndarray  # int64 (E,): each example's class index in the annotation's class order
+    folder: str
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def load(self, i: int) -> Any:
+        return self.source.load(i)
+
+    def describe(self, class_names: list[str]) -> dict[str, Any]:
+        counts = {name: int((self.classes == c).sum()) for c, name in enumerate(class_names)}
+        return {"folder": self.folder, "per_class": {k: v for k, v in counts.items() if v}}
+
+
+def load_examples(folder: str, class_names: list[str], channels: int | None = None) -> Examples:
+    """The example folder, checked: class sub-folders named after the annotation's classes, images readable."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise UserError(f"--examples {folder}: not a folder (one sub-folder per class of a few images)")
+    source = open_source(str(path), channels=channels)
+    if source.class_names is None:
+        raise UserError(f"--examples {folder}: needs one sub-folder per class (named as the classes), not loose images")
+    unknown = [name for name in source.class_names if name not in class_names]
+    if unknown:
+        raise UserError(
+            f"--examples {folder}: sub-folder {unknown[0]!r} is not one of the classes ({', '.join(class_names[:5])}, ...)"
+        )
+    for i in range(len(source)):
+        try:
+            source.load(i)
+        except ImageDecodeError as exc:
+            raise UserError(f"--examples: {exc}") from exc
+    remap = np.asarray([class_names.index(name) for name in source.class_names], dtype=np.int64)
+    return Examples(source, remap[source.labels], str(path.resolve()))
+
+
+def class_means(features: np.ndarray, classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, D) mean feature per class; NaN rows for classes without examples."""
+    means = np.full((num_classes, features.shape[1]), np.nan, dtype=np.float64)
+    for c in np.unique(classes):
+        means[c] = features[classes == c].mean(0)
+    return means
+
+
+def nearest_mean_votes(features: np.ndarray, means: np.ndarray, metric: str = "euclidean") -> np.ndarray:
+    """(N,) int16: each item's nearest class mean (classes without examples never win).
+
+    `metric`: "cosine" for normalised embeddings (CLIP), "euclidean" for raw features (pixels).
+    """
+    have = ~np.isnan(means).any(1)
+    usable = means[have]
+    if metric == "cosine":
+        usable = usable / np.maximum(np.linalg.norm(usable, axis=1, keepdims=True), 1e-12)
+        scores = features @ usable.T
+    else:
+        # -||x - m||^2 up to the per-item constant ||x||^2, without an (N, C, D) array
+        scores = 2.0 * features @ usable.T - (usable**2).sum(1)[None, :]
+    return np.flatnonzero(have)[scores.argmax(1)].astype(np.int16)

@@ -25,6 +25,7 @@ import numpy as np
 from coreg_edge.annotation_file import Annotation
 from coreg_edge.annotation_file import load as load_annotation
 from coreg_edge.data import ImageSource, reopen
+from coreg_edge.data.sources import class_folders
 from coreg_edge.errors import UserError
 from coreg_edge.locks import locks_output
 from coreg_edge.settings.fields import build
@@ -44,6 +45,7 @@ class LabelTable:
     class_names: list[str]
     source: ImageSource
     origin: str  # what labelled them, for the summary
+    indices: np.ndarray  # each item's index in `source` (every item is where the images are: checked)
 
     def rows(self) -> list[dict[str, Any]]:
         path_of = getattr(self.source, "path", None)
@@ -53,17 +55,11 @@ class LabelTable:
             conf = float(self.confidence[i])
             out.append({
                 "item": item,
-                "path": str(path_of(self._index[i])) if path_of is not None else None,
+                "path": str(path_of(int(self.indices[i]))) if path_of is not None else None,
                 "label": self.class_names[label] if label >= 0 else None,
                 "confidence": None if math.isnan(conf) else round(conf, 6),
             })  # fmt: skip
         return out
-
-    @property
-    def _index(self) -> np.ndarray:
-        if not hasattr(self, "_indices"):
-            self._indices = self.source.indices_of(self.item_ids)
-        return self._indices
 
 
 def _is_run(path: Path) -> bool:
@@ -81,7 +77,8 @@ def labels_of_annotation(ann: Annotation, source: ImageSource) -> LabelTable:
         labels = np.where(single, ann.candidates.argmax(1), -1).astype(np.int64)
         confidence = np.where(single, 1.0, np.nan)
         origin = "the annotation's single-candidate sets (no zero-shot probabilities in this file)"
-    return LabelTable(list(ann.item_ids), labels, confidence, list(ann.class_names), source, origin)
+    indices = source.indices_of(ann.item_ids)
+    return LabelTable(list(ann.item_ids), labels, confidence, list(ann.class_names), source, origin, indices)
 
 
 def labels_of_run(run: Path, settings: LabelsSettings, quiet: bool) -> LabelTable:
@@ -96,6 +93,11 @@ def labels_of_run(run: Path, settings: LabelsSettings, quiet: bool) -> LabelTabl
 
     config = rf.read_config(run)
     ann = load_annotation(config["annotation"])
+    if list(ann.class_names) != list(config["class_names"]):
+        raise UserError(
+            f"{config['annotation']}: its classes ({', '.join(ann.class_names[:4])}, ...) are not the ones {run} "
+            f"was trained on ({', '.join(config['class_names'][:4])}, ...); the annotation file changed since"
+        )
     source, _ = reopen(ann.data, settings.data or config["settings"].get("data"))
     peer = resolve_peer(run, settings.peer)
     module = load_peer_module(run, peer)
@@ -114,6 +116,7 @@ def labels_of_run(run: Path, settings: LabelsSettings, quiet: bool) -> LabelTabl
     return LabelTable(
         list(ann.item_ids), table.argmax(1).astype(np.int64), table.max(1).astype(np.float64),
         list(config["class_names"]), source, f"the run's {'ensemble' if peer == 'ensemble' else 'peer ' + peer}",
+        indices,
     )  # fmt: skip
 
 
@@ -126,22 +129,18 @@ def _link_or_copy(src: Path, dst: Path, copy: bool) -> None:
 
 def _write_images(table: LabelTable, rows: list[dict[str, Any]], folder: Path, copy: bool) -> None:
     """One sub-folder per class; files keep their names (sub-folders joined by '__', so none collide)."""
-    for name in table.class_names:
-        (folder / _safe(name)).mkdir()
+    folders = dict(zip(table.class_names, class_folders(table.class_names), strict=True))
+    for name in folders.values():
+        (folder / name).mkdir()
     for i, row in enumerate(rows):
         if row["label"] is None:
             continue
-        target = folder / _safe(row["label"])
+        target = folder / folders[row["label"]]
         if row["path"] is not None:
             _link_or_copy(Path(row["path"]), target / row["item"].replace("/", "__"), copy)
         else:  # in-memory built-ins have no files: their pixels are written
-            image = table.source.load(int(table._index[i]))
+            image = table.source.load(int(table.indices[i]))
             image.save(target / (row["item"].replace("/", "__").replace(":", "_") + ".png"))
-
-
-def _safe(name: str) -> str:
-    cleaned = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in name).strip(" .")
-    return cleaned or "_"
 
 
 @locks_output("out", "labels folder")

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from coreg_edge.data.sources import class_folders
 from coreg_edge.errors import UserError
-from coreg_edge.labels import LabelTable, _safe, labels_of_run
+from coreg_edge.labels import LabelTable, labels_of_run
 from coreg_edge.locks import locks_output
 from coreg_edge.settings.fields import build
 from coreg_edge.settings.labels import ReviewSettings
@@ -62,14 +63,14 @@ def _thumbnail(image: Any, size: int) -> str:
 
 def _page(entries: list[dict[str, Any]], class_names: list[str], run: str, out: Path, origin: str) -> str:
     sections = []
-    for name in class_names:
+    for name, folder in zip(class_names, class_folders(class_names), strict=True):
         cards = [
             f'<figure><img alt="{html.escape(e["item"])}" src="data:image/png;base64,{e["thumbnail"]}">'
             f'<figcaption>{html.escape(e["file"])}<br>{e["confidence"]:.2f}</figcaption></figure>'
             for e in entries if e["label"] == name
         ]  # fmt: skip
         sections.append(
-            f'<section><h2>{html.escape(name)} <small>({len(cards)}; folder {html.escape(_safe(name))}/)</small>'
+            f'<section><h2>{html.escape(name)} <small>({len(cards)}; folder {html.escape(folder)}/)</small>'
             f'</h2><div class="grid">{"".join(cards)}</div></section>'
         )
     return f"""<!doctype html>
@@ -115,15 +116,16 @@ def write_review(
     if not (run / "config.json").exists():
         raise UserError(f"{run}: not a run folder (no config.json); review needs a trained run")
     table = labels_of_run(run, s, quiet)
+    folders = dict(zip(table.class_names, class_folders(table.class_names), strict=True))
     picked = stratified_sample(table, s.sample)
     staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     entries = []
     try:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        for name in table.class_names:
-            (staging / _safe(name)).mkdir()
-        index = table.source.indices_of(table.item_ids)
+        for folder in folders.values():
+            (staging / folder).mkdir()
+        index = table.indices
         path_of = getattr(table.source, "path", None)
         for row in picked:
             label = table.class_names[int(table.labels[row])]
@@ -132,12 +134,12 @@ def write_review(
             if path_of is not None:
                 original = Path(path_of(int(index[row])))
                 file = item.replace("/", "__")
-                shutil.copy2(original, staging / _safe(label) / file)
+                shutil.copy2(original, staging / folders[label] / file)
             else:  # in-memory built-ins: their pixels
                 original, file = None, item.replace("/", "__").replace(":", "_") + ".png"
-                image.save(staging / _safe(label) / file)
+                image.save(staging / folders[label] / file)
             entries.append({"item": item, "label": label, "confidence": float(table.confidence[row]),
-                            "file": f"{_safe(label)}/{file}", "original": None if original is None else str(original),
+                            "file": f"{folders[label]}/{file}", "original": None if original is None else str(original),
                             "thumbnail": _thumbnail(image, s.thumbnail)})  # fmt: skip
         (staging / PAGE).write_text(_page(entries, table.class_names, str(run), out, table.origin), encoding="utf-8")
         manifest = {"run": str(run), "labelled_by": table.origin, "class_names": table.class_names,

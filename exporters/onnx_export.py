@@ -63,7 +63,7 @@ def load_peer_module(run: str | os.PathLike[str], peer: str) -> nn.Module:
         if missing:
             raise UserError(
                 f"{run}: --peer ensemble needs both peers, but there are no weights for peer "
-                f"{' or '.join(missing)} ({run_folder.peer_file(run, missing[0]).name}); export --peer a instead"
+                f"{' or '.join(missing)} ({run_folder.peer_file(run, missing[0]).name}); use --peer a instead"
             )
         return PeerEnsemble([run_folder.load_network(run, p) for p in run_folder.PEERS]).eval()
     return run_folder.load_network(run, peer).eval()

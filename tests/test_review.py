@@ -122,7 +122,7 @@ def test_stratified_sample_by_hand():
 
     labels = np.array([0, 0, 0, 0, 1, 2, 2])
     confidence = np.array([0.9, 0.1, 0.5, 0.3, 0.7, 0.8, 0.2])
-    table = LabelTable([str(i) for i in range(7)], labels, confidence, ["a", "b", "c"], None, "hand")
+    table = LabelTable([str(i) for i in range(7)], labels, confidence, ["a", "b", "c"], None, "hand", np.arange(7))
     assert stratified_sample(table, 3) == [1, 4, 6]  # one per class, each its least confident
     assert stratified_sample(table, 5) == [1, 3, 4, 6, 5]  # class b ran out: a and c give more
     assert stratified_sample(table, 100) == [1, 3, 2, 0, 4, 6, 5]  # everything, grouped by class

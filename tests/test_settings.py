@@ -52,7 +52,7 @@ def test_ranges_by_hand(range_, inside, outside, words, short):
     ("cls", "changes", "message"),
     [
         (TrainSettings, {"holdout": 0.5}, "--holdout must be a number within [0, 0.5) (got 0.5)"),
-        (TrainSettings, {"epochs": 0}, "--epochs must be a whole number >= 1 (got 0)"),
+        (TrainSettings, {"epochs": 0}, "--epochs must be a whole number within [1, 100000] (got 0)"),
         (TrainSettings, {"epochs": 2.5}, "--epochs must be a whole number (got 2.5)"),
         (TrainSettings, {"eval_data": 3}, "--eval must be a string (got 3)"),
         (TrainSettings, {"amp": "yes"}, "--amp must be one of auto, on, off (got 'yes')"),
@@ -63,7 +63,7 @@ def test_ranges_by_hand(range_, inside, outside, words, short):
         (AnnotateSettings, {"strict": "yes"}, "--strict must be true or false (got 'yes')"),
         (ExportSettings, {"batch_size": 1}, "--batch-size must be a whole number >= 2 (got 1)"),
         (ExportSettings, {"target": "riscv"}, "--target must be one of auto, x86-vnni, x86-avx2, arm64, portable"),
-        (BenchSettings, {"batch_sizes": (1, 0)}, "--batch-sizes must be whole numbers >= 1 (got (1, 0))"),
+        (BenchSettings, {"batch_sizes": (1, 0)}, "--batch-sizes must be whole numbers >= 1 (got [1, 0])"),
         (BenchSettings, {"batch_sizes": ()}, "--batch-sizes must be whole numbers >= 1, at least one"),
         (BenchSettings, {"batch_sizes": 8}, "--batch-sizes must be whole numbers (got 8)"),
     ],

@@ -47,6 +47,20 @@ class _Skips:
         self.indices.add(index)
 
 
+def _warn_ignored(annotator: Any, s: AnnotateSettings) -> None:
+    """One warning naming the options given for other annotators (they would be silently ignored)."""
+    import dataclasses
+
+    from coreg_edge.annotate.registry import claimed_options
+    from coreg_edge.settings.fields import cli_flag
+
+    defaults = {f.name: f.default for f in dataclasses.fields(AnnotateSettings)}
+    others = sorted(claimed_options() - set(annotator.options))
+    given = [cli_flag(name) for name in others if getattr(s, name) != defaults[name]]
+    if given:
+        warnings.warn(f"the {annotator.name} annotator ignores {', '.join(given)}", stacklevel=3)
+
+
 @dataclass
 class AnnotateJob:
     """What an annotator gets: the items, the classes and the settings (annotate/registry.py)."""
@@ -99,6 +113,7 @@ def annotate(
         class_names, prompt_names, labels = resolve_classes(s.classes, source, s.wording)
         skips = _Skips(s.strict)
         annotator = get_annotator(s.annotator)
+        _warn_ignored(annotator, s)
         if annotator.needs_labels and not (labels >= 0).all():
             raise UserError(
                 f"the {annotator.name} annotator needs ground truth, and {data} has none "
@@ -192,7 +207,7 @@ def simulated_annotator(job: AnnotateJob) -> AnnotatorResult:
     result.votes[readable] = sim.votes
     result.probs[readable] = sim.zero_shot_probs
     if s.examples:  # the examples' mean pixels (standardised as the weak classifier's features) vote too
-        examples = load_examples(s.examples, job.class_names, source.channels)
+        examples = load_examples(s.examples, job.class_names, source.channels, _root(source))
         items = np.stack(rows)
         mean, std = items.mean(0), items.std(0) + 1e-6
         pixels = np.stack([image_feature(examples.load(i), knobs.feature_size) for i in range(len(examples))])
@@ -201,6 +216,10 @@ def simulated_annotator(job: AnnotateJob) -> AnnotatorResult:
         column[readable] = nearest_mean_votes((items - mean) / std, means, "euclidean")
         _add_voter(result, column, readable, examples.describe(job.class_names))
     return result
+
+
+def _root(source: ImageSource) -> str | None:
+    return source.root if source.kind == "folder" else None
 
 
 def _add_voter(result: AnnotatorResult, column: np.ndarray, rows: list[int] | np.ndarray, info: dict) -> None:
@@ -217,7 +236,7 @@ def clip_annotator(job: AnnotateJob) -> AnnotatorResult:
     template_list = load_templates(s.templates)  # a bad template file fails before the model loads
     if not template_list and not s.examples:
         raise UserError("--templates none leaves no voter: give --examples EXAMPLES/ (or a template set)")
-    examples = load_examples(s.examples, job.class_names, source.channels) if s.examples else None
+    examples = load_examples(s.examples, job.class_names, source.channels, _root(source)) if s.examples else None
     bundle = load_clip(s.clip_model, s.pretrained, resolve_device(s.device))
     clip = ClipAnnotator(bundle, template_list, prompt_names)
     means = _example_means(clip, examples, len(job.class_names)) if examples is not None else None

@@ -19,25 +19,52 @@ def _names_table(table: Any, where: str) -> dict[str, list[str]]:
     if not isinstance(table, Mapping) or not table:
         raise UserError(f"--classes {where}: expected a table of class = name or [names, ...]")
     out: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
     for cls, names in table.items():
         names = [names] if isinstance(names, str) else names
         if not isinstance(names, list) or not names or any(not isinstance(n, str) or not n.strip() for n in names):
             raise UserError(f"--classes {where}: {cls!r} must be a name or a non-empty list of names")
-        out[str(cls).strip()] = list(dict.fromkeys(n.strip() for n in names))
+        key = str(cls).strip()
+        if key in out:
+            raise UserError(f"--classes {where}: class {key!r} is given twice")
+        out[key] = list(dict.fromkeys(n.strip() for n in names))
+        for name in out[key]:  # a prompt name of two classes would vote for both
+            if owner.setdefault(name, key) != key:
+                raise UserError(f"--classes {where}: the name {name!r} is given to both {owner[name]!r} and {key!r}")
     return out
 
 
-def _read_table(path: Path) -> dict[str, list[str]]:
-    text = path.read_text(encoding="utf-8")
+def _read_text(path: Path) -> str:
     try:
-        if path.suffix == ".json":
-            table = json.loads(text)
-        else:
-            from coreg_edge.recipe import parse_recipe_text
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first name
+    except UnicodeDecodeError as exc:
+        raise UserError(f"--classes {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise UserError(f"--classes {path}: cannot read it ({exc.strerror})") from exc
 
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        raise ValueError(f"class {dup!r} is given twice")
+    return dict(pairs)
+
+
+def _read_table(path: Path) -> dict[str, list[str]]:
+    text = _read_text(path)
+    if path.suffix.lower() == ".json":
+        try:
+            table = json.loads(text, object_pairs_hook=_unique_keys)
+        except ValueError as exc:
+            raise UserError(f"--classes {path}: not valid JSON ({exc})") from exc
+    else:
+        from coreg_edge.recipe import parse_recipe_text
+
+        try:
             table = parse_recipe_text(text, str(path))
-    except (ValueError, UserError) as exc:
-        raise UserError(f"--classes {path}: not valid {path.suffix[1:].upper()} ({exc})") from exc
+        except UserError as exc:
+            raise UserError(f"--classes {exc}") from exc
     return _names_table(table, str(path))
 
 
@@ -54,15 +81,15 @@ def parse_classes(
         names = list(synonyms)
     elif isinstance(classes, (list, tuple)):
         names = [str(c).strip() for c in classes]
-    elif Path(classes).is_file() and Path(classes).suffix in (".toml", ".json"):
+    elif Path(classes).is_file() and Path(classes).suffix.lower() in (".toml", ".json"):
         synonyms = _read_table(Path(classes))
         names = list(synonyms)
     elif Path(classes).is_file():
-        lines = Path(classes).read_text(encoding="utf-8").splitlines()
+        lines = _read_text(Path(classes)).splitlines()
         names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     elif "," in classes:
         names = [c.strip() for c in classes.split(",")]
-    elif Path(classes).suffix in (".txt", ".csv", ".names", ".toml", ".json") or "/" in classes:
+    elif Path(classes).suffix.lower() in (".txt", ".csv", ".names", ".toml", ".json") or "/" in classes:
         raise UserError(f"--classes {classes}: no such file")
     else:
         names = [classes.strip()]

@@ -40,12 +40,22 @@ class Examples:
         return {"folder": self.folder, "per_class": {k: v for k, v in counts.items() if v}}
 
 
-def load_examples(folder: str, class_names: list[str], channels: int | None = None) -> Examples:
-    """The example folder, checked: class sub-folders named after the annotation's classes, images readable."""
+def load_examples(
+    folder: str, class_names: list[str], channels: int | None = None, data_root: str | None = None
+) -> Examples:
+    """The example folder, checked: class sub-folders named after the annotation's classes, images readable,
+    and not inside DATA (`data_root`), whose images would then be training items too."""
     path = Path(folder).expanduser()
     if not path.is_dir():
         raise UserError(f"--examples {folder}: not a folder (one sub-folder per class of a few images)")
-    source = open_source(str(path), channels=channels)
+    if data_root is not None and Path(data_root).is_dir():
+        inner, outer = path.resolve(), Path(data_root).resolve()
+        if inner == outer or outer in inner.parents or inner in outer.parents:
+            raise UserError(f"--examples {folder}: overlaps DATA {data_root}; keep the examples in a folder of their own")
+    try:
+        source = open_source(str(path), channels=channels)
+    except UserError as exc:
+        raise UserError(f"--examples {exc}") from exc
     if source.class_names is None:
         raise UserError(f"--examples {folder}: needs one sub-folder per class (named as the classes), not loose images")
     unknown = [name for name in source.class_names if name not in class_names]

@@ -114,7 +114,7 @@ def load_templates(spec: str = "default") -> list[str]:
         return list(TEMPLATE_SETS[spec])
     path = Path(spec)
     if not path.is_file():
-        raise UserError(f"--templates {spec!r}: not a template set ({', '.join(TEMPLATE_SETS)}) nor a file")
+        raise UserError(f"--templates {spec!r}: not a template set ({', '.join(TEMPLATE_SETS)}, none) nor a file")
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     templates = [line for line in lines if line and not line.startswith("#")]
     if not templates:

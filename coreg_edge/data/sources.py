@@ -17,6 +17,26 @@ from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import IMAGE_EXTENSIONS, convert_mode, find_images, load_image
 
 
+def class_folder_name(name: str) -> str:
+    """The folder a class's images go in (labels --format imagefolder, review): letters, digits and `-_. `
+    kept, anything else as `_`; a labelled folder's sub-folder named so is read back as that class."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in name).strip(" .")
+    return cleaned or "_"
+
+
+def class_folders(class_names: Sequence[str]) -> list[str]:
+    """Each class's folder name; two classes that would share one folder are a one-line error."""
+    folders = [class_folder_name(name) for name in class_names]
+    for i, folder in enumerate(folders):
+        j = folders.index(folder)
+        if j != i:
+            raise UserError(
+                f"classes {class_names[j]!r} and {class_names[i]!r} both become the folder {folder!r}; "
+                "rename one of them (annotate --classes)"
+            )
+    return folders
+
+
 class ImageSource:
     """Base class: `item_ids`, `labels` (int64, -1 unknown), `class_names` (None when unlabeled)."""
 

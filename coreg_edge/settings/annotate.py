@@ -61,7 +61,7 @@ class AnnotateSettings:
     item_noise: float | None = option(help="simulated: scale of each template's per-item noise.", low=0)
     temperature: float | None = option(help="simulated: softmax temperature of the zero-shot probs.", low=0,
                                        low_open=True)  # fmt: skip
-    feature_size: int | None = option(help="simulated: images shrink to N x N grey pixels.", low=1)
+    feature_size: int | None = option(help="simulated: images shrink to N x N grey pixels.", low=1, high=256)
     seed: int = seed_field()
     device: str = device_field(execution=True)
     batch_size: int = option(128, help="Images per forward pass.", low=1, execution=True)

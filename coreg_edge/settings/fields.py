@@ -232,11 +232,19 @@ def check_value(name: str, value: Any, spec: OptionSpec, kinds: tuple[str, ...] 
     if spec.range is None:
         return
     limits = f"{what} {spec.range.describe()}".strip()
+    shown = list(value) if isinstance(value, tuple) else value
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if isinstance(value, (list, tuple)) and not items:
-        raise SettingError(name, f"must be {limits}, at least one (got {value!r})", spec.flag)
-    if not all(spec.range.contains(float(item)) for item in items):
-        raise SettingError(name, f"must be {limits} (got {value!r})", spec.flag)
+        raise SettingError(name, f"must be {limits}, at least one (got {shown!r})", spec.flag)
+    if not all(_within(spec.range, item) for item in items):
+        raise SettingError(name, f"must be {limits} (got {shown!r})", spec.flag)
+
+
+def _within(bounds: Range, item: float) -> bool:
+    try:
+        return bounds.contains(float(item))
+    except OverflowError:  # an integer too large for a float is outside any range
+        return False
 
 
 def check_fields(settings: Any) -> None:

@@ -41,5 +41,5 @@ class ReviewSettings(RunLabelSettings):
     """What a person is shown to check a run's labels."""
 
     sample: int = option(200, help="Items to review: about the same number per predicted class, the least "
-                         "confident first.", low=1, recipe=False)  # fmt: skip
-    thumbnail: int = option(128, help="Thumbnail size in px on the review page.", low=16, recipe=False)
+                         "confident first.", low=1, high=100_000, recipe=False)  # fmt: skip
+    thumbnail: int = option(128, help="Thumbnail size in px on the review page.", low=16, high=1024, recipe=False)

@@ -35,7 +35,7 @@ class TrainSettings:
     backbone_lr_scale: float | None = option(
         help="Backbone lr / head lr. Default: 0.1 with --pretrained-backbone, else 1.", low=0, high=1
     )
-    epochs: int = option(DEFAULT_EPOCHS, help="Training epochs (warm-up included).", low=1)
+    epochs: int = option(DEFAULT_EPOCHS, help="Training epochs (warm-up included).", low=1, high=100_000)
     warmup: int | None = option(
         help="Warm-up epochs (Co-Reg). Default: until the held-out hit rate flattens, 20-50% of --epochs.",
         low=0,
@@ -49,6 +49,7 @@ class TrainSettings:
         help="Input size in px. Default: the dataset's (32 for folders); the weights' with "
         "--pretrained-backbone.",
         low=1,
+        high=4096,
     )
     channels: int | None = option(help="Input channels: 1 (grey) or 3. Default: the dataset's.", choices=(1, 3))
     small_stem: bool | None = option(

@@ -17,9 +17,10 @@ import torch
 
 from coreg_edge.annotation_file import Annotation
 from coreg_edge.data import ImageSource, dataset_info, open_source
+from coreg_edge.data.sources import class_folder_name
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.preprocess import INTERPOLATIONS, PreprocessConfig
-from coreg_edge.training.image_store import ImageStore, build_store
+from coreg_edge.training.image_store import TRAINING, ImageStore, build_store
 
 DEFAULT_MEAN_STD = 0.5  # folders of unknown statistics: the spec's SVHN/EuroSAT/GTSRB choice
 
@@ -106,7 +107,7 @@ def load_training_set(
     workers: int = 0,
 ) -> TrainingSet:
     indices = source.indices_of(annotation.item_ids)
-    store = build_store(source, indices, config, device, cache=cache, quiet=quiet, what="training images",
+    store = build_store(source, indices, config, device, cache=cache, quiet=quiet, what=TRAINING,
                         workers=workers)  # fmt: skip
     return TrainingSet(
         store=store,
@@ -143,15 +144,19 @@ def load_eval_set(
         raise UserError(f"{option} {data}: has no ground truth (needs class sub-folders or a built-in split)")
     labels = source.labels
     if source.class_names is not None and list(source.class_names) != list(class_names):
-        # any of the annotation's classes, by name (a reviewed sample need not hold every class)
-        unknown = [n for n in source.class_names if n not in class_names]
+        # any of the annotation's classes, by name or by its folder name (labels/review write class_folders);
+        # a reviewed sample need not hold every class
+        folders = [class_folder_name(name) for name in class_names]
+        by_folder = {f: name for name, f in zip(class_names, folders, strict=True) if folders.count(f) == 1}
+        named = [n if n in class_names else by_folder.get(n, n) for n in source.class_names]
+        unknown = [n for n in named if n not in class_names]
         if unknown:
             raise UserError(
                 f"{option} {data}: its {len(source.class_names)} classes ({', '.join(source.class_names[:4])}, ...) "
                 f"are not the annotation's {len(class_names)} ({', '.join(class_names[:4])}, ...); "
                 f"{unknown[0]!r} is not one of them"
             )
-        remap = np.asarray([class_names.index(n) for n in source.class_names])
+        remap = np.asarray([class_names.index(n) for n in named])
         labels = remap[labels]
     store = build_store(source, np.arange(len(source)), config, device, cache=cache, quiet=quiet, what=data,
                         workers=workers)  # fmt: skip

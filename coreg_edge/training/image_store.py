@@ -37,6 +37,7 @@ from coreg_edge.utils import progress
 
 #: `--cache auto` keeps the images in memory up to this many bytes (uint8 at the input size), else on disk.
 MEMORY_LIMIT = 2 * 1024**3
+TRAINING = "training images"  # the `what` of the annotated items (their decode errors say: re-run annotate)
 CACHE_FORMAT_VERSION = 1
 
 
@@ -120,15 +121,16 @@ def cache_key(source: ImageSource, indices: np.ndarray, config: PreprocessConfig
 
 
 def _decoded(
-    source: ImageSource, indices: np.ndarray, config: PreprocessConfig, workers: int
+    source: ImageSource, indices: np.ndarray, config: PreprocessConfig, workers: int, what: str = "images"
 ) -> Iterator[np.ndarray]:
     """uint8 (C, H, W) arrays of the items in order, decoded by `workers` threads (PIL releases the GIL)."""
+    hint = "it was readable when annotated; re-run annotate" if what == TRAINING else f"in {what}: fix or remove it"
 
     def decode(index: int) -> np.ndarray:
         try:
             return np.ascontiguousarray(np.asarray(resize_and_crop(source.load(int(index)), config)).transpose(2, 0, 1))
         except ImageDecodeError as exc:
-            raise UserError(f"{exc} (it was readable when annotated; re-run annotate)") from exc
+            raise UserError(f"{exc} ({hint})") from exc
 
     with contextlib.ExitStack() as stack:
         if workers > 0:
@@ -144,7 +146,7 @@ def decode_to_memory(
 ) -> torch.Tensor:  # fmt: skip
     """uint8 (N, C, H, W) of the given source indices, decoded and resized once (the runtime's resize)."""
     out = torch.empty((len(indices), *config.shape), dtype=torch.uint8)
-    arrays = _decoded(source, indices, config, workers)
+    arrays = _decoded(source, indices, config, workers, what)
     for row, array in enumerate(progress(arrays, desc=f"loading {what}", quiet=quiet, total=len(indices))):
         out[row] = torch.from_numpy(array)
     return out
@@ -166,7 +168,7 @@ def decode_to_disk(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
-            arrays = _decoded(source, indices, config, workers)
+            arrays = _decoded(source, indices, config, workers, what)
             for array in progress(arrays, desc=f"caching {what} on disk", quiet=quiet, total=len(indices)):
                 fh.write(array.tobytes())
         os.replace(tmp, path)

@@ -124,7 +124,7 @@ def test_train_bad_input(runner, cli, digits_annotation, class_folder, tmp_path)
         ([str(digits_annotation), "--out", str(run), "--epochs", "2", "--warmup", "2"], "after warm-up"),
         (["--resume", "--out", str(tmp_path / "nothing")], "no such run folder"),
         ([str(digits_annotation), "--out", str(run), "--eval", "cifar10:test"], "--download"),
-        ([str(digits_annotation), "--out", str(run), "--image-size", "0"], "--image-size must be a whole number >= 1"),
+        ([str(digits_annotation), "--out", str(run), "--image-size", "0"], "--image-size must be a whole number within [1, 4096]"),
         ([str(digits_annotation), "--out", str(run), "--set", "lr"], "expected KEY=VALUE"),
         (
             [str(digits_annotation), "--out", str(run), "--set", "mixup_bn_frozen=maybe"],

@@ -15,3 +15,4 @@ WEIGHT_TYPES = ("int8", "uint8")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IMAGE_CACHES = ("auto", "memory", "disk")  # --cache: where training images wait (training/image_store.py)
 LABEL_FORMATS = ("csv", "jsonl", "imagefolder")  # coreg-edge labels --format
+PREDICT_FORMATS = ("table", "json", "csv")  # coreg-edge predict --format

@@ -15,6 +15,7 @@ from coreg_edge.cli import cli as main_cli
 from coreg_edge.cli.common import settings_options
 from coreg_edge.recipe import RecipeError, _dataclass_keys, load_recipe, schema
 from coreg_edge.settings import AnnotateSettings, BenchSettings, ExportSettings, SettingError, TrainSettings
+from coreg_edge.settings.bench import PredictSettings
 from coreg_edge.settings.fields import (
     Range,
     build,
@@ -29,7 +30,7 @@ from coreg_edge.settings.fields import (
 from coreg_edge.settings.labels import LabelsSettings
 
 COMMANDS = {"annotate": AnnotateSettings, "train": TrainSettings, "export": ExportSettings, "bench": BenchSettings,
-            "labels": LabelsSettings}
+            "labels": LabelsSettings, "predict": PredictSettings}
 
 
 @pytest.mark.parametrize(

@@ -32,31 +32,21 @@ model's own input shape; images/s = batch size / mean latency.
     "--vs", "vs", type=click.Path(path_type=str), default=None, help="A second ONNX model to compare against."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
-@click.option(
-    "--provider",
-    default=None,
-    help="onnxruntime execution providers, comma-separated (cpu, cuda, ...); default from --device.",
-)
-@click.option(
-    "--input-size",
-    default=None,
-    help="N or HxW, for an ONNX whose input size is neither in metadata nor fixed.",
-)
 @common_options
 @handle_errors
-def bench(model: str, vs: str | None, as_json: bool, provider: str | None, input_size: str | None, device: str,
-          seed: int, quiet: bool, **options) -> None:  # fmt: skip
+def bench(model: str, vs: str | None, as_json: bool, device: str, seed: int, quiet: bool, **options) -> None:
     """Time MODEL.onnx with onnxruntime: p50/p90/p99 latency and images/s per batch size.
 
     The header names the CPU's int8 instructions (AVX2, AVX512-VNNI, AVX-VNNI, ARM dot-product): int8
     models beat fp32 mainly where these exist. Needs only the device install.
     """
+    settings = BenchSettings(seed=seed, **options)
     report = run_bench(
         model,
-        BenchSettings(seed=seed, **options),
+        settings,
         vs=vs,
-        providers=provider if provider else providers_for_device(device),
-        input_size=parse_size(input_size) if input_size else None,
+        providers=settings.provider if settings.provider else providers_for_device(device),
+        input_size=parse_size(settings.input_size) if settings.input_size else None,
         progress=not quiet and not as_json,
     )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))

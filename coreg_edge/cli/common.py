@@ -124,13 +124,6 @@ def settings_options(
     return decorate
 
 
-def threads_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """onnxruntime's intra-op thread count, the same option on every device command (BenchSettings')."""
-    from coreg_edge.settings.bench import BenchSettings
-
-    return settings_options(BenchSettings, only=("threads",))(func)
-
-
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn UserError (and Ctrl-C) into one line on stderr and a non-zero exit, never a traceback.
 

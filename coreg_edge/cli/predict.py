@@ -10,12 +10,11 @@ from collections.abc import Sequence
 import click
 from tqdm import tqdm
 
-from coreg_edge.cli.common import common_options, handle_errors, threads_option
+from coreg_edge.cli.common import common_options, handle_errors, settings_options
 from coreg_edge.runtime.classifier import Classifier, Prediction
 from coreg_edge.runtime.image import IMAGE_EXTENSIONS, find_images
 from coreg_edge.runtime.session import providers_for_device
-
-FORMATS = ("table", "json", "csv")
+from coreg_edge.settings.bench import PredictSettings
 
 
 def _round(prob: float) -> float:
@@ -88,55 +87,10 @@ Exit status: 0 all images classified, 1 some failed (each reported in the output
 @click.command(epilog=EPILOG)
 @click.argument("model", type=click.Path(path_type=str))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str), metavar="INPUT...")
-@click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True, help="Classes per image.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help="table for people; json = JSON lines {path, top: [{label, index, prob}]} or {path, error}; csv = one row per image.",
-)
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per model call."
-)
-@threads_option
-@click.option(
-    "--provider",
-    default=None,
-    help="onnxruntime execution providers, comma-separated (cpu, cuda, tensorrt, openvino, coreml, dml, ...); "
-    "default from --device (auto = CUDA when this onnxruntime has it, else CPU).",
-)
-@click.option(
-    "--classes",
-    default=None,
-    help="Class names a,b,c or a FILE (one per line), for an ONNX without coreg_edge metadata.",
-)
-@click.option("--input-size", default=None, help="Model input size N or HxW, for an ONNX without metadata.")
-@click.option(
-    "--mean", default=None, help="Normalisation mean, e.g. 0.485,0.456,0.406, for an ONNX without metadata."
-)
-@click.option(
-    "--std", default=None, help="Normalisation std, e.g. 0.229,0.224,0.225, for an ONNX without metadata."
-)
+@settings_options(PredictSettings)
 @common_options
 @handle_errors
-def predict(
-    model: str,
-    inputs: tuple[str, ...],
-    topk: int,
-    fmt: str,
-    batch_size: int,
-    threads: int | None,
-    provider: str | None,
-    classes: str | None,
-    input_size: str | None,
-    mean: str | None,
-    std: str | None,
-    device: str,
-    seed: int,
-    quiet: bool,
-) -> None:
+def predict(model: str, inputs: tuple[str, ...], device: str, seed: int, quiet: bool, **options) -> None:
     """Classify image files and folders (INPUT...) with MODEL.onnx; prints the top-k classes per image.
 
     Needs only onnxruntime, numpy and pillow (the device install). Preprocessing and class names come
@@ -145,14 +99,16 @@ def predict(
     paths = find_images(list(inputs))
     if not paths:
         raise click.UsageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(inputs)}")
+    s = PredictSettings(**options)
+    topk, fmt, batch_size = s.topk, s.format, s.batch_size
     classifier = Classifier(
         model,
-        threads=threads,
-        providers=provider if provider else providers_for_device(device),
-        class_names=classes,
-        input_size=input_size,
-        mean=mean,
-        std=std,
+        threads=s.threads,
+        providers=s.provider if s.provider else providers_for_device(device),
+        class_names=s.classes,
+        input_size=s.input_size,
+        mean=s.mean,
+        std=s.std,
         batch_size=batch_size,
     )
     k = min(topk, classifier.num_classes)

@@ -25,7 +25,7 @@ from coreg_edge.pipeline.layout import (
 )
 from coreg_edge.recipe import Recipe
 from coreg_edge.settings import AnnotateSettings, BenchSettings, ExportSettings, TrainSettings
-from coreg_edge.settings.fields import execution_keys
+from coreg_edge.settings.fields import execution_keys, unset_keys
 from coreg_edge.utils import atomic_path, write_json
 
 
@@ -189,7 +189,8 @@ class _Run:
         from coreg_edge.runtime.bench import run_bench
 
         call = bench_call(self.recipe)
-        settings = _without(dataclasses.asdict(BenchSettings(**call)), execution_keys(BenchSettings))
+        bench = BenchSettings(**call)
+        settings = _without(dataclasses.asdict(bench), execution_keys(BenchSettings) | unset_keys(bench))
         models = {rel: d for rel, d in self.outputs("export").items() if rel.endswith(".onnx")}
         fp = fingerprint(settings, {"models": models})
         if self.unchanged("bench", fp):

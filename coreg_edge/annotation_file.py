@@ -43,6 +43,8 @@ class Annotation:
     annotator: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    # "none of these" (annotate --reject): items left out, each {item, score} (the best zero-shot probability)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # more meta keys, kept as they are
 
     def __post_init__(self) -> None:
@@ -83,6 +85,7 @@ class Annotation:
             "zero_shot_accuracy": zero_shot,
             "labelled_items": int(known.sum()),
             "skipped_items": len(self.skipped),
+            "rejected_items": len(self.rejected),
         }
 
     def meta(self) -> dict[str, Any]:
@@ -94,6 +97,7 @@ class Annotation:
             "annotator": self.annotator,
             "data": self.data,
             "skipped": self.skipped,
+            "rejected": self.rejected,
             "stats": self.stats(),
         }
 
@@ -208,7 +212,8 @@ def load(path: str | os.PathLike[str]) -> Annotation:
         annotator=dict(meta["annotator"]),
         data=dict(meta["data"]),
         skipped=list(meta["skipped"]),
-        extra={k: v for k, v in meta.items() if k not in known},
+        rejected=list(meta.get("rejected") or []),  # files written before --reject have none
+        extra={k: v for k, v in meta.items() if k not in known | {"rejected"}},
     )
     validate(ann, source=str(path))
     return ann

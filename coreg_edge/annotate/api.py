@@ -127,6 +127,9 @@ def annotate(
         keep = np.asarray([i for i in range(len(source)) if i not in skips.indices], dtype=np.int64)
         if len(keep) == 0:
             raise UserError(f"{data}: no readable images")
+        keep, rejected = _reject(keep, result, s.reject if "reject" in annotator.options else None, source)
+        if len(keep) == 0:
+            raise UserError(f"--reject {s.reject}: every item was rejected; lower it")
         annotation = Annotation(
             candidates=result.candidates[keep],
             labels=labels[keep],
@@ -142,6 +145,7 @@ def annotate(
                 **({"max_image_pixels": s.max_image_pixels} if s.max_image_pixels else {}),
             },
             skipped=skips.items,
+            rejected=rejected,
             extra={"prompt_names": prompt_names, "coreg_edge_version": __version__},
         )
         if out is not None:
@@ -216,6 +220,18 @@ def simulated_annotator(job: AnnotateJob) -> AnnotatorResult:
         column[readable] = nearest_mean_votes((items - mean) / std, means, "euclidean")
         _add_voter(result, column, readable, examples.describe(job.class_names))
     return result
+
+
+def _reject(
+    keep: np.ndarray, result: AnnotatorResult, threshold: float | None, source: ImageSource
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Items whose best zero-shot probability is below `threshold` leave the annotation (listed instead)."""
+    if threshold is None or result.probs.shape[1] == 0:  # nothing to reject on
+        return keep, []
+    score = result.probs[keep].max(1)
+    out = score < threshold
+    rejected = [{"item": source.item_ids[int(i)], "score": round(float(p), 6)} for i, p in zip(keep[out], score[out], strict=True)]
+    return keep[~out], rejected
 
 
 def _root(source: ImageSource) -> str | None:

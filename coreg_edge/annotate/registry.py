@@ -47,7 +47,8 @@ _ANNOTATORS: dict[str, Annotator] = {
     row.name: row
     for row in (
         Annotator("clip", "open_clip zero-shot: every template votes its top-1 class", f"{_API}:clip_annotator",
-                  options=("wording", "clip_model", "pretrained", "mode", "k", "ratio", "templates", "examples"),
+                  options=("wording", "clip_model", "pretrained", "mode", "k", "ratio", "templates", "examples",
+                           "reject"),
                   rank=0),
         Annotator("synthetic", "the benchmark protocol: uniform partial rate q, noise rate eta",
                   f"{_API}:synthetic_annotator", options=("partial_rate", "noise_rate"), needs_labels=True,
@@ -55,7 +56,7 @@ _ANNOTATORS: dict[str, Annotator] = {
         Annotator("simulated", "an instance-dependent CLIP stand-in on labelled data (benchmarks)",
                   f"{_API}:simulated_annotator", needs_labels=True, rank=2,
                   options=("preset", "shots", "sim_templates", "template_bias", "item_noise", "temperature",
-                           "feature_size", "examples"),
+                           "feature_size", "examples", "reject"),
                   describe=f"{_API}:simulated_knobs"),
     )
 }  # fmt: skip

@@ -62,6 +62,12 @@ class AnnotateSettings:
     temperature: float | None = option(help="simulated: softmax temperature of the zero-shot probs.", low=0,
                                        low_open=True)  # fmt: skip
     feature_size: int | None = option(help="simulated: images shrink to N x N grey pixels.", low=1, high=256)
+    reject: float | None = option(
+        help="None of these: an item whose best zero-shot probability is below P is left out (listed in the "
+        "file as rejected, never trained on) instead of getting a candidate set; for the folder's images of "
+        "none of the classes.",
+        low=0, high=1, metavar="P", fingerprint_if_set=True,
+    )  # fmt: skip
     seed: int = seed_field()
     device: str = device_field(execution=True)
     batch_size: int = option(128, help="Images per forward pass.", low=1, execution=True)

@@ -215,6 +215,7 @@ def export_run(
         peer=resolved,
         annotator=config.get("annotator"),
         test_accuracy=None,
+        reject_threshold=_reject_threshold(run, resolved),
     )
     with Staging(out) as stage:
         names = [FP32_NAME]
@@ -272,6 +273,15 @@ def export_run(
         if not report["ok"]:
             raise ParityError(_failure_line(report, passed), report)
     return report
+
+
+def _reject_threshold(run: str | os.PathLike[str], peer: str) -> float | None:
+    """The run's calibrated "none of these" threshold for this network (selection.json), or None."""
+    from coreg_edge.training.run_folder import read_selection
+
+    thresholds = read_selection(run).get("reject_threshold") or {}
+    value = thresholds.get(peer)
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _file_passed(report: dict[str, Any], name: str) -> bool:

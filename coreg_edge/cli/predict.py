@@ -21,37 +21,68 @@ def _round(prob: float) -> float:
     return round(prob, 6)
 
 
-def _json_line(path: str, prediction: Prediction) -> str:
+def _answer(prediction: Prediction, threshold: float | None) -> str | None:
+    """The top-1 label, or None ("none of these") when --reject is on and its probability is below the threshold."""
+    return None if threshold is not None and prediction.prob < threshold else prediction.label
+
+
+def _json_line(path: str, prediction: Prediction, threshold: float | None = None) -> str:
     if not prediction.ok:
         return json.dumps({"path": path, "error": prediction.error}, ensure_ascii=False)
     top = [{"label": t.label, "index": t.index, "prob": _round(t.prob)} for t in prediction.top]
-    return json.dumps({"path": path, "top": top}, ensure_ascii=False)
+    if threshold is None:
+        return json.dumps({"path": path, "top": top}, ensure_ascii=False)
+    answer = {"label": _answer(prediction, threshold), "score": _round(prediction.prob)}
+    return json.dumps({"path": path, **answer, "top": top}, ensure_ascii=False)
 
 
-def _csv_header(k: int) -> list[str]:
-    columns = ["path"]
+def _threshold(s: PredictSettings, classifier: Classifier, model: str) -> float | None:
+    """--reject's threshold: --reject-below, else the one the model carries (None without --reject)."""
+    from coreg_edge.errors import UserError
+
+    if not s.reject and s.reject_below is None:
+        return None
+    if s.reject_below is not None:
+        return s.reject_below
+    value = classifier.metadata.get("reject_threshold")
+    if not isinstance(value, (int, float)):
+        raise UserError(f"{model} carries no rejection threshold (export it again from its run); or pass --reject-below P")
+    return float(value)
+
+
+def _csv_header(k: int, reject: bool = False) -> list[str]:
+    columns = ["path", "label", "score"] if reject else ["path"]
     for rank in range(1, k + 1):
         columns += [f"label_{rank}", f"index_{rank}", f"prob_{rank}"]
     return [*columns, "error"]
 
 
-def _csv_row(path: str, prediction: Prediction, k: int) -> list[str]:
+def _csv_row(path: str, prediction: Prediction, k: int, threshold: float | None = None) -> list[str]:
+    answer = [] if threshold is None else ["", ""]
     if not prediction.ok:
-        return [path, *[""] * (3 * k), prediction.error or ""]
-    cells = [path]
+        return [path, *answer, *[""] * (3 * k), prediction.error or ""]
+    if threshold is not None:
+        answer = [_answer(prediction, threshold) or "", f"{_round(prediction.prob)}"]
+    cells = [path, *answer]
     for t in prediction.top:
         cells += [t.label, str(t.index), f"{_round(t.prob)}"]
     return [*cells, ""]
 
 
-def _table(rows: Sequence[tuple[str, Prediction]], k: int) -> str:
-    """Aligned columns: path, then label and probability per rank; a failed image shows its error instead."""
+def _table(rows: Sequence[tuple[str, Prediction]], k: int, threshold: float | None = None) -> str:
+    """Aligned columns: path, then label and probability per rank; a failed image shows its error instead.
+    With --reject, a top-1 below the threshold reads "(none of these)"."""
     header = ["path"] + [cell for rank in range(1, k + 1) for cell in (f"top-{rank}", "prob")]
+
+    def shown(prediction: Prediction, rank: int, label: str) -> str:
+        return "(none of these)" if rank == 0 and _answer(prediction, threshold) is None else label
+
     cells = {
-        index: [path] + [cell for t in prediction.top for cell in (t.label, f"{t.prob:.4f}")]
+        index: [path] + [cell for r, t in enumerate(prediction.top) for cell in (shown(prediction, r, t.label),
+                                                                                  f"{t.prob:.4f}")]
         for index, (path, prediction) in enumerate(rows)
         if prediction.ok
-    }
+    }  # fmt: skip
     widths = [max(len(row[i]) for row in [header, *cells.values()]) for i in range(len(header))]
     widths[0] = max([widths[0], *(len(path) for path, _ in rows)])
 
@@ -112,9 +143,10 @@ def predict(model: str, inputs: tuple[str, ...], device: str, seed: int, quiet: 
         batch_size=batch_size,
     )
     k = min(topk, classifier.num_classes)
+    threshold = _threshold(s, classifier, model)
     writer = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:
-        writer.writerow(_csv_header(k))
+        writer.writerow(_csv_header(k, threshold is not None))
     rows: list[tuple[str, Prediction]] = []
     failed = 0
     bar = tqdm(
@@ -129,14 +161,14 @@ def predict(model: str, inputs: tuple[str, ...], device: str, seed: int, quiet: 
             failed += not prediction.ok
             shown = str(path)
             if fmt == "json":
-                click.echo(_json_line(shown, prediction))
+                click.echo(_json_line(shown, prediction, threshold))
             elif writer is not None:
-                writer.writerow(_csv_row(shown, prediction, k))
+                writer.writerow(_csv_row(shown, prediction, k, threshold))
             else:
                 rows.append((shown, prediction))
             bar.update()
     if fmt == "table":
-        click.echo(_table(rows, k))
+        click.echo(_table(rows, k, threshold))
     sys.stdout.flush()
     if failed:
         click.echo(

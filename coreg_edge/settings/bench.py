@@ -61,3 +61,7 @@ class PredictSettings(RuntimeSettings):
                               recipe=False)  # fmt: skip
     std: str | None = option(help="Normalisation std, e.g. 0.229,0.224,0.225, for an ONNX without metadata.",
                              recipe=False)  # fmt: skip
+    reject: bool = option(False, help="Answer \"none of these\" (label null) when the top probability is below the "
+                          "threshold the model carries (calibrated on held-out items at training).", recipe=False)  # fmt: skip
+    reject_below: float | None = option(help="With --reject: this threshold instead of the model's.", low=0, high=1,
+                                        metavar="P", recipe=False)  # fmt: skip

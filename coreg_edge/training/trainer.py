@@ -677,6 +677,7 @@ def _finish(out: Path, run: _Run, settings: TrainSettings, quiet: bool) -> dict:
         "warmup_epochs": run.warmup if run.method.co_training else 0,
         "chosen": run.chosen,
         "holdout_items": len(holdout_rows),
+        "reject_threshold": _reject_thresholds(ctx, peers, holdout_rows),
     }
     rf.write_json(out / rf.SELECTION, summary)
     acc = summary["test_accuracy"]["selected"]
@@ -687,6 +688,28 @@ def _finish(out: Path, run: _Run, settings: TrainSettings, quiet: bool) -> dict:
         quiet,
     )
     return summary
+
+
+REJECT_ACCEPTS = 0.95  # the share of held-out (known-class) items the rejection threshold lets through
+
+
+def _reject_thresholds(ctx: Context, peers: list[Peer], holdout_rows: torch.Tensor) -> dict[str, Any] | None:
+    """Per network (a, b, ensemble), the top-1 probability that 95% of the held-out items reach: `predict
+    --reject` answers "none of these" below it. Calibrated on held-out annotated items, never on test labels."""
+    if len(holdout_rows) == 0:
+        return None
+    for p in peers:
+        p.net.eval()
+    logits = {p.name: predict_logits(p.logits, ctx.store, holdout_rows, ctx.views.eval) for p in peers}
+    for p in peers:
+        p.net.train()
+    if len(peers) == 2:
+        logits["ensemble"] = (logits["a"] + logits["b"]) / 2
+    probs = {name: value.softmax(1) for name, value in logits.items()}
+    out: dict[str, Any] = {"accepts": REJECT_ACCEPTS, "items": len(holdout_rows)}
+    for name, p in probs.items():
+        out[name] = round(float(torch.quantile(p.max(1).values.double(), 1.0 - REJECT_ACCEPTS)), 6)
+    return out
 
 
 def _best_epoch(metrics: list[dict], peer: str) -> int | None:

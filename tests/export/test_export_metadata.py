@@ -30,6 +30,8 @@ def test_metadata_round_trips(exported, name):
         peer="a",
         annotator={"kind": "synthetic"},
         test_accuracy=stored["test_accuracy"],
+        # the run's "none of these" threshold for this network, calibrated on held-out items
+        reject_threshold=(run_folder.read_selection(exported.run).get("reject_threshold") or {}).get("a"),
     )
     if name == "model.int8.onnx":  # the int8 file also says which CPU family it was made for
         from coreg_edge.exporters.targets import resolve_target

@@ -95,3 +95,21 @@ def test_annotate_with_a_classes_file_records_every_name(tiny_clip, class_folder
     annotate(str(class_folder), worded, classes=str(table), wording="a {} face", clip_model=str(config),
              pretrained=str(checkpoint), quiet=True)  # fmt: skip
     assert load(worded).extra["prompt_names"][0] == ["a bird face", "a sparrow face"]
+
+
+def test_a_classes_table_through_the_cli(runner, cli, tiny_clip, class_folder, tmp_path):
+    config, checkpoint = tiny_clip
+    table = tmp_path / "classes.json"
+    table.write_text(json.dumps({"bird": ["bird", "sparrow"], "cat": "cat", "dog": ["dog", "puppy"]}))
+    out = tmp_path / "ann.npz"
+    args = ["annotate", str(class_folder), "--classes", str(table), "--clip-model", str(config),
+            "--pretrained", str(checkpoint), "--out", str(out), "--json"]  # fmt: skip
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["num_classes"] == 3
+    assert load(out).extra["prompt_names"] == [["bird", "sparrow"], "cat", ["dog", "puppy"]]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"bird": [], "cat": "cat"}')
+    args[3] = str(bad)
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1 and result.stderr.strip().startswith("Error: --classes") and "Traceback" not in result.output

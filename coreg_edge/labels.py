@@ -30,6 +30,7 @@ from coreg_edge.errors import UserError
 from coreg_edge.locks import locks_output
 from coreg_edge.settings.fields import build
 from coreg_edge.settings.labels import LabelsSettings
+from coreg_edge.utils import check_new_folder, new_folder
 
 MANIFEST = {"csv": "labels.csv", "jsonl": "labels.jsonl", "imagefolder": "labels.csv"}
 COLUMNS = ("item", "path", "label", "confidence")
@@ -133,14 +134,22 @@ def _write_images(table: LabelTable, rows: list[dict[str, Any]], folder: Path, c
     for name in folders.values():
         (folder / name).mkdir()
     for i, row in enumerate(rows):
-        if row["label"] is None:
-            continue
-        target = folder / folders[row["label"]]
-        if row["path"] is not None:
-            _link_or_copy(Path(row["path"]), target / row["item"].replace("/", "__"), copy)
-        else:  # in-memory built-ins have no files: their pixels are written
-            image = table.source.load(int(table.indices[i]))
-            image.save(target / (row["item"].replace("/", "__").replace(":", "_") + ".png"))
+        if row["label"] is not None:
+            place_image(table, i, folder / folders[row["label"]], copy)
+
+
+def place_image(table: LabelTable, row: int, folder: Path, copy: bool) -> str:
+    """Put item `row`'s image into `folder` (a link to the original, or a copy; in-memory built-ins have no
+    file, so their pixels are written as PNG) under its item id with '/' as '__'; returns the file name."""
+    item = table.item_ids[row]
+    path_of = getattr(table.source, "path", None)
+    if path_of is not None:
+        name = item.replace("/", "__")
+        _link_or_copy(Path(path_of(int(table.indices[row]))), folder / name, copy)
+    else:
+        name = item.replace("/", "__").replace(":", "_") + ".png"
+        table.source.load(int(table.indices[row])).save(folder / name)
+    return name
 
 
 @locks_output("out", "labels folder")
@@ -155,9 +164,7 @@ def export_labels(
     """Write the pseudo-labels of an annotation file or a run folder (`path`) into the folder `out`.
     Returns the summary (also printed by the CLI): counts per class, unlabelled items, where it went."""
     s = build(LabelsSettings, settings, options)
-    path, out = Path(path), Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out}: exists and is not empty; choose a new folder (nothing was overwritten)")
+    path, out = Path(path), check_new_folder(out)  # before any work
     if _is_run(path):
         table = labels_of_run(path, s, quiet)
     elif path.is_file():
@@ -169,20 +176,10 @@ def export_labels(
     low = ~(table.confidence >= s.min_confidence) & (table.labels >= 0) & ~np.isnan(table.confidence)
     table.labels = np.where(low, -1, table.labels)
     rows = table.rows()
-    staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+    with new_folder(out, "labels") as staging:
         if s.format == "imagefolder":
             _write_images(table, rows, staging, s.copy)
         (staging / MANIFEST[s.format]).write_text(_manifest(rows, s.format), encoding="utf-8")
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        staging.rename(out)
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write the labels ({exc})") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     counts = {name: int((table.labels == c).sum()) for c, name in enumerate(table.class_names)}
     return {
         "out": str(out),

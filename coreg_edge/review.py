@@ -14,7 +14,6 @@ import html
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,11 @@ import numpy as np
 
 from coreg_edge.data.sources import class_folders
 from coreg_edge.errors import UserError
-from coreg_edge.labels import LabelTable, labels_of_run
+from coreg_edge.labels import LabelTable, labels_of_run, place_image
 from coreg_edge.locks import locks_output
 from coreg_edge.settings.fields import build
 from coreg_edge.settings.labels import ReviewSettings
+from coreg_edge.utils import check_new_folder, new_folder
 
 PAGE = "index.html"
 MANIFEST = "review.json"
@@ -110,48 +110,28 @@ def write_review(
 ) -> dict[str, Any]:
     """Write the review folder of RUN into `out` (new or empty); returns the summary."""
     s = build(ReviewSettings, settings, options)
-    run, out = Path(run), Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out}: exists and is not empty; choose a new folder (nothing was overwritten)")
+    run, out = Path(run), check_new_folder(out)  # before any work
     if not (run / "config.json").exists():
         raise UserError(f"{run}: not a run folder (no config.json); review needs a trained run")
     table = labels_of_run(run, s, quiet)
     folders = dict(zip(table.class_names, class_folders(table.class_names), strict=True))
     picked = stratified_sample(table, s.sample)
-    staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     entries = []
-    try:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+    path_of = getattr(table.source, "path", None)
+    with new_folder(out, "review") as staging:
         for folder in folders.values():
             (staging / folder).mkdir()
-        index = table.indices
-        path_of = getattr(table.source, "path", None)
         for row in picked:
             label = table.class_names[int(table.labels[row])]
-            image = table.source.load(int(index[row]))
-            item = table.item_ids[row]
-            if path_of is not None:
-                original = Path(path_of(int(index[row])))
-                file = item.replace("/", "__")
-                shutil.copy2(original, staging / folders[label] / file)
-            else:  # in-memory built-ins: their pixels
-                original, file = None, item.replace("/", "__").replace(":", "_") + ".png"
-                image.save(staging / folders[label] / file)
-            entries.append({"item": item, "label": label, "confidence": float(table.confidence[row]),
+            file = place_image(table, row, staging / folders[label], copy=True)  # copies: meant to be moved
+            original = path_of(int(table.indices[row])) if path_of is not None else None
+            entries.append({"item": table.item_ids[row], "label": label, "confidence": float(table.confidence[row]),
                             "file": f"{folders[label]}/{file}", "original": None if original is None else str(original),
-                            "thumbnail": _thumbnail(image, s.thumbnail)})  # fmt: skip
+                            "thumbnail": _thumbnail(table.source.load(int(table.indices[row])), s.thumbnail)})  # fmt: skip
         (staging / PAGE).write_text(_page(entries, table.class_names, str(run), out, table.origin), encoding="utf-8")
         manifest = {"run": str(run), "labelled_by": table.origin, "class_names": table.class_names,
                     "items": [{k: v for k, v in e.items() if k != "thumbnail"} for e in entries]}  # fmt: skip
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write the review ({exc})") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     per_class = {name: sum(e["label"] == name for e in entries) for name in table.class_names}
     return {"out": str(out), "page": str(out / PAGE), "items": len(entries), "per_class": per_class,
             "labelled_by": table.origin}  # fmt: skip

@@ -6,8 +6,9 @@ import contextlib
 import importlib
 import math
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,3 +115,58 @@ def one_line(exc: BaseException) -> str:
     """An exception as the first line of its text (its type's name when it has none), for one-line errors."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def resolve_function(function: str | Callable[..., Any]) -> Callable[..., Any]:
+    """A registry row's function: a callable, or "module:function" imported on first use (so listing the
+    rows imports nothing heavy)."""
+    if callable(function):
+        return function
+    module, _, name = function.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def lazy_exports(
+    namespace: MutableMapping[str, Any], exports: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's PEP 562 `__getattr__` and `__dir__` for names loaded on first use: `exports` maps a name to
+    its module (".sub" relative to the package, or absolute); a loaded name is kept in `namespace`."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {namespace['__name__']!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(exports[name], namespace["__name__"]), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__
+
+
+def check_new_folder(out: str | os.PathLike[str]) -> Path:
+    """A folder output must be new or empty: an earlier output is never replaced (one line otherwise)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out}: exists and is not empty; choose a new folder (nothing was overwritten)")
+    return out
+
+
+@contextlib.contextmanager
+def new_folder(out: str | os.PathLike[str], what: str) -> Iterator[Path]:
+    """Yield a temporary sibling folder; rename it onto `out` (new or empty) only if the block completes.
+    On any failure it is removed and `out` stays as it was; an OSError becomes one line naming `what`."""
+    out = check_new_folder(out)
+    staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        yield staging
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        staging.rename(out)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write the {what} ({exc})") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -4,8 +4,7 @@ Names load on first use, so the annotator registry (annotate/registry.py) import
 CLI builds its --annotator choices from it.
 """
 
-import importlib
-from typing import Any
+from coreg_edge.utils import lazy_exports
 
 _EXPORTS = {
     "AnnotateSettings": "coreg_edge.settings.annotate",
@@ -20,11 +19,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

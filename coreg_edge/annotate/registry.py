@@ -9,19 +9,12 @@ imports nothing heavy. A new annotator is its function and one `register_annotat
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from coreg_edge.errors import UserError
-
-
-def _resolve(function: str | Callable[..., Any]) -> Callable[..., Any]:
-    if callable(function):
-        return function
-    module, _, name = function.partition(":")
-    return getattr(importlib.import_module(module), name)
+from coreg_edge.utils import resolve_function
 
 
 @dataclass(frozen=True)
@@ -36,10 +29,10 @@ class Annotator:
     rank: int = 100
 
     def annotate(self, job: Any) -> Any:
-        return _resolve(self.run)(job)
+        return resolve_function(self.run)(job)
 
     def fingerprint_extra(self, settings: Any) -> dict[str, Any]:
-        return {} if self.describe is None else _resolve(self.describe)(settings)
+        return {} if self.describe is None else resolve_function(self.describe)(settings)
 
 
 _API = "coreg_edge.annotate.api"

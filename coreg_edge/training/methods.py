@@ -9,12 +9,12 @@ that listing the methods (the CLI's --method choices) imports no torch.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from coreg_edge.errors import UserError
+from coreg_edge.utils import resolve_function
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,6 @@ class EpochInputs:
     prior: Any  # the class prior (torch.Tensor) or None
 
 
-def _resolve(function: str | Callable[..., Any]) -> Callable[..., Any]:
-    if callable(function):
-        return function
-    module, _, name = function.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -50,11 +43,11 @@ class Method:
     rank: int = 100  # where it stands in lists (--method choices)
 
     def epoch(self, inputs: EpochInputs) -> dict[str, Any]:
-        return _resolve(self.run_epoch)(inputs)
+        return resolve_function(self.run_epoch)(inputs)
 
     def initialise(self, ctx: Any, peer: Any) -> None:
         if self.init_peer is not None:
-            _resolve(self.init_peer)(ctx, peer)
+            resolve_function(self.init_peer)(ctx, peer)
 
 
 _BASELINE = "coreg_edge.training.baselines:baseline_phase"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from coreg_edge.annotate.clip import ClipAnnotator, load_clip
+from coreg_edge.annotate.clip import ClipEmbedder, TextPromptVoters, load_clip
 from coreg_edge.annotate.templates import load_templates
 
 SMALL_VIT = {
@@ -49,22 +49,23 @@ def main() -> None:
     torch.manual_seed(0)
     bundle = load_clip(model, pretrained=None, device="cpu")
     templates = load_templates(args.templates)
-    annotator = ClipAnnotator(bundle, templates, [f"class {i}" for i in range(args.classes)])
+    embedder = ClipEmbedder(bundle)
+    voters = TextPromptVoters(bundle, templates, [f"class {i}" for i in range(args.classes)])
     began = time.perf_counter()
-    annotator.text_features()
+    voters.class_features()
     text_s = time.perf_counter() - began
     size = bundle.model.visual.image_size
     size = size if isinstance(size, int) else size[0]
     images = torch.randn(args.batch_size, 3, size, size)
-    annotator.vote(annotator.encode_images(images))  # warm-up both paths once
+    voters.vote(embedder.encode(images))  # warm-up both paths once
     bare = full = 0.0
     done = 0
     while done < args.passes:
         start = time.perf_counter()
-        annotator.encode_images(images)
+        embedder.encode(images)
         bare += time.perf_counter() - start
         start = time.perf_counter()
-        annotator.vote(annotator.encode_images(images))
+        voters.vote(embedder.encode(images))
         full += time.perf_counter() - start
         done += args.batch_size
     bare_ms, full_ms = 1000 * bare / done, 1000 * full / done

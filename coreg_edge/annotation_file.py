@@ -1,8 +1,10 @@
 """The annotation file: one self-describing `.npz` (docs/FORMATS.md#annotation-file-npz), saved atomically,
 validated on load.
 
-Arrays: candidates bool (N, C), votes int16 (N, T), zero_shot_probs float32 (N, C) or (N, 0),
-labels int64 (N,), item_ids str (N,), meta str (JSON). Read with allow_pickle=False: a downloaded
+Arrays: candidates bool (N, C), votes int16 (N, V) (one column per voter), zero_shot_probs float32 (N, C)
+or (N, 0), labels int64 (N,), item_ids str (N,), meta str (JSON). Version 2 names the votes columns
+`voters` (prompt templates, example images, simulated templates: annotate/voters.py); version 1 called them
+`templates` and is still read. Read with allow_pickle=False: a downloaded
 annotation file can never execute code.
 """
 
@@ -20,9 +22,12 @@ import numpy as np
 from coreg_edge.errors import UserError
 from coreg_edge.utils import atomic_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 ARRAY_KEYS = ("candidates", "votes", "zero_shot_probs", "labels", "item_ids", "meta")
-META_KEYS = ("format_version", "class_names", "templates", "annotator", "data", "skipped", "stats")
+META_KEYS = ("format_version", "class_names", "voters", "annotator", "data", "skipped", "stats")
+# what version 1 called a key that version 2 renamed
+V1_NAMES = {"voters": "templates"}
 
 
 class AnnotationFormatError(UserError):
@@ -39,13 +44,14 @@ class Annotation:
     class_names: list[str]
     votes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int16))
     zero_shot_probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
-    templates: list[str] = field(default_factory=list)
+    voters: list[str] = field(default_factory=list)  # one name per votes column
     annotator: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     # "none of these" (annotate --reject): items left out, each {item, score} (the best zero-shot probability)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # more meta keys, kept as they are
+    read_version: int = FORMAT_VERSION  # the format_version of the file it was read from (saved as the current)
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -79,7 +85,7 @@ class Annotation:
         return {
             "num_items": self.num_items,
             "num_classes": self.num_classes,
-            "num_templates": int(self.votes.shape[1]),
+            "num_voters": int(self.votes.shape[1]),
             "mean_candidates": float(self.candidates.sum(1).mean()) if self.num_items else 0.0,
             "coverage": coverage,
             "zero_shot_accuracy": zero_shot,
@@ -93,7 +99,7 @@ class Annotation:
             **self.extra,
             "format_version": FORMAT_VERSION,
             "class_names": list(self.class_names),
-            "templates": list(self.templates),
+            "voters": list(self.voters),
             "annotator": self.annotator,
             "data": self.data,
             "skipped": self.skipped,
@@ -145,10 +151,8 @@ def validate(ann: Annotation, source: str = "annotation") -> None:
         fail(f"'votes' must be (N, T) with N = {n} (got {ann.votes.shape})")
     if ann.votes.size and (ann.votes.min() < 0 or ann.votes.max() >= c):
         fail(f"'votes' must be class indices below {c}")
-    if ann.votes.shape[1] != len(ann.templates):
-        fail(
-            f"'votes' has {ann.votes.shape[1]} template columns but meta.templates lists {len(ann.templates)}"
-        )
+    if ann.votes.shape[1] != len(ann.voters):
+        fail(f"'votes' has {ann.votes.shape[1]} voter columns but meta.voters lists {len(ann.voters)}")
     if (
         ann.zero_shot_probs.ndim != 2
         or ann.zero_shot_probs.shape[0] != n
@@ -184,21 +188,25 @@ def load(path: str | os.PathLike[str]) -> Annotation:
         raise AnnotationFormatError(f"{path}: 'meta' is not valid JSON ({exc})") from exc
     if not isinstance(meta, dict):
         raise AnnotationFormatError(f"{path}: 'meta' must be a JSON object")
-    missing_meta = [key for key in META_KEYS if key not in meta]
-    if missing_meta:
-        raise AnnotationFormatError(f"{path}: meta lacks {', '.join(missing_meta)}")
-    version = meta["format_version"]
+    version = meta.get("format_version")
+    if version is None:
+        raise AnnotationFormatError(f"{path}: meta lacks format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise AnnotationFormatError(
             f"{path}: format_version must be a whole number (got {version!r}, a {type(version).__name__})"
         )
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise AnnotationFormatError(
-            f"{path}: format_version {version} is not supported (this coreg-edge reads {FORMAT_VERSION})"
+            f"{path}: format_version {version} is not supported (this coreg-edge reads "
+            f"{' and '.join(map(str, READABLE_VERSIONS))})"
         )
+    names = {key: V1_NAMES.get(key, key) if version == 1 else key for key in META_KEYS}
+    missing_meta = [names[key] for key in META_KEYS if names[key] not in meta]
+    if missing_meta:
+        raise AnnotationFormatError(f"{path}: meta lacks {', '.join(missing_meta)}")
     if arrays["item_ids"].dtype.kind != "U":
         raise AnnotationFormatError(f"{path}: 'item_ids' must be strings")
-    known = set(META_KEYS)
+    known = set(names.values())
     ann = Annotation(
         candidates=arrays["candidates"],
         labels=arrays["labels"].astype(np.int64)
@@ -208,12 +216,13 @@ def load(path: str | os.PathLike[str]) -> Annotation:
         class_names=list(meta["class_names"]),
         votes=arrays["votes"],
         zero_shot_probs=arrays["zero_shot_probs"],
-        templates=list(meta["templates"]),
+        voters=list(meta[names["voters"]]),
         annotator=dict(meta["annotator"]),
         data=dict(meta["data"]),
         skipped=list(meta["skipped"]),
         rejected=list(meta.get("rejected") or []),  # files written before --reject have none
         extra={k: v for k, v in meta.items() if k not in known | {"rejected"}},
+        read_version=version,
     )
     validate(ann, source=str(path))
     return ann
@@ -227,5 +236,5 @@ def describe(ann: Annotation) -> dict[str, Any]:
         "class_names": ann.class_names,
         "annotator": ann.annotator,
         "data": ann.data,
-        "format_version": FORMAT_VERSION,
+        "format_version": ann.read_version,
     }

@@ -31,13 +31,13 @@ def test_tiny_clip_candidates_are_union_of_votes(runner, cli, tiny_clip, class_f
         union[row, votes] = True
     assert (ann.candidates == union).all()
     assert np.allclose(ann.zero_shot_probs.sum(1), 1.0, atol=1e-5)
-    assert ann.templates == list(DEFAULT_TEMPLATES)
+    assert ann.voters == list(DEFAULT_TEMPLATES)
     assert ann.class_names == ["bird", "cat", "dog"]  # sorted sub-folders
     assert ann.annotator["kind"] == "clip" and ann.annotator["mode"] == "union-top1"
     assert ann.data["source"] == "folder"
     assert sorted(set(ann.labels.tolist())) == [0, 1, 2]
     stats = ann.stats()
-    assert stats["num_templates"] == 27 and 0.0 <= stats["coverage"] <= 1.0
+    assert stats["num_voters"] == 27 and 0.0 <= stats["coverage"] <= 1.0
 
 
 def test_topk_and_ratio_modes_follow_stored_probabilities(runner, cli, tiny_clip, class_folder, tmp_path):
@@ -106,7 +106,7 @@ def test_template_file_and_flat_folder_with_classes(runner, cli, tiny_clip, flat
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     ann = load(out)
-    assert ann.templates == ["a photo of a {}", "an image of {}"]
+    assert ann.voters == ["a photo of a {}", "an image of {}"]
     assert (ann.labels == -1).all() and ann.stats()["coverage"] is None
     assert ann.votes.shape == (6, 2)
 
@@ -123,7 +123,7 @@ def test_synthetic_on_digits_statistics_and_reproducibility(runner, cli, tmp_pat
     assert ann.num_items == 1437 and ann.item_ids[0] == "digits:train/0"
     assert abs(stats["mean_candidates"] - 3.7) < 0.15
     assert abs(stats["coverage"] - 0.8) < 0.04
-    assert stats["num_templates"] == 0 and stats["zero_shot_accuracy"] is None
+    assert stats["num_voters"] == 0 and stats["zero_shot_accuracy"] is None
     assert ann.votes.shape == (1437, 0) and ann.zero_shot_probs.shape == (1437, 0)
     assert ann.annotator["partial_rate"] == 0.3 and ann.annotator["seed"] == 5
 
@@ -135,7 +135,7 @@ def test_info_json_on_annotation(runner, cli, tmp_path):
     assert result.exit_code == 0
     summary = json.loads(result.stdout)
     assert summary["num_items"] == 360 and summary["num_classes"] == 10
-    assert summary["num_templates"] == 0 and summary["zero_shot_accuracy"] is None
+    assert summary["num_voters"] == 0 and summary["zero_shot_accuracy"] is None
     assert summary["coverage"] == pytest.approx(1.0)  # eta = 0 by default
     assert summary["mean_candidates"] > 1.0
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from coreg_edge.annotate import annotate, registry
-from coreg_edge.annotate.api import AnnotateJob, AnnotatorResult
+from coreg_edge.annotate.job import AnnotateJob, AnnotatorResult
 from coreg_edge.annotation_file import load
 from coreg_edge.errors import UserError
 
@@ -25,7 +25,7 @@ def _nearest_two(job: AnnotateJob) -> AnnotatorResult:
 def toy(monkeypatch):
     monkeypatch.setattr(registry, "_ANNOTATORS", dict(registry._ANNOTATORS))  # undone after the test
     return registry.register_annotator(
-        registry.Annotator("nearest-two", "true class and the next", _nearest_two, needs_labels=True)
+        registry.Annotator("nearest-two", "true class and the next", protocol=_nearest_two, needs_labels=True)
     )
 
 
@@ -49,7 +49,7 @@ def test_an_unknown_annotator_is_one_line_and_names_are_unique():
     with pytest.raises(UserError, match=r"^--annotator must be one of clip, synthetic, simulated"):
         annotate("digits", annotator="gpt", quiet=True)
     with pytest.raises(ValueError, match="registered already"):
-        registry.register_annotator(registry.Annotator("clip", "again", _nearest_two))
+        registry.register_annotator(registry.Annotator("clip", "again", protocol=_nearest_two))
 
 
 def test_each_annotator_fingerprints_only_its_own_options(tmp_path):

@@ -141,7 +141,7 @@ def _valid_arrays(n=4, c=3):
         (lambda a: a.update(candidates=np.zeros((4, 3), dtype=bool)), "empty candidate set"),
         (lambda a: a.update(labels=np.full(4, 7)), "class index below 3"),
         (lambda a: a.update(item_ids=np.asarray(["x"] * 4)), "not unique"),
-        (lambda a: a.update(votes=np.zeros((4, 2), dtype=np.int16)), "meta.templates"),
+        (lambda a: a.update(votes=np.zeros((4, 2), dtype=np.int16)), "meta.voters"),
         (lambda a: a.update(candidates=np.ones((4, 2), dtype=bool)), "class_names has 3"),
         (
             lambda a: a.update(

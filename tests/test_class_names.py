@@ -10,7 +10,7 @@ import torch
 
 from coreg_edge.annotate import annotate
 from coreg_edge.annotate.classes import parse_classes
-from coreg_edge.annotate.clip import ClipAnnotator, load_clip
+from coreg_edge.annotate.clip import TextPromptVoters, load_clip
 from coreg_edge.annotation_file import load
 from coreg_edge.errors import UserError
 
@@ -56,24 +56,25 @@ def _features(tiny_clip, count=12, seed=0):
 def test_one_name_per_class_is_the_plain_classifier(tiny_clip):
     bundle, features = _features(tiny_clip)
     templates = ["a photo of a {}.", "a drawing of a {}."]
-    plain = ClipAnnotator(bundle, templates, ["cat", "dog", "bird"]).vote(features)
-    listed = ClipAnnotator(bundle, templates, [["cat"], ["dog"], ["bird"]]).vote(features)
-    assert np.array_equal(plain[0], listed[0]) and np.array_equal(plain[1], listed[1])
+    plain = TextPromptVoters(bundle, templates, ["cat", "dog", "bird"]).vote(features)
+    listed = TextPromptVoters(bundle, templates, [["cat"], ["dog"], ["bird"]]).vote(features)
+    assert np.array_equal(plain.votes, listed.votes) and np.array_equal(plain.probs, listed.probs)
 
 
 def test_each_template_votes_the_class_of_its_best_name(tiny_clip):
     bundle, features = _features(tiny_clip, count=64)
     templates = ["a photo of a {}.", "a drawing of a {}.", "a {} in the wild."]
     names = [["cat", "kitten", "tabby cat"], ["dog"], ["bird", "sparrow"]]
-    several = ClipAnnotator(bundle, templates, names)
-    votes, probs = several.vote(features)
-    flat = ClipAnnotator(bundle, templates, [n for group in names for n in group])  # each name its own class
-    flat_votes, _ = flat.vote(features)
+    several = TextPromptVoters(bundle, templates, names)
+    ballot = several.vote(features)
+    votes, probs = ballot.votes, ballot.probs
+    flat = TextPromptVoters(bundle, templates, [n for group in names for n in group])  # each name its own class
+    flat_votes = flat.vote(features).votes
     owner = np.asarray([0, 0, 0, 1, 2, 2])
     assert np.array_equal(votes, owner[flat_votes])  # the best name's class, template by template
     assert probs.shape == (64, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
     # a class's logit is its best name's: recompute from the flat logits
-    logits = 100.0 * features @ flat.text_features()
+    logits = 100.0 * features @ flat.class_features()
     logits = logits.view(64, 3, 6)
     best = torch.stack([logits[..., owner == c].amax(-1) for c in range(3)], -1)
     assert np.allclose(probs, best.softmax(-1).mean(1).numpy(), atol=1e-6)
@@ -90,7 +91,7 @@ def test_annotate_with_a_classes_file_records_every_name(tiny_clip, class_folder
     ann = load(out)
     assert ann.class_names == ["bird", "cat", "dog"]
     assert ann.extra["prompt_names"] == [["bird", "sparrow"], ["cat", "kitten"], "dog"]
-    assert ann.votes.shape[1] == len(ann.templates) and int(ann.votes.max()) < 3
+    assert ann.votes.shape[1] == len(ann.voters) and int(ann.votes.max()) < 3
     worded = tmp_path / "worded.npz"
     annotate(str(class_folder), worded, classes=str(table), wording="a {} face", clip_model=str(config),
              pretrained=str(checkpoint), quiet=True)  # fmt: skip

@@ -40,7 +40,7 @@ def test_the_simulator_adds_one_voter_whose_vote_is_always_in_the_set(tmp_path):
     examples = write_examples(tmp_path / "examples", 5)
     plain = annotate("digits", annotator="simulated", preset="hard", quiet=True)
     with_examples = annotate("digits", annotator="simulated", preset="hard", examples=str(examples), quiet=True)
-    assert with_examples.templates == [*plain.templates, VOTER]
+    assert with_examples.voters == [*plain.voters, VOTER]
     assert np.array_equal(with_examples.votes[:, :-1], plain.votes)  # the templates' votes are untouched
     column = with_examples.votes[:, -1]
     assert with_examples.candidates[np.arange(len(column)), column].all()
@@ -58,11 +58,11 @@ def test_clip_examples_alone_or_with_templates(tiny_clip, class_folder, tmp_path
         Image.new("RGB", (20, 20), (40, 200, 90) if name == "cat" else (200, 30, 30)).save(examples / name / "a.png")
     common = {"clip_model": str(config), "pretrained": str(checkpoint), "quiet": True}
     both = annotate(str(class_folder), templates="imagenet", examples=str(examples), **common)
-    assert both.templates[-1] == VOTER and both.votes.shape[1] == 81
+    assert both.voters[-1] == VOTER and both.votes.shape[1] == 81
     assert set(np.unique(both.votes[:, -1])) <= {0, 1}  # bird and cat only: dog has no examples
     assert both.candidates[np.arange(both.num_items), both.votes[:, -1]].all()
     alone = annotate(str(class_folder), templates="none", examples=str(examples), **common)
-    assert alone.templates == [VOTER] and (alone.candidates.sum(1) == 1).all()
+    assert alone.voters == [VOTER] and (alone.candidates.sum(1) == 1).all()
     assert np.array_equal(alone.votes[:, 0], both.votes[:, -1])
     assert np.allclose(alone.zero_shot_probs.sum(1), 1.0) and (alone.zero_shot_probs[:, 2] == 0).all()
     assert np.array_equal(alone.zero_shot_probs.argmax(1), alone.votes[:, 0])
@@ -91,7 +91,7 @@ def test_examples_through_the_cli_and_the_run_fingerprint(runner, cli, tmp_path)
     args = ["annotate", "digits", "--annotator", "simulated", "--examples", str(examples), "--out", str(out), "--json"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["num_templates"] == 28 and load(out).templates[-1] == VOTER
+    assert json.loads(result.stdout)["num_voters"] == 28 and load(out).voters[-1] == VOTER
     from coreg_edge.pipeline.calls import _annotate_settings, annotate_call
     from coreg_edge.recipe import load_recipe
 

@@ -190,7 +190,7 @@ def test_annotate_writes_a_file_that_loads_with_stats(tmp_path):
     returned = annotate("digits", out, **options)
     ann = load(out)
     assert ann.num_items == 1437 and ann.votes.shape == (1437, 27)
-    assert ann.templates == [f"simulated-{j}" for j in range(27)]
+    assert ann.voters == [f"simulated-{j}" for j in range(27)]
     hard = PRESETS["hard"]
     assert ann.annotator == {
         "kind": "simulated", "model": None, "pretrained": None, "mode": None, "k": None, "ratio": None,
@@ -219,7 +219,7 @@ def test_cli_prints_zero_shot_accuracy_and_is_reproducible(runner, cli, tmp_path
     result = runner.invoke(cli, ["annotate", "digits", "--annotator", "simulated", "--json", "-q",
                                  "--out", str(tmp_path / "c.npz")])  # fmt: skip
     stats = json.loads(result.stdout)
-    assert 0.88 <= stats["zero_shot_accuracy"] <= 0.92 and stats["num_templates"] == 27
+    assert 0.88 <= stats["zero_shot_accuracy"] <= 0.92 and stats["num_voters"] == 27
 
 
 def test_cli_a_folder_without_labels_is_one_line(runner, cli, flat_folder, tmp_path):

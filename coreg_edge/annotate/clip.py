@@ -1,7 +1,8 @@
 """CLIP as a noisy partial annotator (docs/ALGORITHM.md#annotation), on open_clip.
 
-Text features for every (template, class) prompt are computed once; each image is encoded once; all
-templates vote through one matrix product (B, D) x (D, T*C). That makes the 27 templates nearly free
+The annotator is a panel (annotate/voters.py): CLIP's image encoder embeds every image once, the text
+templates are its voters and example images (--examples) one more. Text features for every (template, class)
+prompt are computed once; all templates vote through one matrix product (B, D) x (D, T*C). That makes the 27 templates nearly free
 next to the image encoder (see benchmarks/annotate_overhead.py).
 """
 
@@ -20,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from coreg_edge.annotate.examples import ExampleVoters, load_examples
+from coreg_edge.annotate.job import AnnotateJob
+from coreg_edge.annotate.templates import load_templates
+from coreg_edge.annotate.voters import LOGIT_SCALE, Ballot, Embedder, Panel, Voters
 from coreg_edge.errors import UserError, require
 from coreg_edge.settings.annotate import DEFAULT_CLIP_MODEL, DEFAULT_PRETRAINED
-from coreg_edge.utils import one_line
-
-LOGIT_SCALE = 100.0  # the spec's softmax(100 * cos), independent of a checkpoint's learned scale
+from coreg_edge.utils import one_line, resolve_device
 
 
 def network_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
@@ -161,8 +164,32 @@ def load_clip(
     )
 
 
-class ClipAnnotator:
-    """Prompt features once; per image one encode + one matrix product for all T templates.
+class ClipEmbedder(Embedder):
+    """CLIP's image encoder: an image -> its normalised float32 embedding (on the bundle's device)."""
+
+    def __init__(self, bundle: ClipBundle):
+        self.bundle = bundle
+        self.device = bundle.device
+
+    def preprocess(self, image: Any) -> Any:
+        return self.bundle.preprocess(image)
+
+    def collate(self, items: list[Any]) -> Any:
+        import torch
+
+        return torch.stack(items)
+
+    def encode(self, batch: Any) -> Any:
+        """(B, 3, H, W) preprocessed -> (B, D) normalised float32 image features."""
+        import torch
+
+        with torch.inference_mode(), _autocast(self.device):
+            feats = self.bundle.model.encode_image(batch.to(self.device, non_blocking=True)).float()
+        return torch.nn.functional.normalize(feats, dim=-1)
+
+
+class TextPromptVoters(Voters):
+    """One voter per prompt template: prompt features once; per batch one matrix product for all T templates.
 
     `prompt_names[c]` is one name or a list of names for class c: every name is prompted through every
     template; a template votes the class of its best-matching name, and a class's logit under a template is
@@ -173,37 +200,29 @@ class ClipAnnotator:
         text_batch_size: int = 256,
     ):  # fmt: skip
         self.bundle = bundle
-        self.templates = templates
+        self.names = list(templates)
         self.prompt_names = prompt_names
-        self.names = [[p] if isinstance(p, str) else list(p) for p in prompt_names]
-        self.name_class = [c for c, names in enumerate(self.names) for _ in names]  # flat name -> class
+        self.class_names = [[p] if isinstance(p, str) else list(p) for p in prompt_names]
+        self.name_class = [c for c, names in enumerate(self.class_names) for _ in names]  # flat name -> class
         self.text_batch_size = text_batch_size
         self._text_features = None  # (D, T*K) for K names in all, computed lazily once
 
     @property
     def num_classes(self) -> int:
-        return len(self.names)
+        return len(self.class_names)
 
     @property
     def num_names(self) -> int:
         return len(self.name_class)
 
-    def _autocast(self):
-        import torch
-
-        if self.bundle.device.startswith("cuda"):
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return contextlib.nullcontext()
-
-    def text_features(self):
+    def class_features(self) -> Any:
         """(D, T*K) normalised prompt features, template-major: column t*K + k is template t, name k."""
         import torch
 
         if self._text_features is None:
-            prompts = [t.format(name) for t in self.templates for names in self.names for name in names]
+            prompts = [t.format(name) for t in self.names for names in self.class_names for name in names]
             chunks = []
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode(), _autocast(self.bundle.device):
                 for start in range(0, len(prompts), self.text_batch_size):
                     tokens = self.bundle.tokenizer(prompts[start : start + self.text_batch_size])
                     feats = self.bundle.model.encode_text(tokens.to(self.bundle.device)).float()
@@ -211,21 +230,13 @@ class ClipAnnotator:
             self._text_features = torch.cat(chunks).T.contiguous()
         return self._text_features
 
-    def encode_images(self, images):
-        """(B, 3, H, W) preprocessed -> (B, D) normalised float32 image features."""
-        import torch
-
-        with torch.inference_mode(), self._autocast():
-            feats = self.bundle.model.encode_image(images.to(self.bundle.device, non_blocking=True)).float()
-        return torch.nn.functional.normalize(feats, dim=-1)
-
-    def vote(self, image_features):
+    def vote(self, features: Any) -> Ballot:
         """(B, D) -> votes (B, T) int16 and template-averaged probabilities (B, C) float32."""
         import torch
 
         with torch.inference_mode():
-            logits = LOGIT_SCALE * image_features @ self.text_features()
-            logits = logits.view(len(image_features), len(self.templates), self.num_names)
+            logits = LOGIT_SCALE * features @ self.class_features()
+            logits = logits.view(len(features), len(self.names), self.num_names)
             if self.num_names != self.num_classes:  # several names: each class by its best name
                 owner = torch.as_tensor(self.name_class, device=logits.device)
                 votes = owner[logits.argmax(-1)].to(torch.int16)
@@ -235,4 +246,30 @@ class ClipAnnotator:
             else:
                 votes = logits.argmax(-1).to(torch.int16)
             probs = logits.softmax(-1).mean(1)
-        return votes.cpu().numpy(), probs.cpu().numpy().astype(np.float32)
+        return Ballot(votes.cpu().numpy(), probs.cpu().numpy().astype(np.float32))
+
+
+def _autocast(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def clip_panel(job: AnnotateJob) -> Panel:
+    """The clip annotator: CLIP's image encoder, one voter per template and (with --examples) the examples'."""
+    s = job.settings
+    templates = load_templates(s.templates)  # a bad template file fails before the model loads
+    if not templates and not s.examples:
+        raise UserError("--templates none leaves no voter: give --examples EXAMPLES/ (or a template set)")
+    examples = load_examples(s.examples, job.class_names, job.source.channels, job.folder_root) if s.examples else None
+    embedder = ClipEmbedder(load_clip(s.clip_model, s.pretrained, resolve_device(s.device)))
+    groups: list[Voters] = [TextPromptVoters(embedder.bundle, templates, job.prompt_names)] if templates else []
+    identity = {"model": s.clip_model, "pretrained": s.pretrained, "mode": s.mode,
+                "k": s.k if s.mode != "union-top1" else None, "ratio": s.ratio if s.mode == "ratio" else None}
+    if examples is not None:
+        groups.append(ExampleVoters(examples, embedder, job.class_names, metric="cosine"))
+        identity["examples"] = examples.describe(job.class_names)
+    return Panel(embedder, groups, mode=s.mode, k=s.k, ratio=s.ratio, identity=identity)  # fmt: skip

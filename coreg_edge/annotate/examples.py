@@ -1,10 +1,11 @@
 """Example images as class definitions (`annotate --examples EXAMPLES/`): each class's mean example votes.
 
-EXAMPLES has one sub-folder per class (any subset of the classes, by name) with a few images each. An
-annotator embeds them as it embeds the items (CLIP: its image encoder; the simulator: its grey pixels), takes
-each class's mean, and adds one voter: every item votes for the class whose mean example is nearest. The vote
-joins the templates' votes in the candidate set (union-top1), so a class the text prompts miss can still
-enter an item's set. The examples are never training items.
+EXAMPLES has one sub-folder per class (any subset of the classes, by name) with a few images each. A voting
+annotator embeds them with its own embedder, as it embeds the items (CLIP: its image encoder; the simulator:
+its grey pixels), takes each class's mean (`ExampleVoters.class_features`), and adds one voter: every item
+votes for the class whose mean example is nearest. The vote joins the other voters' in the candidate set
+whatever the candidate mode, so a class the text prompts miss can still enter an item's set. The examples
+are never training items.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from coreg_edge.annotate.voters import LOGIT_SCALE, Ballot, Embedder, Voters, as_numpy
 from coreg_edge.data import open_source
 from coreg_edge.data.sources import ImageSource
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import ImageDecodeError
 
-VOTER = "examples:class-mean"  # the voter's name in the annotation file's templates list
+VOTER = "examples:class-mean"  # the voter's name in the annotation file's voters list
 
 
 @dataclass
@@ -94,3 +96,57 @@ def nearest_mean_votes(features: np.ndarray, means: np.ndarray, metric: str = "e
         # -||x - m||^2 up to the per-item constant ||x||^2, without an (N, C, D) array
         scores = 2.0 * features @ usable.T - (usable**2).sum(1)[None, :]
     return np.flatnonzero(have)[scores.argmax(1)].astype(np.int16)
+
+
+def softmax_to_means(features: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """(N, C) softmax of LOGIT_SCALE x cosine to each class's mean (0 for classes without examples)."""
+    norm = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    logits = LOGIT_SCALE * features @ np.nan_to_num(norm, nan=0.0).T
+    logits[:, np.isnan(means).any(1)] = -np.inf
+    logits -= logits.max(1, keepdims=True)
+    weights = np.exp(logits)
+    return (weights / weights.sum(1, keepdims=True)).astype(np.float32)
+
+
+class ExampleVoters(Voters):
+    """One voter: each item votes for the class whose mean example is nearest in the embedder's space.
+
+    `metric`: "cosine" for normalised embeddings (CLIP; the voter then also scores every class, used as the
+    zero-shot probabilities when it is the only voter), "euclidean" with `standardise` for raw features
+    (the simulator's pixels, standardised by the items' mean and spread, as its weak classifier is)."""
+
+    in_mode = False  # its vote joins the set whatever the candidate mode
+
+    def __init__(
+        self, examples: Examples, embedder: Embedder, class_names: list[str], metric: str = "cosine",
+        standardise: bool = False,
+    ):  # fmt: skip
+        self.names = [VOTER]
+        self.examples, self.embedder, self.class_names = examples, embedder, class_names
+        self.metric, self.standardise = metric, standardise
+        self.center: Any = None
+        self.scale: Any = None
+        self._means: np.ndarray | None = None
+
+    def fit(self, features: Any, rows: np.ndarray) -> None:
+        if self.standardise:
+            self.center, self.scale = features.mean(0), features.std(0) + 1e-6
+
+    def _features(self, raw: Any) -> np.ndarray:
+        if self.standardise:
+            if self.center is None:
+                raise RuntimeError("standardised example voters need fit() on the items first")
+            return (np.asarray(raw) - self.center) / self.scale
+        return as_numpy(raw)
+
+    def class_features(self) -> np.ndarray:
+        """(C, D) mean embedding of each class's examples (NaN rows for classes without)."""
+        if self._means is None:
+            embedded = self.embedder.embed([self.examples.load(i) for i in range(len(self.examples))])
+            self._means = class_means(self._features(embedded), self.examples.classes, len(self.class_names))
+        return self._means
+
+    def vote(self, features: Any) -> Ballot:
+        x, means = self._features(features), self.class_features()
+        probs = softmax_to_means(x, means) if self.metric == "cosine" else None
+        return Ballot(nearest_mean_votes(x, means, self.metric)[:, None], probs)

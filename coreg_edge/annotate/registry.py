@@ -2,9 +2,11 @@
 
 A row says what the annotator is, the AnnotateSettings fields that change its labels (`options`: the
 others are ignored by it and left out of `coreg-edge run`'s fingerprint), whether it needs ground truth,
-and the function that labels: `run(job) -> AnnotatorResult` (coreg_edge/annotate/api.py). The built-in
-rows name their functions as "module:function", so listing the annotators (the CLI's --annotator choices)
-imports nothing heavy. A new annotator is its function and one `register_annotator(Annotator(...))`.
+and how it labels. A voting annotator gives `panel(job) -> Panel`: its embedder and voter groups
+(annotate/voters.py: each group's `class_features()` and `vote()`), which `vote_items` drives. A protocol
+without voters (the synthetic one) gives `protocol(job) -> AnnotatorResult` instead. The built-in rows name
+their functions as "module:function", so listing the annotators (the CLI's --annotator choices) imports
+nothing heavy. A new annotator is its function and one `register_annotator(Annotator(...))`.
 """
 
 from __future__ import annotations
@@ -21,36 +23,46 @@ from coreg_edge.utils import resolve_function
 class Annotator:
     name: str
     summary: str
-    run: str | Callable[[Any], Any]  # (AnnotateJob) -> AnnotatorResult
+    panel: str | Callable[[Any], Any] | None = None  # (AnnotateJob) -> Panel, for a voting annotator
+    protocol: str | Callable[[Any], Any] | None = None  # (AnnotateJob) -> AnnotatorResult, without voters
     options: tuple[str, ...] = ()  # AnnotateSettings fields that change this annotator's labels
     needs_labels: bool = False  # a benchmark protocol on labelled data, not a real annotator
     # (AnnotateSettings) -> more fingerprint values, e.g. the simulator's knobs resolved from its preset
     describe: str | Callable[[Any], dict[str, Any]] | None = None
     rank: int = 100
 
+    def __post_init__(self) -> None:
+        if (self.panel is None) == (self.protocol is None):
+            raise ValueError(f"annotator {self.name!r}: give exactly one of panel= (voters) or protocol=")
+
     def annotate(self, job: Any) -> Any:
-        return resolve_function(self.run)(job)
+        """The AnnotatorResult for one job."""
+        if self.protocol is not None:
+            return resolve_function(self.protocol)(job)
+        from coreg_edge.annotate.voters import vote_items
+
+        return vote_items(job, resolve_function(self.panel)(job))
 
     def fingerprint_extra(self, settings: Any) -> dict[str, Any]:
         return {} if self.describe is None else resolve_function(self.describe)(settings)
 
 
-_API = "coreg_edge.annotate.api"
+_PKG = "coreg_edge.annotate"
 _ANNOTATORS: dict[str, Annotator] = {
     row.name: row
     for row in (
-        Annotator("clip", "open_clip zero-shot: every template votes its top-1 class", f"{_API}:clip_annotator",
+        Annotator("clip", "open_clip zero-shot: every template votes its top-1 class", panel=f"{_PKG}.clip:clip_panel",
                   options=("wording", "clip_model", "pretrained", "mode", "k", "ratio", "templates", "examples",
                            "reject"),
                   rank=0),
         Annotator("synthetic", "the benchmark protocol: uniform partial rate q, noise rate eta",
-                  f"{_API}:synthetic_annotator", options=("partial_rate", "noise_rate"), needs_labels=True,
+                  protocol=f"{_PKG}.synthetic:synthetic_annotator", options=("partial_rate", "noise_rate"), needs_labels=True,
                   rank=1),
         Annotator("simulated", "an instance-dependent CLIP stand-in on labelled data (benchmarks)",
-                  f"{_API}:simulated_annotator", needs_labels=True, rank=2,
+                  panel=f"{_PKG}.simulated:simulated_panel", needs_labels=True, rank=2,
                   options=("preset", "shots", "sim_templates", "template_bias", "item_noise", "temperature",
                            "feature_size", "examples", "reject"),
-                  describe=f"{_API}:simulated_knobs"),
+                  describe=f"{_PKG}.simulated:simulated_knobs"),
     )
 }  # fmt: skip
 

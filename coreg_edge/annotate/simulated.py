@@ -10,7 +10,11 @@ keeps that structure with numpy and scikit-learn only:
 - each of `templates` templates adds its own class bias (scale `template_bias`) and its own per-item noise
   (scale `item_noise`) to those logits and votes its top-1;
 - the zero-shot probabilities are the template-averaged softmax (at `temperature`), as
-  `ClipAnnotator.vote` computes them, and the candidate set is the union of the votes.
+  `TextPromptVoters.vote` computes them, and the candidate set is the union of the votes.
+
+As an annotator it is a panel (annotate/voters.py) like CLIP's: the grey pixels are its embedding, its
+templates one group of voters, fitted on the whole set at once (`SimulatedVoters`), and example images
+(--examples) one more voter.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from coreg_edge.annotate.job import AnnotateJob
 from coreg_edge.annotate.modes import candidate_sets
+from coreg_edge.annotate.voters import Ballot, Embedder, Panel, Voters
 
 
 @dataclass(frozen=True)
@@ -154,3 +160,66 @@ def describe_knobs(knobs: SimulatorKnobs) -> dict[str, Any]:
         OPTION_NAMES[k]: (int(v) if isinstance(v, (int, np.integer)) else float(v))
         for k, v in asdict(knobs).items()
     }
+
+
+class PixelEmbedder(Embedder):
+    """The simulator's embedding: grey pixels at `size` x `size`; its voters need every item at once."""
+
+    whole_set = True
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        return image_feature(image, self.size)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        return batch
+
+
+class SimulatedVoters(Voters):
+    """The simulator's T templates as voters: fitted on the items with ground truth (`fit`), then voting.
+
+    The whole set is simulated in `fit` (the weak classifier standardises over it and the per-item noise
+    is drawn in item order), so `vote` answers for exactly the fitted items."""
+
+    def __init__(self, labels: np.ndarray, num_classes: int, knobs: SimulatorKnobs, seed: int):
+        self.names = [f"simulated-{j}" for j in range(knobs.templates)]
+        self.labels, self.num_classes, self.knobs, self.seed = labels, num_classes, knobs, seed
+        self.simulation: Simulation | None = None
+
+    def fit(self, features: np.ndarray, rows: np.ndarray) -> None:
+        self.simulation = simulate(features, self.labels[rows], self.num_classes, self.knobs, self.seed)
+
+    def class_features(self) -> np.ndarray:
+        """(T, C) each template's class bias, added to the weak classifier's logits shared by all of them."""
+        if self.simulation is None:
+            raise RuntimeError("SimulatedVoters need fit() on the items first")
+        return self.simulation.template_bias
+
+    def vote(self, features: np.ndarray) -> Ballot:
+        if self.simulation is None or len(features) != len(self.simulation.votes):
+            raise RuntimeError("SimulatedVoters vote on exactly the items they were fitted on")
+        return Ballot(self.simulation.votes, self.simulation.zero_shot_probs)
+
+
+def simulated_panel(job: AnnotateJob) -> Panel:
+    """The simulated annotator: grey pixels, the preset's (or given) templates and (with --examples) the
+    examples' nearest standardised mean."""
+    from coreg_edge.annotate.examples import ExampleVoters, load_examples
+
+    s = job.settings
+    knobs = resolve_knobs(s.preset, {name: getattr(s, name) for name in OPTION_NAMES.values()})
+    embedder = PixelEmbedder(knobs.feature_size)
+    groups: list[Voters] = [SimulatedVoters(job.labels, job.num_classes, knobs, s.seed)]
+    identity = {"preset": s.preset, **describe_knobs(knobs)}
+    if s.examples:
+        examples = load_examples(s.examples, job.class_names, job.source.channels, job.folder_root)
+        groups.append(ExampleVoters(examples, embedder, job.class_names, metric="euclidean", standardise=True))
+        identity["examples"] = examples.describe(job.class_names)
+    return Panel(embedder, groups, identity=identity)
+
+
+def simulated_knobs(s: Any) -> dict[str, Any]:
+    """The simulator's knobs as used: its preset with the given ones applied (a retuned preset re-runs)."""
+    return describe_knobs(resolve_knobs(s.preset, {name: getattr(s, name) for name in OPTION_NAMES.values()}))

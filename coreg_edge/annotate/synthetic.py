@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from coreg_edge.annotate.job import AnnotateJob, AnnotatorResult
+from coreg_edge.runtime.image import ImageDecodeError
+from coreg_edge.utils import progress
+
 
 def synthetic_candidates(
     labels: np.ndarray,
@@ -36,3 +40,23 @@ def synthetic_candidates(
         candidates[i, labels[i]] = False
         candidates[i, outside[int(pick[i] * len(outside))]] = True
     return candidates
+
+
+def synthetic_annotator(job: AnnotateJob) -> AnnotatorResult:
+    """The benchmark protocol as an annotator: no voters, no probabilities (its sets come from ground truth);
+    images are only checked to be readable."""
+    source, s = job.source, job.settings
+    if source.can_fail:
+        for i in progress(range(len(source)), desc="reading images", quiet=job.quiet):
+            try:
+                source.load(i)
+            except ImageDecodeError as exc:
+                job.skips.add(i, source.item_ids[i], str(exc))
+    n = len(source)
+    return AnnotatorResult(
+        candidates=synthetic_candidates(job.labels, job.num_classes, s.partial_rate, s.noise_rate, s.seed),
+        votes=np.zeros((n, 0), dtype=np.int16),
+        probs=np.zeros((n, 0), dtype=np.float32),
+        voters=[],
+        identity={"partial_rate": s.partial_rate, "noise_rate": s.noise_rate},
+    )

@@ -64,7 +64,7 @@ def test_wording_reaches_the_prompts_and_names_stay_plain(tmp_path, tiny_clip):
     ann = load(out)
     assert ann.class_names == [str(i) for i in range(10)]
     assert ann.extra["prompt_names"][3] == "handwritten digit 3"
-    assert ann.templates == ["a photo of the {}", "a drawing of the {}"]
+    assert ann.voters == ["a photo of the {}", "a drawing of the {}"]
     assert ann.votes.shape == (1437, 2) and np.all(ann.candidates.sum(1) >= 1)
 
 

@@ -1,0 +1,63 @@
+"""What an annotator is given (AnnotateJob) and what it gives back (AnnotatorResult)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from coreg_edge.data import ImageSource
+from coreg_edge.errors import UserError
+from coreg_edge.settings.annotate import AnnotateSettings
+
+
+class Skips:
+    """Collects unreadable items: a warning each, or an error with --strict."""
+
+    def __init__(self, strict: bool):
+        self.strict = strict
+        self.items: list[dict[str, str]] = []
+        self.indices: set[int] = set()
+
+    def add(self, index: int, item: str, reason: str) -> None:
+        if self.strict:
+            raise UserError(f"unreadable image: {reason} (drop --strict to skip such images)")
+        warnings.warn(f"skipping unreadable image: {reason}", stacklevel=2)
+        self.items.append({"item": item, "reason": reason})
+        self.indices.add(index)
+
+
+@dataclass
+class AnnotateJob:
+    """What an annotator gets: the items, the classes and the settings (annotate/registry.py)."""
+
+    data: str
+    source: ImageSource
+    class_names: list[str]
+    prompt_names: list[str | list[str]]
+    labels: np.ndarray  # ground truth, -1 unknown
+    settings: AnnotateSettings
+    skips: Skips
+    quiet: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def folder_root(self) -> str | None:
+        """DATA's folder when it is one (example images must lie outside it)."""
+        return self.source.root if self.source.kind == "folder" else None
+
+
+@dataclass
+class AnnotatorResult:
+    """One annotator's arrays for every item of the source (rows of unreadable items are dropped later)."""
+
+    candidates: np.ndarray  # bool (N, C)
+    votes: np.ndarray  # int16 (N, V): one column per voter
+    probs: np.ndarray  # float32 (N, C), or (N, 0) when the annotator has no scores
+    voters: list[str]  # one name per votes column
+    identity: dict[str, Any]  # the annotator block's keys that apply to this annotator

@@ -12,10 +12,9 @@ class UserError(Exception):
 class MissingExtraError(UserError):
     """A host-only feature was used on a device install (no torch & co.)."""
 
-    def __init__(self, what: str, module: str):
-        super().__init__(
-            f"{what} needs the training extras ({module} is not installed): pip install 'coreg-edge[train]'"
-        )
+    def __init__(self, what: str, module: str, extra: str = "train"):
+        kind = "training extras" if extra == "train" else f"{extra} extra"
+        super().__init__(f"{what} needs the {kind} ({module} is not installed): pip install 'coreg-edge[{extra}]'")
 
 
 def require(module: str, what: str):

@@ -194,8 +194,12 @@ def _check_value(value: Any, spec: Key, where: str) -> Any:
                 )
         elif not isinstance(value, str):
             raise bad(f"{value!r} is neither a string nor a list")
-    if spec.allowed() is not None and value not in spec.allowed():
-        raise RecipeError(f"{where}: {value!r} is not allowed; expected {spec.describe()}")
+    allowed = spec.allowed()
+    items = value if isinstance(value, list) and kind.startswith("list[") else [value]
+    wrong = next((item for item in items if allowed is not None and item not in allowed), None)
+    if wrong is not None:
+        each = "each " if isinstance(value, list) else ""
+        raise RecipeError(f"{where}: {wrong!r} is not allowed; expected {each}{spec.describe()}")
     return value
 
 

@@ -81,9 +81,39 @@ def _message(data: bytes) -> dict[int, Any]:
     return out
 
 
+ORT_IDENTIFIER = b"ORTM"  # the flatbuffer file identifier of onnxruntime's ORT format (bytes 4-8)
+
+
+def is_ort_format(path: str | os.PathLike[str]) -> bool:
+    """Whether the file is in onnxruntime's ORT format (`.ort`), whatever its name."""
+    with open(path, "rb") as stream:
+        return stream.read(8)[4:8] == ORT_IDENTIFIER
+
+
+def _ort_header(path: Path) -> dict[str, Any]:
+    """The header of an ORT-format file, read by onnxruntime itself (a flatbuffer, not a protobuf; the
+    graph is optimised already, so a session opens fast). ORT files record no ir_version or opsets here."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises bare pybind exceptions
+        from coreg_edge.utils import one_line
+
+        raise NotOnnxError(f"{path}: not a readable ORT-format model ({one_line(exc)})") from exc
+    meta = session.get_modelmeta()
+    return {"ir_version": None, "producer": meta.producer_name, "opsets": {},
+            "metadata_props": dict(meta.custom_metadata_map), "container": "ort"}  # fmt: skip
+
+
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """ir_version, producer, opsets {domain: version} and metadata_props {key: value} of an ONNX file."""
+    """ir_version, producer, opsets {domain: version} and metadata_props {key: value} of an ONNX file
+    (or of an ORT-format file: `container` "ort")."""
     path = Path(path)
+    if is_ort_format(path):
+        return _ort_header(path)
     size = path.stat().st_size
     header: dict[str, Any] = {"ir_version": None, "producer": "", "opsets": {}, "metadata_props": {}}
     producer = ["", ""]
@@ -107,6 +137,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not header["ir_version"] or not header["opsets"]:
         raise NotOnnxError(f"{path}: not an ONNX model file (no ir_version or opset_import)")
     header["producer"] = " ".join(part for part in producer if part)
+    header["container"] = "onnx"
     return header
 
 
@@ -128,6 +159,7 @@ def describe_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
         "opset": opsets.get("", opsets.get("ai.onnx")),
         "ir_version": header["ir_version"],
         "producer": header["producer"],
+        "container": header["container"],
         "coreg_edge_metadata": meta is not None,
     }
     other = {domain: version for domain, version in opsets.items() if domain not in ("", "ai.onnx")}

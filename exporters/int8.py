@@ -21,9 +21,10 @@ import numpy as np
 
 from coreg_edge.exporters.emulation import EmulationError, Emulator, find_emulator, run_emulated
 from coreg_edge.exporters.errors import ExportError
-from coreg_edge.exporters.parity import Thresholds, cosine, failed_check, int8_checks
+from coreg_edge.exporters.parity import Thresholds, cosine, failed_check
 from coreg_edge.exporters.quantize import QuantSettings, quantize
 from coreg_edge.exporters.targets import Int8Target, recovery_ladder
+from coreg_edge.formats import get_format
 from coreg_edge.runtime.cpu import X86_AVX2, X86_VNNI, cpu_flags, cpu_name, kernel_family
 from coreg_edge.utils import one_line
 
@@ -165,7 +166,7 @@ def quantize_for_target(
     cosine) stays there for inspection. `reader(settings)` returns a fresh calibration reader.
     """
     outcome = Int8Outcome(route)
-    target = folder / "model.int8.onnx"
+    target = folder / get_format("int8").file_name
     steps: list[QuantSettings | int] = list(recovery_ladder(settings) if recover else [settings])
     if recover:
         steps += list(EXCLUDE_STEPS)
@@ -196,7 +197,7 @@ def quantize_for_target(
             log(f"int8 attempt {number}: {step.describe()}: {attempt['reason']}")
             candidate.unlink(missing_ok=True)
             continue
-        attempt["checks"] = int8_checks(reference, logits, labels, limits)
+        attempt["checks"] = limits.of("int8").run(reference, logits, labels)
         attempt["reason"] = failed_check(attempt["checks"])
         attempt["ok"] = attempt["reason"] is None
         if step.nodes_to_exclude:

@@ -1,11 +1,14 @@
 """Parity: the exported files against PyTorch on real images, through the code a device runs.
 
 Each batch is preprocessed ONCE by the runtime (`Classifier.preprocess`, the transform the file's own
-metadata describes); PyTorch and every ONNX file (`Classifier.logits`) see that same array. Checks:
+metadata describes); PyTorch and every ONNX file (`Classifier.logits`) see that same array. Each format
+(coreg_edge/formats.py) names the check set that judges it (CHECK_SETS, docs/FORMATS.md#parity):
 
-    fp32 vs PyTorch   max |logit diff| <= 1e-4, identical top-1 on every image
-    int8 vs PyTorch   mean cosine similarity >= 0.99, top-1 agreement >= 98%,
-                      accuracy drop <= 1 point (when labels exist)
+    fp32 (fp32, ort)       max |logit diff| <= 1e-4, identical top-1 on every image
+    fp16 (fp16)            mean cosine similarity >= 0.999, top-1 agreement >= 99%,
+                           accuracy drop <= 0.5 point (when labels exist)
+    int8 (int8, int8-ort)  mean cosine similarity >= 0.99, top-1 agreement >= 98%,
+                           accuracy drop <= 1 point (when labels exist)
 """
 
 from __future__ import annotations
@@ -13,29 +16,72 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from coreg_edge.exporters.images import Subset, iter_batches
+from coreg_edge.formats import ExportFormat
 from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.utils import progress
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """The contract's limits (docs/FORMATS.md#parity)."""
+class CheckSet:
+    """The limits one kind of file must meet against PyTorch; a limit left None is not checked."""
 
-    fp32_max_abs_diff: float = 1e-4
-    fp32_min_top1_agreement: float = 1.0
-    int8_min_cosine: float = 0.99
-    int8_min_top1_agreement: float = 0.98
-    int8_max_accuracy_drop: float = 0.01
-    min_images: int = 256
+    max_abs_logit_diff: float | None = None
+    min_cosine: float | None = None
+    min_top1_agreement: float = 1.0
+    max_accuracy_drop: float | None = None
+
+    def run(self, reference: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, Any]]:
+        """{check: {value, threshold, op, ok}} in a fixed order; accuracy drop only where labels exist."""
+        some = len(logits) > 0
+        checks: dict[str, dict[str, Any]] = {}
+        if self.max_abs_logit_diff is not None:
+            diff = float(np.abs(reference - logits).max()) if some else None
+            checks["max_abs_logit_diff"] = _check(diff, self.max_abs_logit_diff, "<=")
+        if self.min_cosine is not None:
+            mean = float(cosine(reference, logits).mean()) if some else None
+            checks["mean_cosine"] = _check(mean, self.min_cosine, ">=")
+        agreement = float((reference.argmax(1) == logits.argmax(1)).mean()) if some else None
+        checks["top1_agreement"] = _check(agreement, self.min_top1_agreement, ">=")
+        if self.max_accuracy_drop is not None:
+            before, after = accuracy(reference, labels), accuracy(logits, labels)
+            if before is not None and after is not None:
+                checks["accuracy_drop"] = _check(before - after, self.max_accuracy_drop, "<=")
+        return checks
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+#: The contract's limits (docs/FORMATS.md#parity), by the name a format's `checks` gives.
+CHECK_SETS: dict[str, CheckSet] = {
+    "fp32": CheckSet(max_abs_logit_diff=1e-4, min_top1_agreement=1.0),
+    "fp16": CheckSet(min_cosine=0.999, min_top1_agreement=0.99, max_accuracy_drop=0.005),
+    "int8": CheckSet(min_cosine=0.99, min_top1_agreement=0.98, max_accuracy_drop=0.01),
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every check set, and how many images parity needs at least."""
+
+    min_images: int = 256
+    sets: Mapping[str, CheckSet] = field(default_factory=lambda: dict(CHECK_SETS))
+
+    def of(self, checks: str) -> CheckSet:
+        return self.sets[checks]
+
+    def with_limits(self, checks: str, **limits: float) -> Thresholds:
+        """A copy with one check set's limits changed (tests make a check impossible this way)."""
+        return replace(self, sets={**self.sets, checks: replace(self.sets[checks], **limits)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_images": self.min_images, **{name: limits.to_dict() for name, limits in self.sets.items()}}
 
 
 @dataclass
@@ -138,54 +184,25 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
 
 
-def fp32_checks(reference: np.ndarray, logits: np.ndarray, limits: Thresholds) -> dict[str, dict[str, Any]]:
-    agreement = float((reference.argmax(1) == logits.argmax(1)).mean()) if len(logits) else None
-    diff = float(np.abs(reference - logits).max()) if len(logits) else None
-    return {
-        "max_abs_logit_diff": _check(diff, limits.fp32_max_abs_diff, "<="),
-        "top1_agreement": _check(agreement, limits.fp32_min_top1_agreement, ">="),
-    }
-
-
-def int8_checks(
-    reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, limits: Thresholds
-) -> dict[str, dict[str, Any]]:
-    agreement = float((reference.argmax(1) == logits.argmax(1)).mean()) if len(logits) else None
-    checks = {
-        "mean_cosine": _check(
-            float(cosine(reference, logits).mean()) if len(logits) else None, limits.int8_min_cosine, ">="
-        ),
-        "top1_agreement": _check(agreement, limits.int8_min_top1_agreement, ">="),
-    }
-    before, after = accuracy(reference, labels), accuracy(logits, labels)
-    if before is not None and after is not None:
-        checks["accuracy_drop"] = _check(before - after, limits.int8_max_accuracy_drop, "<=")
-    return checks
-
-
 def evaluate(
-    measured: Logits, kinds: Mapping[str, str], limits: Thresholds
+    measured: Logits, files: Mapping[str, ExportFormat], limits: Thresholds
 ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, Any] | None]:
-    """Checks per file ({file: {check: {value, threshold, op, ok}}}) and test accuracy per model.
+    """Checks per file ({file: {check: {value, threshold, op, ok}}}) and test accuracy per format.
 
-    `kinds` maps each file name to "fp32" or "int8". The accuracy-drop check uses the evaluation split's
+    `files` maps each file name to its format row, whose `checks` names the check set that judges it (an
+    fp16 file is never judged by the int8 limits). The accuracy-drop check uses the evaluation split's
     labels when it has them, else the labelled held-out items; test accuracy is the evaluation split's only.
     """
     eval_labels = np.where(measured.is_eval, measured.labels, -1)
     check_labels = measured.check_labels
-    checks: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, kind in kinds.items():
-        logits = measured.onnx[name]
-        if kind == "fp32":
-            checks[name] = fp32_checks(measured.reference, logits, limits)
-        else:
-            checks[name] = int8_checks(measured.reference, logits, check_labels, limits)
+    checks = {
+        name: limits.of(row.checks).run(measured.reference, measured.onnx[name], check_labels)
+        for name, row in files.items()
+    }
     test_accuracy = None
     if (eval_labels >= 0).any():
         test_accuracy = {"pytorch": accuracy(measured.reference, eval_labels)}
-        test_accuracy.update(
-            {kinds[name]: accuracy(logits, eval_labels) for name, logits in measured.onnx.items()}
-        )
+        test_accuracy.update({row.name: accuracy(measured.onnx[name], eval_labels) for name, row in files.items()})
         test_accuracy["images"] = int((eval_labels >= 0).sum())
     return checks, test_accuracy
 
@@ -237,6 +254,8 @@ def format_table(report: Mapping[str, Any]) -> str:
             "sizes: " + ", ".join(f"{name} {info['bytes'] / 1e6:.2f} MB" for name, info in sizes.items())
         )
     for info in (report.get("files") or {}).values():
+        if info.get("error"):
+            lines.append(f"not made: {info['error']}")
         if info.get("kept"):
             lines.append(f"kept: {info['kept']}")
     if report.get("int8"):

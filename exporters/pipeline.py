@@ -1,46 +1,44 @@
 """`export_run` and `check_export`: the library functions behind `coreg-edge export` (same arguments).
 
-export_run: run folder -> staged fp32 ONNX (+ metadata) -> [pre-process, calibrate, quantize to int8 QDQ]
--> parity on real images -> publish each file that passed, keep each that failed as NAME.rejected (an earlier
-good file under NAME stays), parity.json last.
+export_run: run folder -> every chosen format's file (coreg_edge/formats.py, one row each; built by
+exporters/builders.py in table order: fp32 first, each other file from the peer or from its source format)
+-> parity on real images, each file by its own row's check set -> publish each file that passed, keep each
+that failed as NAME.rejected (an earlier good file under NAME stays), parity.json last.
 check_export: parity again on the files already in DIR (`--check-only`).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from coreg_edge import __version__
 from coreg_edge.errors import UserError
+from coreg_edge.exporters.builders import (
+    Built,
+    ExportContext,
+    finalize,
+    measure_file,
+    open_classifier,
+    ort_conversion,
+)
 from coreg_edge.exporters.errors import ExportError, ParityError
 from coreg_edge.exporters.images import ImagePlan, plan_images
-from coreg_edge.exporters.int8 import Int8Outcome, Route, route_outputs
-from coreg_edge.exporters.metadata import get_metadata, set_metadata
-from coreg_edge.exporters.onnx_export import check_onnx, load_peer_module, resolve_peer, to_onnx
+from coreg_edge.exporters.int8 import Route
+from coreg_edge.exporters.metadata import get_metadata
+from coreg_edge.exporters.onnx_export import load_peer_module, resolve_peer
 from coreg_edge.exporters.parity import Logits, Thresholds, collect_logits, evaluate, first_failure
-from coreg_edge.exporters.quantize import QuantSettings
-from coreg_edge.exporters.staging import FP32_NAME, INT8_NAME, PARITY_NAME, Staging
-from coreg_edge.exporters.targets import AUTO, TARGETS, Int8Target, apply_overrides, resolve_target
+from coreg_edge.exporters.staging import FP32_NAME, PARITY_NAME, Staging
+from coreg_edge.exporters.targets import AUTO, TARGETS, apply_overrides, resolve_target
+from coreg_edge.formats import FORMATS, ExportFormat, file_passed, format_of_file
 from coreg_edge.locks import locks_output
-from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.runtime.metadata import ModelError, make_metadata
-from coreg_edge.runtime.session import load_model
 from coreg_edge.settings.export import ExportSettings
 from coreg_edge.settings.fields import build
 from coreg_edge.training.run_folder import preprocess_config, read_config
-from coreg_edge.utils import read_json_object, write_json
-
-KINDS = {FP32_NAME: "fp32", INT8_NAME: "int8"}
-
-
-def open_classifier(path: Path, batch_size: int) -> Classifier:
-    """The device's Classifier, with idle onnxruntime threads not spinning: parity alternates PyTorch and
-    onnxruntime batch by batch, and spinning workers of one would steal the cores of the other."""
-    return Classifier.from_loaded(load_model(path, spinning=False), batch_size=batch_size)
+from coreg_edge.utils import one_line, read_json_object, resolve_function, write_json
 
 
 def _problems(folder: Path, names: list[str], config: dict[str, Any], batch_size: int) -> list[str]:
@@ -68,7 +66,7 @@ def parity_report(
 ) -> dict[str, Any]:
     """The report's check part for every file in `names` (inside `folder`), from logits measured already."""
     problems = _problems(folder, names, config, batch_size)
-    checks, test_accuracy = evaluate(measured, {name: KINDS[name] for name in names}, limits)
+    checks, test_accuracy = evaluate(measured, {name: _row(name) for name in names}, limits)
     count = len(measured.reference)
     if count < limits.min_images:
         problems.append(
@@ -93,80 +91,19 @@ def parity_report(
 def _finish(report: dict[str, Any], folder: Path, names: list[str]) -> dict[str, Any]:
     """Add ok, reason and file sizes; keys in a reader-friendly order."""
     reason = first_failure(report)
-    files = {name: {"bytes": (folder / name).stat().st_size} for name in names}
-    if FP32_NAME in files and INT8_NAME in files:
-        files[INT8_NAME]["vs_fp32"] = round(files[INT8_NAME]["bytes"] / files[FP32_NAME]["bytes"], 4)
+    files = {name: {"format": _row(name).name, "bytes": (folder / name).stat().st_size} for name in names}
+    if FP32_NAME in files:
+        for name, entry in files.items():
+            if name != FP32_NAME:
+                entry["vs_fp32"] = round(entry["bytes"] / files[FP32_NAME]["bytes"], 4)
     return {"ok": reason is None, "reason": reason, **report, "files": files}
 
 
-def quantization_metadata(target: Int8Target, settings: QuantSettings, route: Route) -> dict[str, Any]:
-    """What the int8 file says about itself: the CPU family it was made for and how it was checked."""
-    return {
-        "target": target.name,
-        "settings": settings.describe(),
-        "checked_with": route.kernels,
-        "faithful": route.faithful,
-    }
-
-
-def _int8(
-    stage: Staging,
-    fp32: Classifier,
-    measured: Logits,
-    plan: ImagePlan,
-    chosen: Int8Target,
-    settings: QuantSettings,
-    meta: dict[str, Any],
-    *,
-    recover: bool,
-    emulate: bool,
-    limits: Thresholds,
-    batch_size: int,
-    quiet: bool,
-) -> tuple[Int8Outcome, dict[str, Any]]:
-    """Calibrate once, then quantize for `chosen` (with recovery) into the staging folder."""
-    from coreg_edge.exporters.calibration import ArrayCalibrationReader, preprocess_calibration
-    from coreg_edge.exporters.int8 import choose_route, quantize_for_target
-    from coreg_edge.exporters.quantize import pre_process
-
-    store = stage.path("calibration-inputs.npy")
-    images = preprocess_calibration(fp32, plan.calibration, store, batch_size, quiet)
-    used_count = images.count
-    route = choose_route(chosen, emulate=emulate)
-
-    def reader(used: QuantSettings) -> ArrayCalibrationReader:
-        single = used.calibration_method != "minmax"
-        return ArrayCalibrationReader(images.array, fp32.loaded.input_name, batch_size, single)
-
-    def finish(path: Path, used: QuantSettings) -> None:
-        set_metadata(path, {**meta, "quantization": quantization_metadata(chosen, used, route)})
-        check_onnx(path)
-
-    pre_process(stage.path(FP32_NAME), stage.path("model.pre.onnx"))
-    try:
-        outcome = quantize_for_target(
-            stage.path("model.pre.onnx"),
-            stage.folder,
-            settings=settings,
-            route=route,
-            reference=measured.reference,
-            inputs=measured.inputs,
-            labels=measured.check_labels,
-            limits=limits,
-            reader=reader,
-            finish=finish,
-            recover=recover,
-            log=(lambda _: None) if quiet else (lambda line: print(line, file=sys.stderr)),
-        )
-    finally:
-        images.array = None  # close the memory map before the staging folder goes
-    calibration = {
-        **plan.calibration.describe(),
-        "used": used_count,
-        "skipped": images.skipped,
-        "disjoint_from_parity": plan.disjoint,
-    }
-    return outcome, calibration
+def _row(file_name: str) -> ExportFormat:
+    row = format_of_file(file_name)
+    if row is None:
+        raise ValueError(f"{file_name} is no export format's file")
+    return row
 
 
 @locks_output("out", "export folder")
@@ -178,7 +115,8 @@ def export_run(
     quiet: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
-    """Export RUN's peer to OUT/model.onnx (and OUT/model.int8.onnx), check parity, return the report.
+    """Export RUN's peer to OUT in every chosen format (`formats`, coreg_edge/formats.py; `int8` adds
+    int8), check parity, return the report.
 
     `settings` (an ExportSettings) and/or its fields as keywords (keywords win).
     int8: `target` (targets.py; auto = this CPU) gives the settings, the explicit options override them;
@@ -189,24 +127,18 @@ def export_run(
     its name is kept.
     """
     s = build(ExportSettings, settings, options)
-    int8, seed, batch_size, parity_images = s.int8, s.seed, s.batch_size, s.parity_images
+    rows = s.chosen_formats()
     config = read_config(run)
     resolved = resolve_peer(run, s.peer)
     chosen = resolve_target(s.target)
-    settings = apply_overrides(chosen.settings, **s.quantization_overrides()) if int8 else None
+    int8 = s.makes_int8
     module = load_peer_module(run, resolved)
     transform = preprocess_config(run)
     plan = plan_images(
-        config,
-        run,
-        calibration_images=s.calibration_images,
-        parity_images=parity_images,
-        seed=seed,
-        calibrate=int8,
-        data=s.data,
-        eval_data=s.eval_data,
-    )
-    limits = Thresholds(min_images=parity_images)
+        config, run, calibration_images=s.calibration_images, parity_images=s.parity_images, seed=s.seed,
+        calibrate=int8, data=s.data, eval_data=s.eval_data,
+    )  # fmt: skip
+    limits = Thresholds(min_images=s.parity_images)
     meta = make_metadata(
         config["class_names"],
         transform,
@@ -218,61 +150,87 @@ def export_run(
         reject_threshold=_reject_threshold(run, resolved),
     )
     with Staging(out) as stage:
-        names = [FP32_NAME]
-        used_opset = to_onnx(module, stage.path(FP32_NAME), transform.shape, opset=s.opset, dynamo=s.dynamo)
-        set_metadata(stage.path(FP32_NAME), meta)
-        fp32 = open_classifier(stage.path(FP32_NAME), batch_size)
-        keep = stage.path("parity-inputs.npy") if settings is not None else None
-        measured = collect_logits(
-            module, {FP32_NAME: fp32}, plan.parity, batch_size=batch_size, quiet=quiet, keep_inputs=keep
-        )
-        calibration = outcome = int8_error = None
+        ctx = ExportContext(
+            stage=stage, module=module, input_shape=transform.shape, meta=meta, settings=s, plan=plan,
+            limits=limits, target=chosen, keep_inputs=len(rows) > 1, quiet=quiet,
+            quant=apply_overrides(chosen.settings, **s.quantization_overrides()) if int8 else None,
+        )  # fmt: skip
+        errors: dict[str, str] = {}  # by file name: why that format's file was not made
         try:
-            if settings is not None and plan.calibration is not None:
-                outcome, calibration = _int8(
-                    stage, fp32, measured, plan, chosen, settings, meta, recover=s.recover, emulate=s.emulate,
-                    limits=limits, batch_size=batch_size, quiet=quiet,
-                )  # fmt: skip
-                measured.onnx[INT8_NAME] = outcome.logits
-                names.append(INT8_NAME)
-        except ExportError as exc:  # int8 could not be made at all: fp32 still stands on its own checks
-            int8_error = str(exc)
+            for row in rows:
+                built = ctx.built[row.name] = _build(ctx, row)
+                if built.error is not None:
+                    errors[row.file_name] = built.error
+                elif row.file_name not in ctx.measured.onnx:
+                    ctx.measured.onnx[row.file_name] = built.logits
+            report, passed = _judge_and_finalize(ctx, rows, errors, config)
         finally:
-            measured.inputs = None  # the memory map closes before the staging folder goes
-        report = parity_report(
-            measured, stage.folder, names, plan, config, limits=limits, batch_size=batch_size
-        )
-        shipped = outcome.settings if outcome is not None else None
-        header = {
+            if ctx.measured is not None:
+                ctx.measured.inputs = None  # the memory map closes before the staging folder goes
+        names = [row.file_name for row in rows if row.file_name in ctx.measured.onnx]
+        header: dict[str, Any] = {
             "run": str(run),
             "peer": resolved,
             "coreg_edge_version": __version__,
             "export": {
                 "exporter": "torch.onnx dynamo" if s.dynamo else "torch.onnx TorchScript",
-                "opset": used_opset,
+                "opset": ctx.opset,
+                "formats": [row.name for row in rows],
             },
-            "calibration": calibration,
-            "quantization": None if shipped is None else {**shipped.to_dict(), "target": chosen.name},
-            "int8": None if outcome is None else {"target": chosen.to_dict(), **outcome.to_dict()},
+            "calibration": None,
+            "quantization": None,
+            "int8": None,
         }
-        accuracy = report["test_accuracy"] or {}
-        passed = [name for name in names if _file_passed(report, name)]
-        for name in passed:  # the device sees each file's own measured test accuracy
-            extra = {}
-            if name == INT8_NAME and outcome is not None:
-                extra["quantization"] = quantization_metadata(chosen, shipped, outcome.route)
-            set_metadata(stage.path(name), {**meta, **extra, "test_accuracy": accuracy.get(KINDS[name])})
-        if int8_error is not None:
-            header["int8"] = {"target": chosen.to_dict(), "error": int8_error}
+        for built in ctx.built.values():
+            header.update(built.header)
+        if any(row.ort_format for row in rows):
+            header["export"]["ort"] = ort_conversion(s)
         report = _finish({**header, **report}, stage.folder, names)
-        failed = [name for name in names if name not in passed]
-        if int8_error is not None:
-            report.update(ok=False, reason=report["reason"] or int8_error)
-            failed.append(INT8_NAME)
+        for row in rows:
+            if row.file_name in report["files"]:
+                report["files"][row.file_name].update(ctx.built[row.name].info)
+        failed = [name for name in names if name not in passed and name not in errors] + list(errors)
+        if errors:
+            report.update(ok=False, reason=report["reason"] or next(iter(errors.values())))
+        for name, why in errors.items():  # every format that could not be made (or finalised) says why
+            report["files"].setdefault(name, {})["error"] = why
         report = stage.publish(passed, failed, report)
         if not report["ok"]:
             raise ParityError(_failure_line(report, passed), report)
     return report
+
+
+def _build(ctx: ExportContext, row: ExportFormat) -> Built:
+    """One format's file; a failure to make or measure it is that format's error, not the export's (fp32's
+    is: every other file is checked against its measured inputs)."""
+    try:
+        return resolve_function(row.build)(ctx, row)
+    except (ExportError, ModelError) as exc:
+        if ctx.measured is None:  # fp32 itself
+            raise
+        return Built(error=f"{row.file_name}: {one_line(exc)}")
+
+
+def _judge_and_finalize(
+    ctx: ExportContext, rows: tuple[ExportFormat, ...], errors: dict[str, str], config: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Parity of every file made, then each passing file's final metadata (its format, its own accuracy),
+    while the parity inputs are still open (an ORT file is converted again, and re-measured). Returns the
+    check part of the report and the files that passed."""
+    names = [row.file_name for row in rows if row.file_name not in errors]
+    report = parity_report(ctx.measured, ctx.stage.folder, names, ctx.plan, config, limits=ctx.limits,
+                           batch_size=ctx.batch_size)  # fmt: skip
+    accuracy = report["test_accuracy"] or {}
+    passed = []
+    for row in rows:
+        if row.file_name in names and file_passed(report, row.file_name):
+            try:
+                finalize(ctx, row, ctx.built[row.name], accuracy.get(row.name))
+            except ExportError as exc:
+                errors[row.file_name] = str(exc)
+                continue
+            passed.append(row.file_name)
+    return report, passed
 
 
 def _reject_threshold(run: str | os.PathLike[str], peer: str) -> float | None:
@@ -282,12 +240,6 @@ def _reject_threshold(run: str | os.PathLike[str], peer: str) -> float | None:
     thresholds = read_selection(run).get("reject_threshold") or {}
     value = thresholds.get(peer)
     return float(value) if isinstance(value, (int, float)) else None
-
-
-def _file_passed(report: dict[str, Any], name: str) -> bool:
-    """A file is published when every one of its checks passed and nothing is wrong with the export."""
-    checks = (report.get("checks") or {}).get(name) or {}
-    return bool(checks) and not report.get("problems") and all(c["ok"] for c in checks.values())
 
 
 def _failure_line(report: dict[str, Any], passed: list[str]) -> str:
@@ -309,20 +261,18 @@ def check_export(
     quiet: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
-    """Re-run parity on OUT/model.onnx (and OUT/model.int8.onnx when present) against RUN's PyTorch peer.
+    """Re-run parity on every format's file already in OUT against RUN's PyTorch peer.
 
     Of the settings, the parity ones apply (emulate, parity_images, batch_size, data, eval_data, seed).
     `peer` defaults to the one the file's metadata names. Rewrites OUT/parity.json; raises ParityError
     when a check fails.
     """
     s = build(ExportSettings, settings, options)
-    emulate, parity_images, batch_size, seed = s.emulate, s.parity_images, s.batch_size, s.seed
-    data, eval_data = s.data, s.eval_data
     out = Path(out)
     if not (out / FP32_NAME).is_file():
         raise UserError(f"{out}: no {FP32_NAME} to check; export first (coreg-edge export RUN --out {out})")
     config = read_config(run)
-    names = [name for name in (FP32_NAME, INT8_NAME) if (out / name).is_file()]
+    names = [row.file_name for row in FORMATS if (out / row.file_name).is_file()]
     try:
         meta = get_metadata(out / FP32_NAME) or {}
     except ModelError:  # unreadable: parity below records why and fails
@@ -331,8 +281,9 @@ def check_export(
     module = load_peer_module(run, resolved)
     previous = read_json_object(out / PARITY_NAME)
     plan = plan_images(
-        config, run, parity_images=parity_images, seed=seed, calibrate=False, data=data, eval_data=eval_data
-    )
+        config, run, parity_images=s.parity_images, seed=s.seed, calibrate=False, data=s.data,
+        eval_data=s.eval_data,
+    )  # fmt: skip
     header = {
         "run": str(run),
         "peer": resolved,
@@ -341,13 +292,11 @@ def check_export(
         **{key: previous.get(key) for key in ("export", "calibration", "quantization")},
         "int8": None,
     }
-    limits = Thresholds(min_images=parity_images)
+    limits = Thresholds(min_images=s.parity_images)
     try:
         with tempfile.TemporaryDirectory(prefix="coreg-edge-check-") as tmp:
-            measured = _measure_written(
-                module, out, names, plan, header, Path(tmp), batch_size, emulate, quiet
-            )
-        report = parity_report(measured, out, names, plan, config, limits=limits, batch_size=batch_size)
+            measured = _measure_written(module, out, names, plan, header, Path(tmp), s, quiet)
+        report = parity_report(measured, out, names, plan, config, limits=limits, batch_size=s.batch_size)
     except (ModelError, ExportError) as exc:  # a file that cannot be opened or run: the old report must go
         report = {"thresholds": limits.to_dict(), "checks": {}, "test_accuracy": None, "problems": [str(exc)]}
     report = _finish({**header, **report}, out, names)
@@ -358,30 +307,25 @@ def check_export(
 
 
 def _measure_written(
-    module: Any,
-    out: Path,
-    names: list[str],
-    plan: ImagePlan,
-    header: dict[str, Any],
-    tmp: Path,
-    batch_size: int,
-    emulate: bool,
-    quiet: bool,
-) -> Logits:
-    """Logits of the files already in OUT: fp32 here, int8 on its target's kernels (header["int8"] says
-    which)."""
-    fp32 = open_classifier(out / FP32_NAME, batch_size)
-    keep = tmp / "inputs.npy" if INT8_NAME in names else None
+    module: Any, out: Path, names: list[str], plan: ImagePlan, header: dict[str, Any], tmp: Path,
+    s: ExportSettings, quiet: bool,
+) -> Logits:  # fmt: skip
+    """Logits of the files already in OUT, each where its row says (an int8 file on the kernels of the
+    target its metadata names; header["int8"] says which)."""
+    fp32 = open_classifier(out / FP32_NAME, s.batch_size)
+    keep = tmp / "inputs.npy" if len(names) > 1 else None
     measured = collect_logits(
-        module, {FP32_NAME: fp32}, plan.parity, batch_size=batch_size, quiet=quiet, keep_inputs=keep
+        module, {FP32_NAME: fp32}, plan.parity, batch_size=s.batch_size, quiet=quiet, keep_inputs=keep
     )
     try:
-        if INT8_NAME in names:
-            open_classifier(out / INT8_NAME, batch_size)  # an unreadable file: ModelError, as on the device
-            route = int8_route(out / INT8_NAME, emulate=emulate)
-            header["int8"] = {"target": resolve_target(route.target).to_dict(), **route.to_dict()}
-            logits = route_outputs(route, out / INT8_NAME, measured.inputs, ["logits"])["logits"]
-            measured.onnx[INT8_NAME] = logits
+        for name in names[1:]:
+            row = _row(name)
+            open_classifier(out / name, s.batch_size)  # an unreadable file: ModelError, as on the device
+            route = None
+            if row.measure == "int8-route":
+                route = int8_route(out / name, emulate=s.emulate)
+                header["int8"] = {"target": resolve_target(route.target).to_dict(), **route.to_dict()}
+            measured.onnx[name] = measure_file(row, out / name, measured.inputs, s.batch_size, route)
     finally:
         measured.inputs = None  # the memory map closes before its folder goes
     return measured

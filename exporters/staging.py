@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
+from coreg_edge.formats import FILE_NAMES, get_format
 from coreg_edge.utils import read_json_object, write_json
 
-FP32_NAME, INT8_NAME, PARITY_NAME = "model.onnx", "model.int8.onnx", "parity.json"
-MODEL_NAMES = (FP32_NAME, INT8_NAME)
+FP32_NAME, PARITY_NAME = get_format("fp32").file_name, "parity.json"
+MODEL_NAMES = FILE_NAMES  # every format's file (coreg_edge/formats.py)
 REJECTED_SUFFIX = ".rejected"
 STAGING_PREFIX = ".export-"
 

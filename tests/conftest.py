@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -93,3 +95,65 @@ def digits_annotation(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ann") / "digits.npz"
     annotate("digits", path, annotator="synthetic", partial_rate=0.3, noise_rate=0.2, seed=0, quiet=True)
     return path
+
+
+# -- the device install: a Python where torch & co. cannot be imported ------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCKED = ("torch", "timm", "open_clip", "onnx", "torchvision")
+SITECUSTOMIZE = f"""
+import sys
+
+class _BlockHostPackages:
+    blocked = {BLOCKED!r}
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.blocked:
+            raise ModuleNotFoundError(f"{{name}} is blocked: this test simulates a device install", name=name)
+        return None
+
+sys.meta_path.insert(0, _BlockHostPackages())
+"""
+
+
+@pytest.fixture
+def blocked_modules() -> tuple[str, ...]:
+    return BLOCKED
+
+
+@pytest.fixture
+def device_env(tmp_path: Path) -> dict[str, str]:
+    """An environment whose Python cannot import torch, timm, open_clip, onnx or torchvision (a
+    `sitecustomize.py` meta-path finder on PYTHONPATH), as on a device install."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("COREG_EDGE_DEBUG", None)
+    return env
+
+
+@pytest.fixture
+def device_run():
+    """run(env, *args): `python *args` in that environment, from the repository root."""
+
+    def run(env: dict[str, str], *args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *map(str, args)], env=env, capture_output=True, text=True, timeout=120, cwd=REPO
+        )
+
+    return run
+
+
+@pytest.fixture
+def impossible_limits(monkeypatch):
+    """impossible_limits("int8", min_cosine=1.01): export's parity then uses those limits for that check set."""
+    import coreg_edge.exporters.pipeline as pipeline
+
+    real = pipeline.Thresholds
+
+    def apply(checks: str, **limits: float) -> None:
+        monkeypatch.setattr(pipeline, "Thresholds", lambda **kw: real(**kw).with_limits(checks, **limits))
+
+    return apply

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "predict": "coreg_edge.cli.predict:predict",
     "bench": "coreg_edge.cli.bench:bench",
     "export": "coreg_edge.cli.export:export",
+    "report": "coreg_edge.cli.report:report",
     "review": "coreg_edge.cli.review:review",
     "run": "coreg_edge.cli.run:run",
     "demo": "coreg_edge.cli.run:demo",
@@ -80,6 +81,7 @@ def cli() -> None:
       coreg-edge export runs/NAME --int8 --out dist/NAME
       coreg-edge predict dist/NAME/model.int8.onnx IMAGE...
       coreg-edge bench dist/NAME/model.int8.onnx --vs dist/NAME/model.onnx
+      coreg-edge report runs/NAME                (pictures: curves, confusion, formats)
     \b
     All of them from a recipe, resumable:
       coreg-edge run cifar10 --download

@@ -1,4 +1,5 @@
-"""`coreg-edge bench`: latency percentiles and throughput of an ONNX model, optionally against another."""
+"""`coreg-edge bench`: latency percentiles and throughput of an ONNX model, optionally against another, or of
+every format in an export folder."""
 
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ Examples:
   coreg-edge bench dist/cifar10/model.int8.onnx
   coreg-edge bench model.onnx --batch-sizes 1,4 --threads 2 --iters 200
   coreg-edge bench model.onnx --vs model.int8.onnx --json > bench.json
+  coreg-edge bench dist/cifar10/          (every format in the folder, one table)
 
 \b
 With --vs the two models are timed interleaved (alternating iterations) so machine noise hits both;
 ratios are vs / model (a p50 ratio below 1 means vs is faster). Input is random normalised data of the
-model's own input shape; images/s = batch size / mean latency.
+model's own input shape; images/s = batch size / mean latency. Given an export folder, every format's file
+in it (model.onnx, model.int8.onnx, model.fp16.onnx, model.ort, model.int8.ort) is timed the same way,
+all interleaved, with the test accuracy and parity result its parity.json recorded.
 """
 
 
@@ -35,17 +39,30 @@ model's own input shape; images/s = batch size / mean latency.
 @common_options
 @handle_errors
 def bench(model: str, vs: str | None, as_json: bool, device: str, seed: int, quiet: bool, **options) -> None:
-    """Time MODEL.onnx with onnxruntime: p50/p90/p99 latency and images/s per batch size.
+    """Time MODEL (.onnx or .ort; or every format in an export folder) with onnxruntime: p50/p90/p99
+    latency and images/s per batch size.
 
     The header names the CPU's int8 instructions (AVX2, AVX512-VNNI, AVX-VNNI, ARM dot-product): int8
     models beat fp32 mainly where these exist. Needs only the device install.
     """
+    from pathlib import Path
+
     settings = BenchSettings(seed=seed, **options)
+    providers = settings.provider if settings.provider else providers_for_device(device)
+    if Path(model).is_dir():
+        from coreg_edge.errors import UserError
+        from coreg_edge.runtime.bench_formats import bench_formats, format_formats
+
+        if vs is not None or settings.input_size:
+            raise UserError("--vs and --input-size time single models; an export folder times its own formats")
+        folder = bench_formats(model, settings, providers=providers, progress=not quiet and not as_json)
+        click.echo(json.dumps(folder.to_dict(), indent=2) if as_json else format_formats(folder))
+        return
     report = run_bench(
         model,
         settings,
         vs=vs,
-        providers=settings.provider if settings.provider else providers_for_device(device),
+        providers=providers,
         input_size=parse_size(settings.input_size) if settings.input_size else None,
         progress=not quiet and not as_json,
     )

@@ -83,6 +83,10 @@ def _click_attrs(name: str, spec: Any, default: Any, kind: str) -> tuple[str, di
             flag = f"{flag}/--no-{flag[2:]}"
     elif callable(spec.choices):
         attrs["type"] = LiveChoice(spec.choices)
+    elif kind.startswith("list[") and allowed is not None:  # several of the choices, comma-separated
+        attrs["callback"] = _comma_list(str)
+        attrs["help"] = f"{help_text}  [each one of: {', '.join(map(str, allowed))}]"
+        default = ",".join(map(str, default)) if isinstance(default, tuple) else default
     elif allowed is not None:
         attrs["type"] = click.Choice([str(c) for c in allowed])
         if kind == "int":  # click compares text: back to the field's number

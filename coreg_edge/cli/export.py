@@ -1,4 +1,4 @@
-"""`coreg-edge export`: a run folder -> parity-checked ONNX fp32 (+ int8 QDQ) and parity.json."""
+"""`coreg-edge export`: a run folder -> parity-checked files in every chosen format, and parity.json."""
 
 from __future__ import annotations
 
@@ -7,24 +7,31 @@ from click.core import ParameterSource
 
 from coreg_edge.cli.common import common_options, handle_errors, settings_options
 from coreg_edge.exporters.targets import table
+from coreg_edge.formats import table as formats_table
 from coreg_edge.settings.export import ExportSettings
 
 EPILOG = """\b
 Examples:
   coreg-edge export runs/digits --out dist/digits
   coreg-edge export runs/digits --out dist/digits --int8
+  coreg-edge export runs/digits --out dist/digits --formats all
+  coreg-edge export runs/digits --out dist/phone --formats int8,int8-ort --target arm64
   coreg-edge export runs/digits --out dist/digits --peer ensemble --opset 18
   coreg-edge export runs/digits --out dist/digits --check-only
   coreg-edge export runs/digits --out dist/pi --int8 --target arm64
 
 \b
-Writes DIR/model.onnx (input `images` float32 (N, C, H, W), output `logits`), DIR/model.int8.onnx with
---int8 (static QDQ, calibrated on the run's training images), and DIR/parity.json. Parity runs on the
-run's evaluation split (else held-out training images never used to calibrate) through the same runtime
-a device uses. A file whose check fails is left as NAME.rejected and the export exits 1; the files that
+Writes DIR/model.onnx (input `images` float32 (N, C, H, W), output `logits`), each other format's file
+(--formats; --int8 is --formats fp32,int8), and DIR/parity.json. Parity runs on the run's evaluation
+split (else held-out training images never used to calibrate) through the same runtime a device uses,
+each file judged by its own format's checks. A file whose check fails is left as NAME.rejected and the export exits 1; the files that
 passed are published, and an earlier export's good file is never deleted by a failed one (a complete
 export leaves exactly its own files: fp32 only after an int8 export removes the old model.int8.onnx).
 Export runs on the CPU whatever --device says.
+
+\b
+formats (--formats):
+__FORMATS__
 
 \b
 int8 targets (--target; auto = this CPU's row):
@@ -38,7 +45,7 @@ U8U8, percentile calibration, the most sensitive nodes kept in float); parity.js
 """
 
 
-@click.command(epilog=EPILOG.replace("__TABLE__", table()))
+@click.command(epilog=EPILOG.replace("__TABLE__", table()).replace("__FORMATS__", formats_table()))
 @click.argument("run", type=click.Path(path_type=str))
 @click.option("--out", "out", required=True, type=click.Path(path_type=str), help="Output folder DIR.")
 @settings_options(ExportSettings)
@@ -48,7 +55,8 @@ U8U8, percentile calibration, the most sensitive nodes kept in float); parity.js
 @handle_errors
 def export(run: str, out: str, check_only: bool, as_json: bool, device: str, seed: int, quiet: bool,
            **options) -> None:  # fmt: skip
-    """Export training run RUN to ONNX in DIR (--out), int8 with --int8, and check parity against PyTorch."""
+    """Export training run RUN to DIR (--out) in every format asked (--formats; fp32 ONNX always), and check
+    each file's parity against PyTorch."""
     import json
 
     from coreg_edge.cli.common import echo

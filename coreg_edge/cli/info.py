@@ -24,12 +24,12 @@ def describe_path(path: str) -> dict:
         from coreg_edge.training.run_folder import describe_run
 
         return describe_run(p)
-    if p.is_file() and p.suffix == ".onnx":
+    if p.is_file() and p.suffix in (".onnx", ".ort"):
         from coreg_edge.exporters.describe import describe_onnx
 
         return describe_onnx(p)
     raise UserError(
-        f"{path}: not something coreg-edge can describe (an annotation .npz, a run folder or an ONNX model)"
+        f"{path}: not something coreg-edge can describe (an annotation .npz, a run folder, or an ONNX or ORT-format model)"
     )
 
 

@@ -10,7 +10,7 @@ from coreg_edge.cli.common import common_options, handle_errors
 
 SET_HELP = (
     "Override a recipe key with a dotted KEY=VALUE (type-checked), e.g. train.epochs=5, train.coreg.lr=0.05, "
-    "annotate.noise_rate=0.1, export.int8=false, bench.batch_sizes=1,32, seed=1; repeatable."
+    "annotate.noise_rate=0.1, export.formats=fp32,int8, bench.batch_sizes=1,32, seed=1; repeatable."
 )
 
 RUN_EPILOG = """\b
@@ -22,7 +22,8 @@ Examples:
 
 \b
 RECIPE is a TOML file or the name of a built-in recipe. The run folder gets annotation.npz, train/,
-export/ (model.onnx, model.int8.onnx, parity.json), bench.json, stages.json and summary.json. Running
+export/ (a file per [export] format: model.onnx, model.int8.onnx, ...; parity.json), bench.json,
+stages.json, summary.json and report.html (the pictures; needs the report extra). Running
 the same command again skips every stage whose outputs are complete and whose settings and inputs are
 unchanged, so an interrupted run continues where it stopped (training resumes from its last epoch).
 --seed and --device override the recipe's own only when given.

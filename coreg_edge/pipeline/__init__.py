@@ -3,10 +3,11 @@
     RUN/recipe.json       the resolved recipe (overrides applied) this folder was last run with
     RUN/annotation.npz    annotate
     RUN/train/            train + label-free peer selection (a `coreg-edge train` run folder)
-    RUN/export/           export fp32 (+ int8) with parity: model.onnx, model.int8.onnx, parity.json
-    RUN/bench.json        bench: the fp32 model timed against the int8 one (`coreg-edge bench --json`)
+    RUN/export/           export every [export] formats row with parity: model.onnx, model.int8.onnx, ..., parity.json
+    RUN/bench.json        bench: every format's file timed interleaved (`coreg-edge bench RUN/export --json`)
     RUN/stages.json       per stage: status, fingerprint, resolved settings, input and output digests
-    RUN/summary.json      the headline numbers and where the deployable model is (written last)
+    RUN/summary.json      the headline numbers and where the deployable model is
+    RUN/report.html       the run in pictures (`coreg-edge report RUN`, written last)
 
 Why fingerprints: a paper run is days of GPU time and a demo is minutes of CPU, and both get interrupted
 or re-run with one setting changed. A stage is skipped when its record in stages.json says done, its

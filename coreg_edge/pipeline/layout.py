@@ -19,6 +19,7 @@ EXPORT_DIR = "export"
 BENCH_FILE = "bench.json"
 STATE_FILE = "stages.json"
 SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"  # coreg-edge report, written last
 
 
 def _read(path: Path) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from coreg_edge.errors import UserError
 from coreg_edge.locks import exclusive, is_lock_file
-from coreg_edge.pipeline.layout import RECIPE_FILE, STAGES, STATE_FILE, SUMMARY_FILE, _read
+from coreg_edge.pipeline.layout import RECIPE_FILE, REPORT_FILE, STAGES, STATE_FILE, SUMMARY_FILE, _read
 from coreg_edge.pipeline.stages import _Run
 from coreg_edge.pipeline.summary import build_summary
 from coreg_edge.recipe import Recipe, load_recipe
@@ -64,7 +64,8 @@ def run_recipe(
     *,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Annotate -> train (+ select) -> export fp32/int8 (+ parity) -> bench into the run folder `out`.
+    """Annotate -> train (+ select) -> export every [export] format (+ parity) -> bench -> report into the
+    run folder `out`.
 
     Stages whose outputs are complete and whose settings and inputs are unchanged are skipped, so running
     it again after an interruption continues where it stopped. `overrides` are `--set` strings
@@ -114,7 +115,33 @@ def _run_locked(recipe: Recipe, out: Path, quiet: bool) -> dict[str, Any]:
         raise
     summary = build_summary(out, recipe, run.report)
     write_json(out / SUMMARY_FILE, summary)
+    unchanged = all(info["status"] == "skipped" for info in summary["stages"].values())
+    summary["report"] = _write_report(out, log, quiet, keep=unchanged)
+    write_json(out / SUMMARY_FILE, summary)
     return summary
+
+
+def _write_report(out: Path, log: Any, quiet: bool, keep: bool = False) -> str | None:
+    """RUN/report.html (coreg-edge report), last: its pictures read summary.json and bench.json. Without the
+    report extra the run still succeeds and says how to get the page. `keep`: nothing ran, so a report
+    already there still describes the run."""
+    from coreg_edge.errors import MissingExtraError
+    from coreg_edge.report import write_report
+
+    if keep and (out / REPORT_FILE).is_file():
+        return REPORT_FILE
+    try:
+        written = write_report(out, out / REPORT_FILE, quiet=quiet)
+    except MissingExtraError as exc:
+        log(f"report: skipped ({exc})")
+        return None
+    except Exception as exc:  # noqa: BLE001 - every stage succeeded: a picture must not fail the run
+        from coreg_edge.utils import one_line
+
+        log(f"report: not written ({type(exc).__name__}: {one_line(exc)}); try coreg-edge report {out}")
+        return None
+    log(f"report: {written}")
+    return REPORT_FILE
 
 
 def _interrupted_types() -> type[BaseException]:

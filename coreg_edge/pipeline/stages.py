@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge import __version__
+from coreg_edge.formats import FILE_NAMES
 from coreg_edge.pipeline.calls import _annotate_settings, annotate_call, bench_call, export_call, train_call
 from coreg_edge.pipeline.fingerprints import StageState, _without, fingerprint, input_fingerprint
 from coreg_edge.pipeline.layout import (
     ANNOTATION_FILE,
     BENCH_FILE,
     EXPORT_DIR,
+    REPORT_FILE,
     STAGES,
     SUMMARY_FILE,
     TEMPLATES_FILE,
@@ -51,7 +53,8 @@ class _Run:
         )
 
     def begin(self, stage: str, fp: str, settings: dict[str, Any], inputs: dict[str, Any]) -> None:
-        (self.out / SUMMARY_FILE).unlink(missing_ok=True)  # never a summary that no longer describes RUN
+        for stale in (SUMMARY_FILE, REPORT_FILE):  # never a summary or report that no longer describes RUN
+            (self.out / stale).unlink(missing_ok=True)
         self.state.set(
             stage, {"status": "started", "fingerprint": fp, "settings": settings, "inputs": inputs}
         )
@@ -158,8 +161,11 @@ class _Run:
         from coreg_edge.exporters.targets import resolve_target
 
         call = export_call(self.recipe)
-        settings = _without(dataclasses.asdict(ExportSettings(**call)), execution_keys(ExportSettings))
-        if settings.get("int8"):  # auto is this machine's CPU; installing an emulator changes the check
+        chosen = ExportSettings(**call)
+        settings = _without(dataclasses.asdict(chosen), execution_keys(ExportSettings))
+        settings["formats"] = [row.name for row in chosen.chosen_formats()]
+        settings.pop("int8", None)  # counted in formats
+        if chosen.makes_int8:  # auto is this machine's CPU; installing an emulator changes the check
             target = resolve_target(settings.get("target", "auto"))
             settings["target"] = target.name
             settings["checked_with"] = choose_route(target, emulate=settings.get("emulate", True)).kernels
@@ -168,7 +174,7 @@ class _Run:
         if self.unchanged("export", fp):
             return self.skip("export", 3)
         folder = self.out / EXPORT_DIR
-        self.log(f"[3/{len(STAGES)}] export: {'fp32 + int8' if settings.get('int8') else 'fp32'} -> {folder}")
+        self.log(f"[3/{len(STAGES)}] export: {', '.join(settings['formats'])} -> {folder}")
         self.begin("export", fp, settings, inputs)
         began = time.perf_counter()
         try:
@@ -186,25 +192,23 @@ class _Run:
     # -- bench -------------------------------------------------------------------------------------------
 
     def bench(self) -> None:
-        from coreg_edge.runtime.bench import run_bench
+        from coreg_edge.runtime.bench_formats import bench_formats
 
         call = bench_call(self.recipe)
         bench = BenchSettings(**call)
         settings = _without(dataclasses.asdict(bench), execution_keys(BenchSettings) | unset_keys(bench))
-        models = {rel: d for rel, d in self.outputs("export").items() if rel.endswith(".onnx")}
+        models = {rel: d for rel, d in self.outputs("export").items() if Path(rel).name in FILE_NAMES}
         fp = fingerprint(settings, {"models": models})
         if self.unchanged("bench", fp):
             return self.skip("bench", 4)
-        fp32, int8 = self.out / EXPORT_DIR / "model.onnx", self.out / EXPORT_DIR / "model.int8.onnx"
-        has_int8 = str(Path(EXPORT_DIR) / "model.int8.onnx") in models
         self.log(
-            f"[4/{len(STAGES)}] bench: {'model.onnx vs model.int8.onnx' if has_int8 else 'model.onnx'}, "
+            f"[4/{len(STAGES)}] bench: {', '.join(Path(rel).name for rel in models)} interleaved, "
             f"batch sizes {', '.join(map(str, settings['batch_sizes']))}"
         )
         self.begin("bench", fp, settings, {"models": models})
         began = time.perf_counter()
         progress = not self.quiet and sys.stderr.isatty()
-        report = run_bench(fp32, BenchSettings(**call), vs=int8 if has_int8 else None, progress=progress)
+        report = bench_formats(self.out / EXPORT_DIR, BenchSettings(**call), progress=progress)
         write_json(self.out / BENCH_FILE, report.to_dict())
         self.finish("bench", [BENCH_FILE], time.perf_counter() - began, "ran")
 

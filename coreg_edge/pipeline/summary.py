@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge import __version__
+from coreg_edge.formats import FORMATS
 from coreg_edge.pipeline.layout import (
     ANNOTATION_FILE,
     BENCH_FILE,
@@ -48,6 +49,7 @@ def build_summary(
         "export": None,
         "bench": None,
         "deployable": None,
+        "report": None,  # report.html, set when the run wrote it (last)
         "stages": {
             stage: dict(report.get(stage) or {"status": "not run", "seconds": 0.0}) for stage in STAGES
         },
@@ -72,47 +74,54 @@ def build_summary(
         }
     parity = _read(run / EXPORT_DIR / "parity.json")
     if parity:
-        accuracy = parity.get("test_accuracy") or {}
-        export: dict[str, Any] = {"path": EXPORT_DIR, "ok": parity.get("ok"), "reason": parity.get("reason")}
-        for kind, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
-            checks = (parity.get("checks") or {}).get(name)
-            if checks is None:
-                export[kind] = None
-                continue
-            record = (parity.get("files") or {}).get(name) or {}
-            # published by this export (older reports have no "published": then its file is this one)
-            published = (run / EXPORT_DIR / name).exists() and record.get("published", parity.get("ok"))
-            export[kind] = {
-                "path": str(Path(EXPORT_DIR) / name) if published else None,
-                "bytes": record.get("bytes"),
-                "test_accuracy": accuracy.get(kind),
-                "parity_ok": all(c.get("ok") for c in checks.values()) and not parity.get("problems"),
-            }
-        int8 = parity.get("int8") or {}
-        if export.get("int8") and int8:  # which CPU the int8 file is for, and how that was checked
-            export["int8"]["target"] = (int8.get("target") or {}).get("name")
-            export["int8"]["checked"] = int8.get("note")
-        summary["export"] = export
-        for kind in ("int8", "fp32"):
-            entry = export.get(kind)
+        summary["export"] = _export_summary(run, parity)
+        formats = summary["export"]["formats"]
+        for name in DEPLOY_ORDER:  # the smallest file that passed, of the formats a CPU device runs
+            entry = formats.get(name)
             if entry and entry["path"] and entry["parity_ok"]:
                 summary["deployable"] = entry["path"]
                 break
     bench = _read(run / BENCH_FILE) if summary["stages"]["bench"]["status"] != "not run" else None
     if bench:
-        row: dict[str, Any] = {
-            "fp32_ms_b1": None,
-            "int8_ms_b1": None,
-            "fp32_ms_b32": None,
-            "int8_ms_b32": None,
-        }
-        for kind, part in (("fp32", bench), ("int8", bench.get("vs"))):
-            for result in (part or {}).get("results", []):
-                row[f"{kind}_ms_b{result['batch_size']}"] = result["p50_ms"]
-        row["provider"] = bench.get("provider")
-        row["threads"] = bench.get("threads")
-        summary["bench"] = row
+        summary["bench"] = _bench_summary(bench)
     return summary
+
+
+DEPLOY_ORDER = ("int8", "fp32")  # what `deployable` names: a CPU device's file (fp16 and .ort are for others)
+
+
+def _export_summary(run: Path, parity: Mapping[str, Any]) -> dict[str, Any]:
+    """Per format: its file (None when not published), size, test accuracy and parity result."""
+    accuracy = parity.get("test_accuracy") or {}
+    export: dict[str, Any] = {"path": EXPORT_DIR, "ok": parity.get("ok"), "reason": parity.get("reason"),
+                              "formats": {}}  # fmt: skip
+    for row in FORMATS:
+        checks = (parity.get("checks") or {}).get(row.file_name)
+        if checks is None:
+            continue
+        record = (parity.get("files") or {}).get(row.file_name) or {}
+        # published by this export (older reports have no "published": then its file is this one)
+        published = (run / EXPORT_DIR / row.file_name).exists() and record.get("published", parity.get("ok"))
+        export["formats"][row.name] = {
+            "path": str(Path(EXPORT_DIR) / row.file_name) if published else None,
+            "bytes": record.get("bytes"),
+            "test_accuracy": accuracy.get(row.name),
+            "parity_ok": all(c.get("ok") for c in checks.values()) and not parity.get("problems"),
+        }
+    int8 = parity.get("int8") or {}
+    if "int8" in export["formats"] and int8:  # which CPU the int8 file is for, and how that was checked
+        export["int8_target"] = (int8.get("target") or {}).get("name")
+        export["int8_checked"] = int8.get("note")
+    return export
+
+
+def _bench_summary(bench: Mapping[str, Any]) -> dict[str, Any]:
+    """p50 per format and batch size ({format: {batch size: ms}}), and where it was measured."""
+    p50 = {
+        row.get("format"): {str(r["batch_size"]): r["p50_ms"] for r in row.get("results", [])}
+        for row in bench.get("formats") or []
+    }
+    return {"p50_ms": p50, "cpu": bench.get("cpu"), "provider": bench.get("provider"), "threads": bench.get("threads")}
 
 
 def _fmt(value: Any, spec: str = ".4f", missing: str = "n/a") -> str:
@@ -150,25 +159,27 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     export = summary.get("export")
     bench = summary.get("bench") or {}
     if export:
+        p50 = bench.get("p50_ms") or {}
         lines.append(
-            f"  {'model':<6} {'file':<24} {'MB':>7} {'test acc':>9} {'parity':>7} {'p50 b1':>9} {'p50 b32':>9}"
+            f"  {'format':<9} {'file':<24} {'MB':>7} {'test acc':>9} {'parity':>7} {'p50 b1':>10} {'p50 b32':>10}"
         )
-        for kind in ("fp32", "int8"):
-            entry = export.get(kind)
-            if not entry:
-                continue
+        for name, entry in export["formats"].items():
             size = "n/a" if entry["bytes"] is None else f"{entry['bytes'] / 1e6:.2f}"
+            times = p50.get(name) or {}
             lines.append(
-                f"  {kind:<6} {entry['path'] or '(rejected)':<24} {size:>7} {_fmt(entry['test_accuracy']):>9} "
-                f"{'ok' if entry['parity_ok'] else 'FAIL':>7} {_fmt(bench.get(f'{kind}_ms_b1'), '.3f') + ' ms':>9} "
-                f"{_fmt(bench.get(f'{kind}_ms_b32'), '.3f') + ' ms':>9}"
+                f"  {name:<9} {entry['path'] or '(rejected)':<24} {size:>7} {_fmt(entry['test_accuracy']):>9} "
+                f"{'ok' if entry['parity_ok'] else 'FAIL':>7} {_fmt(times.get('1'), '.3f') + ' ms':>10} "
+                f"{_fmt(times.get('32'), '.3f') + ' ms':>10}"
             )
-        int8 = export.get("int8") or {}
-        if int8.get("target"):
-            lines.append(f"  int8 for {int8['target']} CPUs: {int8.get('checked')}")
+        if bench.get("cpu"):
+            lines.append(f"  latency measured on {bench['cpu']} ({bench.get('provider')}, {bench.get('threads')} threads)")
+        if export.get("int8_target"):
+            lines.append(f"  int8 for {export['int8_target']} CPUs: {export.get('int8_checked')}")
     if summary.get("error"):
         lines.append(f"FAILED: {summary['error']}")
     if summary.get("deployable"):
         lines.append(f"deployable model: {run / summary['deployable']}")
         lines.append(f"  try it: coreg-edge predict {run / summary['deployable']} IMAGE...")
+    if summary.get("report"):
+        lines.append(f"report: {run / summary['report']} (open it in a browser)")
     return "\n".join(lines)

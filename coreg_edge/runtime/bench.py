@@ -168,6 +168,27 @@ def run_bench(
 
     `settings` (a BenchSettings) and/or its fields as keywords (keywords win)."""
     s = build(BenchSettings, settings, options)
+    paths = [model] if vs is None else [model, vs]
+    opened, benches = time_models(paths, s, providers=providers, input_size=input_size, progress=progress)
+    return BenchReport(
+        main=benches[0],
+        vs=benches[1] if len(benches) > 1 else None,
+        warmup=s.warmup,
+        iters=s.iters,
+        differences=tuple(model_differences(*opened)) if len(opened) > 1 else (),
+    )
+
+
+def time_models(
+    paths: Sequence[str | os.PathLike[str]],
+    s: BenchSettings,
+    *,
+    providers: str | Sequence[str] | None = None,
+    input_size: tuple[int, int] | None = None,
+    progress: bool = False,
+) -> tuple[list[LoadedModel], list[ModelBench]]:
+    """Every model timed at each batch size, interleaved when there are several (each iteration runs
+    all of them, alternating the order), so machine noise hits them alike."""
     batch_sizes, warmup, iters = s.batch_sizes, s.warmup, s.iters
     overrides = MetadataOverrides(input_size=input_size)
     opened = [
@@ -178,9 +199,9 @@ def run_bench(
             overrides=overrides,
             need_class_names=False,
             need_normalisation=False,
-            spinning=vs is None,
+            spinning=len(paths) == 1,
         )
-        for path in ([model] if vs is None else [model, vs])
+        for path in paths
     ]
     _check_fixed_batch(batch_sizes, opened)
     rng = np.random.default_rng(s.seed)
@@ -207,7 +228,7 @@ def run_bench(
             for j in range(len(opened)):
                 seconds[j][size] = []
             for i in range(iters):
-                # Alternate the order too, so neither model always runs right after the other.
+                # Alternate the order too, so no model always runs right after another.
                 for j in range(len(opened)) if i % 2 == 0 else reversed(range(len(opened))):
                     start = time.perf_counter()
                     opened[j].run(inputs[j])
@@ -228,13 +249,7 @@ def run_bench(
         )
         for j, m in enumerate(opened)
     ]
-    return BenchReport(
-        main=benches[0],
-        vs=benches[1] if len(benches) > 1 else None,
-        warmup=warmup,
-        iters=iters,
-        differences=tuple(model_differences(*opened)) if len(opened) > 1 else (),
-    )
+    return opened, benches
 
 
 def model_differences(first: LoadedModel, second: LoadedModel) -> list[str]:

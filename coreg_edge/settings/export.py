@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from coreg_edge.choices import ACTIVATION_TYPES, CALIBRATION_METHODS, EXPORT_PEERS, WEIGHT_TYPES
 from coreg_edge.exporters.targets import AUTO, TARGET_NAMES
+from coreg_edge.formats import FORMAT_NAMES, ORT_PLATFORMS, ORT_STYLES, ExportFormat, resolve_formats
 from coreg_edge.settings.fields import check_fields, option, seed_field
 
 
@@ -13,7 +14,11 @@ from coreg_edge.settings.fields import check_fields, option, seed_field
 class ExportSettings:
     """Which network goes to ONNX, how int8 is made for which CPU, and how parity is checked."""
 
-    int8: bool = option(False, help="Also write model.int8.onnx (static QDQ quantization).")
+    formats: tuple[str, ...] = option(
+        ("fp32",), help="The files to write (see the formats table below); fp32 always, and each format's "
+        "source (int8-ort needs int8). all: every format.", choices=(*FORMAT_NAMES, "all"), metavar="NAME,...",
+    )
+    int8: bool = option(False, help="Also write model.int8.onnx (static QDQ quantization): --formats fp32,int8.")
     target: str = option(
         AUTO,
         help="The CPU the int8 file is for (its settings; see the table below). auto: this machine's CPU.",
@@ -57,10 +62,28 @@ class ExportSettings:
     eval_data: str | None = option(
         help="Where the run's evaluation images (parity) are now, when they moved.", recipe=False
     )
+    ort_style: str = option(
+        "fixed", help="ORT-format optimisation: fixed (optimised now, at level all, for --ort-platform) or "
+        "runtime (basic now, the rest when the device loads it).", choices=ORT_STYLES,
+    )
+    ort_platform: str = option(
+        "arm", help="The CPU the fixed-style ORT files are optimised for (arm: phones and boards; amd64: x86 "
+        "boxes, adds x86-only layout optimisations).", choices=ORT_PLATFORMS,
+    )
     seed: int = seed_field()
 
     def __post_init__(self) -> None:
+        if isinstance(self.formats, (list, str)):  # a recipe's TOML list, or one name
+            object.__setattr__(self, "formats", (self.formats,) if isinstance(self.formats, str) else tuple(self.formats))
         check_fields(self)
+
+    def chosen_formats(self) -> tuple[ExportFormat, ...]:
+        """The format rows this export writes, in table order (fp32 first)."""
+        return resolve_formats(self.formats, self.int8)
+
+    @property
+    def makes_int8(self) -> bool:
+        return any(row.name == "int8" for row in self.chosen_formats())
 
     def quantization_overrides(self) -> dict[str, object]:
         """The explicit int8 options (None: the target's own value)."""

@@ -227,8 +227,14 @@ def check_value(name: str, value: Any, spec: OptionSpec, kinds: tuple[str, ...] 
     if kinds and not any(_is_kind(value, kind) for kind in kinds):
         raise SettingError(name, f"must be {what} (got {value!r})", spec.flag)
     allowed = spec.allowed()
-    if allowed is not None and value not in allowed:
-        raise SettingError(name, f"must be one of {_describe_choices(allowed)} (got {value!r})", spec.flag)
+    if allowed is not None:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        wrong = next((item for item in items if item not in allowed), None)
+        if not items:
+            raise SettingError(name, f"needs at least one of {_describe_choices(allowed)}", spec.flag)
+        if wrong is not None:
+            each = "each " if isinstance(value, (list, tuple)) else ""
+            raise SettingError(name, f"must be {each}one of {_describe_choices(allowed)} (got {wrong!r})", spec.flag)
     if spec.range is None:
         return
     limits = f"{what} {spec.range.describe()}".strip()

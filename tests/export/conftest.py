@@ -160,6 +160,17 @@ def exported(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Exp
     return Exported(trained_run, out, result)
 
 
+@pytest.fixture(scope="session")
+def exported_all(trained_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`coreg-edge export RUN --out DIR --formats all --json` once: every format's file. Read only."""
+    from coreg_edge.cli import cli
+
+    out = tmp_path_factory.mktemp("exported_all")
+    with one_torch_thread():
+        result = CliRunner().invoke(cli, ["export", str(trained_run), "--out", str(out), "--formats", "all", "--json", "-q"])
+    return out, result
+
+
 @pytest.fixture
 def run_copy(trained_run: Path, tmp_path: Path) -> Path:
     """A private copy of the trained run, free to break."""

@@ -82,7 +82,7 @@ def test_failed_parity_presents_nothing_new_as_good(trained_run, runner, cli, tm
     out = tmp_path / "dist"
     out.mkdir()
     (out / "model.onnx").write_bytes(b"an older export")  # the user's: never deleted, never called checked
-    impossible = parity.Thresholds(fp32_max_abs_diff=-1.0)
+    impossible = parity.Thresholds().with_limits("fp32", max_abs_logit_diff=-1.0)
     monkeypatch.setattr(pipeline, "Thresholds", lambda **kw: impossible)
     result = runner.invoke(cli, ["export", str(trained_run), "--out", str(out), "--quiet"])
     assert result.exit_code == 1
@@ -95,11 +95,9 @@ def test_failed_parity_presents_nothing_new_as_good(trained_run, runner, cli, tm
     assert entry["published"] is False and "earlier export" in entry["kept"]
 
 
-def test_a_good_export_survives_every_failed_re_export(exported, runner, cli, tmp_path, monkeypatch):
+def test_a_good_export_survives_every_failed_re_export(exported, runner, cli, tmp_path, monkeypatch, impossible_limits):
     """Item 1 of the second bad-input tour: a failed re-export deleted the last good model."""
-    import functools
 
-    from coreg_edge.exporters import pipeline
 
     out = Path(shutil.copytree(exported.out, tmp_path / "dist"))
     good = {name: (out / name).read_bytes() for name in ("model.onnx", "model.int8.onnx")}
@@ -117,8 +115,7 @@ def test_a_good_export_survives_every_failed_re_export(exported, runner, cli, tm
     assert (out / "model.onnx.rejected").exists() and (out / "model.int8.onnx.rejected").exists()
 
     # 2. int8 fails, fp32 passes: fp32 is published on its own, the earlier int8 stays
-    strict = functools.partial(pipeline.Thresholds, int8_min_cosine=1.01)
-    monkeypatch.setattr(pipeline, "Thresholds", strict)
+    impossible_limits("int8", min_cosine=1.01)
     result = runner.invoke(
         cli, ["export", str(exported.run), "--out", str(out), "--int8", "--no-recover", "--quiet"]
     )

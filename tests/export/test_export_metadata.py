@@ -13,6 +13,7 @@ def test_metadata_round_trips(exported, name):
     import onnx
     import onnxruntime as ort
 
+    from coreg_edge.formats import format_of_file
     from coreg_edge.runtime import METADATA_KEY, Classifier, make_metadata
     from coreg_edge.training import run_folder
 
@@ -33,6 +34,7 @@ def test_metadata_round_trips(exported, name):
         # the run's "none of these" threshold for this network, calibrated on held-out items
         reject_threshold=(run_folder.read_selection(exported.run).get("reject_threshold") or {}).get("a"),
     )
+    expected["format"] = format_of_file(name).name  # which row of coreg_edge/formats.py made the file
     if name == "model.int8.onnx":  # the int8 file also says which CPU family it was made for
         from coreg_edge.exporters.targets import resolve_target
 

@@ -174,12 +174,10 @@ def test_no_recover_fails_at_once(trained_run, runner, cli, tmp_path, monkeypatc
     assert not (out / "model.int8.onnx").exists() and (out / "model.int8.onnx.rejected").exists()
 
 
-def test_when_nothing_passes_every_attempt_is_recorded(run_copy, runner, cli, tmp_path, monkeypatch):
-    import functools
+def test_when_nothing_passes_every_attempt_is_recorded(run_copy, runner, cli, tmp_path, monkeypatch, impossible_limits):
 
-    import coreg_edge.exporters.pipeline as exporter
 
-    monkeypatch.setattr(exporter, "Thresholds", functools.partial(exporter.Thresholds, int8_min_cosine=1.01))
+    impossible_limits("int8", min_cosine=1.01)
     out = tmp_path / "never"
     result = _export(runner, cli, run_copy, out, "--target", "x86-vnni", "--quiet", "--json")
     assert result.exit_code == 1

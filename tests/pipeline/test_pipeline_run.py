@@ -34,6 +34,9 @@ OUTPUTS = [
     "train/peer_b.safetensors",
     "export/model.onnx",
     "export/model.int8.onnx",
+    "export/model.fp16.onnx",
+    "export/model.ort",
+    "export/model.int8.ort",
     "export/parity.json",
     "bench.json",
 ]
@@ -89,16 +92,19 @@ def test_first_run_writes_every_stage_and_the_summary(first_run):
         "selected",
     }
     assert train["test_accuracy"]["selected"] == train["test_accuracy"][train["selected"]]
-    for kind in ("fp32", "int8"):
-        entry = summary["export"][kind]
+    formats = summary["export"]["formats"]
+    assert list(formats) == ["fp32", "int8", "fp16", "ort", "int8-ort"]  # the demo recipe makes every format
+    for entry in formats.values():
         assert entry["bytes"] > 0 and entry["parity_ok"] is True and 0.0 <= entry["test_accuracy"] <= 1.0
-    assert summary["export"]["int8"]["bytes"] < summary["export"]["fp32"]["bytes"]
-    for key in ("fp32_ms_b1", "int8_ms_b1", "fp32_ms_b32", "int8_ms_b32"):
-        assert summary["bench"][key] > 0
+    assert formats["int8"]["bytes"] < formats["fp16"]["bytes"] < formats["fp32"]["bytes"]
+    for name in formats:  # every format timed at both batch sizes
+        assert summary["bench"]["p50_ms"][name]["1"] > 0 and summary["bench"]["p50_ms"][name]["32"] > 0
     assert summary["deployable"] == "export/model.int8.onnx"
     assert all(info["seconds"] >= 0 for info in summary["stages"].values())
     bench = json.loads((run / "bench.json").read_text())
-    assert {"model", "bytes", "provider", "threads", "cpu_flags", "results", "vs", "ratios"} <= set(bench)
+    assert {"cpu", "cpu_flags", "provider", "threads", "formats"} <= set(bench)
+    assert [row["format"] for row in bench["formats"]] == list(formats)  # one row per format, table order
+    assert all({"model", "bytes", "results", "test_accuracy", "parity_ok"} <= set(row) for row in bench["formats"])
     stages = json.loads((run / "stages.json").read_text())["stages"]
     assert all(stages[s]["status"] == "done" and len(stages[s]["fingerprint"]) == 64 for s in STAGES)
     assert set(stages["train"]["outputs"]) == {f"train/{n}" for n in
@@ -164,23 +170,24 @@ def test_interrupted_export_resumes_at_export_without_retraining(
         "train/checkpoint.pt",
     ):
         assert after[rel] == before[rel], rel
-    assert summary["export"]["int8"]["parity_ok"] and (run / "export/model.int8.onnx").is_file()
+    assert summary["export"]["formats"]["int8"]["parity_ok"] and (run / "export/model.int8.onnx").is_file()
     from coreg_edge.exporters.targets import resolve_target
 
-    assert summary["export"]["int8"]["target"] == resolve_target("auto").name  # this CPU's row
-    assert "checked" in summary["export"]["int8"]["checked"]
+    assert summary["export"]["int8_target"] == resolve_target("auto").name  # this CPU's row
+    assert "checked" in summary["export"]["int8_checked"]
 
 
 def test_changed_settings_rerun_only_downstream_stages(runner, cli, first_run, tmp_path):
     run = copy_run(first_run, tmp_path)
-    result = run_cli(runner, cli, run, "--set", "export.int8=false")
+    result = run_cli(runner, cli, run, "--set", 'export.formats=["fp32"]')
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert statuses(summary) == {"annotate": "skipped", "train": "skipped", "export": "ran", "bench": "ran"}
-    assert summary["export"]["int8"] is None and not (run / "export/model.int8.onnx").exists()
-    assert summary["deployable"] == "export/model.onnx" and summary["bench"]["int8_ms_b1"] is None
+    assert list(summary["export"]["formats"]) == ["fp32"] and not (run / "export/model.int8.onnx").exists()
+    assert not (run / "export/model.fp16.onnx").exists() and not (run / "export/model.ort").exists()
+    assert summary["deployable"] == "export/model.onnx" and list(summary["bench"]["p50_ms"]) == ["fp32"]
 
-    result = run_cli(runner, cli, run, "--set", "export.int8=false", "--set", "bench.iters=4")
+    result = run_cli(runner, cli, run, "--set", 'export.formats=["fp32"]', "--set", "bench.iters=4")
     assert statuses(json.loads(result.stdout))["bench"] == "ran"
     assert statuses(json.loads(result.stdout))["export"] == "skipped"
 
@@ -198,7 +205,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(runner, cli, tmp_path,
     from coreg_edge.training import run_folder as rf
 
     run = tmp_path / "run"
-    args = ["--set", "train.method=proden", "--set", "train.epochs=3", "--set", "export.int8=false",
+    args = ["--set", "train.method=proden", "--set", "train.epochs=3", "--set", 'export.formats=["fp32"]',
             "--set", "bench.batch_sizes=1", "--set", "bench.iters=2"]  # fmt: skip
     import coreg_edge.training.baselines as baselines
 
@@ -257,11 +264,10 @@ def test_demo_is_run_digits(runner, cli, first_run, tmp_path):
     assert statuses(json.loads(result.stdout)) == dict.fromkeys(STAGES, "skipped")
 
 
-def test_failed_parity_is_reported_in_the_summary(runner, cli, first_run, tmp_path, monkeypatch):
-    import coreg_edge.exporters.pipeline as exporter
+def test_failed_parity_is_reported_in_the_summary(runner, cli, first_run, tmp_path, monkeypatch, impossible_limits):
 
     run = copy_run(first_run, tmp_path)
-    monkeypatch.setattr(exporter, "Thresholds", functools.partial(exporter.Thresholds, int8_min_cosine=1.01))
+    impossible_limits("int8", min_cosine=1.01)
     result = run_cli(runner, cli, run, "--set", "export.calibration_images=65")
     assert result.exit_code == 1
     assert (
@@ -269,9 +275,82 @@ def test_failed_parity_is_reported_in_the_summary(runner, cli, first_run, tmp_pa
     )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["ok"] is False and "mean_cosine" in summary["error"]
-    assert summary["export"]["int8"]["parity_ok"] is False
+    assert summary["export"]["formats"]["int8"]["parity_ok"] is False
     assert summary["deployable"] == "export/model.onnx"  # fp32 passed: published on its own
     assert summary["stages"]["export"]["status"] == "failed" and summary["bench"] is None
     # the earlier run's good int8 file stays on disk, but is not this export's and not deployable
-    assert (run / "export/model.int8.onnx").exists() and summary["export"]["int8"]["path"] is None
+    assert (run / "export/model.int8.onnx").exists() and summary["export"]["formats"]["int8"]["path"] is None
     assert json.loads((run / "stages.json").read_text())["stages"]["export"]["status"] == "failed"
+
+
+
+# -- the report (#13 item 2) -----------------------------------------------------------------------------
+
+
+def _chromium() -> str:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (bash .ci/run installs Debian's chromium package)")
+    return browser
+
+
+def test_the_run_writes_a_report_whose_every_picture_loads(first_run, tmp_path):
+    import os
+    import re
+    import subprocess
+
+    from coreg_edge.report.page import figure_ids
+
+    run, summary = first_run
+    assert summary["report"] == "report.html"
+    page = (run / "report.html").read_text()
+    assert figure_ids(page) == ["candidates", "curves", "confusion", "latency"]
+    for name in ("model.fp16.onnx", "model.int8.ort", "max_abs_logit_diff", "Deployable model"):
+        assert name in page  # the formats table and the parity table
+    browser = _chromium()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=5000"]
+    url = (run / "report.html").resolve().as_uri()
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    loaded, total = re.search(r'data-loaded="(\d+)"', dom), re.search(r'data-images="(\d+)"', dom)
+    assert loaded and total, dom[:300]
+    assert int(loaded.group(1)) == int(total.group(1)) == 4  # every picture decoded by the browser
+    keep = Path(os.environ.get("COREG_EDGE_TEST_ARTIFACTS", tmp_path))  # the screenshot stays with the test
+    keep.mkdir(parents=True, exist_ok=True)
+    shot = keep / "report.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1150,3600", url],
+                   capture_output=True, timeout=120)  # fmt: skip
+    assert shot.is_file() and shot.stat().st_size > 50_000  # a rendered page, not a blank one
+
+
+def test_report_on_a_training_run_and_on_an_export_folder(runner, cli, first_run, tmp_path):
+    from coreg_edge.report.page import figure_ids
+
+    run, _ = first_run
+    result = runner.invoke(cli, ["report", str(run / "train"), "--out", str(tmp_path / "train.html"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(tmp_path / "train.html")
+    page = (tmp_path / "train.html").read_text()
+    assert figure_ids(page) == ["candidates", "curves", "confusion"]
+    assert "no export here" in page  # what it lacks, said plainly
+    result = runner.invoke(cli, ["report", str(run / "export"), "--out", str(tmp_path / "export.html"), "-q"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "export.html").read_text()  # parity.json names the run: its curves come along
+    assert figure_ids(page) == ["candidates", "curves", "confusion"] and "no bench.json" in page
+
+
+def test_report_bad_input_is_one_line(runner, cli, first_run, tmp_path, monkeypatch):
+    run, _ = first_run
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["report", str(tmp_path / "empty")], "not a training run (config.json + metrics.jsonl), an export folder"),
+        (["report", str(tmp_path / "nowhere")], "not a folder"),
+        (["report", str(run / "train"), "--out", str(tmp_path / "r.png")], "a report is an .html file"),
+    ]
+    for args, expected in cases:
+        result = runner.invoke(cli, args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and expected in lines[0], (args, result.stderr)
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # a host without the report extra
+    result = runner.invoke(cli, ["report", str(run / "train"), "--out", str(tmp_path / "x.html")])
+    assert result.exit_code == 1 and "pip install 'coreg-edge[report]'" in result.stderr
+    assert not (tmp_path / "x.html").exists()

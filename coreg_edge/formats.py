@@ -1,0 +1,101 @@
+"""Every file `coreg-edge export` can write, one row each (ultralytics' exporter table): the one place that
+knows a format's name, file name, how it is built, which parity checks judge it, and what runs it.
+
+Plain data, torch-free: the device's runtime (`bench DIR`, `info`) reads the file names from here, and the
+export pipeline (exporters/pipeline.py) builds and checks every chosen row in table order. A row's `build`
+and `measure` name functions as "module:function" (exporters/builders.py), so importing the table costs
+nothing. A new format is its builder and one row.
+
+`checks` names a check set (exporters/parity.py CHECK_SETS): "fp32" (logits within 1e-4, the same top-1
+on every image), "fp16" (cosine >= 0.999, top-1 >= 99%, accuracy drop <= 0.5 point) or "int8" (cosine >=
+0.99, top-1 >= 98%, accuracy drop <= 1 point). `measure` says where parity's logits come from: "native"
+(this machine's onnxruntime) or "int8-route" (the int8 target's kernels: this CPU's when they are the
+target's, else an emulator's, exporters/int8.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from coreg_edge.errors import UserError
+
+_BUILD = "coreg_edge.exporters.builders"
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    file_name: str
+    summary: str  # how the file is made
+    runs_on: str  # what can run it
+    checks: str  # the parity check set that judges it
+    source: str | None = None  # the format it is made from (None: from the PyTorch peer)
+    build: str = ""  # "module:function" that writes the file into the staging folder
+    measure: str = "native"  # where parity's logits come from: "native" or "int8-route"
+    ort_format: bool = False  # an ORT-format file (its metadata is written before conversion)
+
+
+FORMATS: tuple[ExportFormat, ...] = (
+    ExportFormat("fp32", "model.onnx", "torch.onnx export of the peer (float32)",
+                 "onnxruntime on any CPU or GPU", checks="fp32", build=f"{_BUILD}:build_fp32"),
+    ExportFormat("int8", "model.int8.onnx", "static QDQ int8 for --target, calibrated on training images",
+                 "onnxruntime on CPUs with the target's int8 kernels (x86 VNNI or AVX2, ARM dot-product)",
+                 checks="int8", source="fp32", build=f"{_BUILD}:build_int8", measure="int8-route"),
+    ExportFormat("fp16", "model.fp16.onnx", "the peer in float16 (weights and compute), float32 inputs and logits",
+                 "onnxruntime CUDA/TensorRT, NPUs and ARM CPUs with fp16 kernels (x86 CPUs run it, slower than fp32)",
+                 checks="fp16", build=f"{_BUILD}:build_fp16"),
+    ExportFormat("ort", "model.ort", "model.onnx in onnxruntime's ORT format (convert_onnx_models_to_ort)",
+                 "onnxruntime mobile and reduced-size builds (Android, iOS, minimal builds)", checks="fp32",
+                 source="fp32", build=f"{_BUILD}:build_ort", ort_format=True),
+    ExportFormat("int8-ort", "model.int8.ort", "model.int8.onnx in onnxruntime's ORT format",
+                 "onnxruntime mobile and reduced-size builds, on the int8 target's CPUs", checks="int8",
+                 source="int8", build=f"{_BUILD}:build_ort", measure="int8-route", ort_format=True),
+)  # fmt: skip
+
+FORMAT_NAMES: tuple[str, ...] = tuple(row.name for row in FORMATS)
+FILE_NAMES: tuple[str, ...] = tuple(row.file_name for row in FORMATS)
+ORT_STYLES = ("fixed", "runtime")  # convert_onnx_models_to_ort's optimisation styles
+ORT_PLATFORMS = ("arm", "amd64")  # its target platforms (fixed style only)
+
+
+def get_format(name: str) -> ExportFormat:
+    for row in FORMATS:
+        if row.name == name:
+            return row
+    raise UserError(f"--formats: unknown format {name!r} (known: {', '.join(FORMAT_NAMES)})")
+
+
+def format_of_file(file_name: str) -> ExportFormat | None:
+    """The row whose file this is (by its name inside an export folder), or None."""
+    return next((row for row in FORMATS if row.file_name == file_name), None)
+
+
+def resolve_formats(names: list[str] | tuple[str, ...], int8: bool = False) -> tuple[ExportFormat, ...]:
+    """The chosen rows in table order: fp32 always (every other file is checked against the same PyTorch
+    peer beside it, and most are made from it), int8 with --int8, and each row's source."""
+    chosen = {"fp32", *names, *(["int8"] if int8 else [])}
+    if "all" in chosen:
+        chosen = set(FORMAT_NAMES)
+    for name in list(chosen):
+        row = get_format(name)
+        while row.source is not None:
+            chosen.add(row.source)
+            row = get_format(row.source)
+    return tuple(row for row in FORMATS if row.name in chosen)
+
+
+def file_passed(parity: Mapping[str, Any], file_name: str) -> bool | None:
+    """Whether parity.json says this export's file passed every check (None: it has no checks for it)."""
+    checks = (parity.get("checks") or {}).get(file_name)
+    if not checks:
+        return None
+    return all(check.get("ok") for check in checks.values()) and not parity.get("problems")
+
+
+def table() -> str:
+    """The formats as the CLI's help shows them."""
+    width = max(len(row.name) for row in FORMATS)
+    return "\n".join(f"  {row.name:<{width}}  {row.file_name:<16} {row.summary}; runs on {row.runs_on}"
+                     for row in FORMATS)  # fmt: skip

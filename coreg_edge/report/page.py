@@ -1,0 +1,218 @@
+"""The report page: one self-contained HTML file (PNG pictures inline as data: URIs, CSS inline; one line
+of script only counts the pictures that loaded, for a headless browser to read), written atomically. Each section says plainly what it lacks when the input has no such part."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coreg_edge import __version__
+from coreg_edge.errors import MissingExtraError, UserError
+from coreg_edge.formats import FORMATS, file_passed
+from coreg_edge.report.sources import ReportSources, find_sources
+from coreg_edge.utils import atomic_path
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1100px;
+       color: #222; padding: 0 1rem; }
+h1 { font-size: 1.5rem; margin-bottom: 0.2rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+.meta { color: #666; font-size: 0.9rem; } .missing { color: #8a6d3b; background: #fcf8e3; padding: 0.5rem; }
+table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0; }
+th, td { border: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: right; }
+th { background: #f5f5f5; } td.l, th.l { text-align: left; } .fail { color: #b00; font-weight: bold; }
+.ok { color: #080; } figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.85rem; }
+"""
+
+
+# body data-images / data-loaded: how many pictures the page has and how many the browser decoded
+COUNT_LOADED = """<script>
+window.addEventListener("load", () => { const images = Array.from(document.images);
+  document.body.dataset.images = images.length;
+  document.body.dataset.loaded = images.filter((i) => i.complete && i.naturalWidth > 0).length; });
+</script>"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: Any, spec: str = ".4f") -> str:
+    return "n/a" if not isinstance(value, (int, float)) or isinstance(value, bool) else format(value, spec)
+
+
+def _figure(key: str, png: bytes, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure id="{key}"><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")  # fmt: skip
+
+
+def _missing(text: str) -> str:
+    return f'<p class="missing">{_e(text)}</p>'
+
+
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    head = "".join(f'<th class="l">{_e(h)}</th>' if i < left else f"<th>{_e(h)}</th>" for i, h in enumerate(header))
+    body = "".join(
+        "<tr>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>" for i, c in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _training(sources: ReportSources, plots: Any, quiet: bool) -> list[str]:
+    from coreg_edge.training import run_folder as rf
+
+    parts = ["<h2>Training</h2>"]
+    if sources.run is None:
+        return [*parts, _missing("no training run here (its folder, named in parity.json, is gone)")]
+    metrics = rf.read_metrics(sources.run)
+    config = sources.read("config") or {}
+    selection = sources.read("selection") or {}
+    peers = sorted(k for k in (metrics[-1].get("holdout") or {}) if k != "ensemble") if metrics else []
+    accuracy = selection.get("test_accuracy") or {}
+    parts.append(
+        f"<p>{_e(config.get('method'))} on {_e((config.get('network') or {}).get('backbone'))}, "
+        f"{len(metrics)} epochs. Selected: <b>{_e(selection.get('selected'))}</b> ({_e(selection.get('reason'))}); "
+        f"test accuracy {', '.join(f'{_e(k)} {_num(v)}' for k, v in accuracy.items())}.</p>"
+    )
+    if metrics:
+        parts.append(_figure("curves", plots.training_curves(metrics, peers),
+                             "per epoch and network: loss, held-out hit rate, test accuracy, share of items in P"))  # fmt: skip
+    else:
+        parts.append(_missing("metrics.jsonl is empty: no finished epoch"))
+    from coreg_edge.report.evaluation import eval_answers
+
+    answers, why = eval_answers(sources.run, quiet=quiet)
+    if answers is None:
+        parts.append(_missing(f"no confusion matrix: {why}"))
+    else:
+        caption = f"the selected network ({answers.peer}) on {answers.source}: confusion and per-class accuracy"
+        parts.append(_figure("confusion", plots.confusion(answers.predicted, answers.labels, answers.class_names), caption))
+    return parts
+
+
+def _annotation(sources: ReportSources, plots: Any) -> list[str]:
+    from coreg_edge.annotation_file import load
+
+    parts = ["<h2>Annotation</h2>"]
+    if sources.annotation is None:
+        return [*parts, _missing("the annotation file this run trained on is not here")]
+    ann = load(sources.annotation)
+    stats = ann.stats()
+    sizes = ann.candidates.sum(1).astype(np.int64)
+    known = ann.labels >= 0
+    rows = np.flatnonzero(known)
+    covered = ann.candidates[rows, ann.labels[rows]] if len(rows) else None
+    kind = ann.annotator.get("kind")
+    parts.append(
+        f"<p>{stats['num_items']} items, {stats['num_classes']} classes, annotator {_e(kind)}, "
+        f"{stats['num_voters']} voters; mean set size {stats['mean_candidates']:.2f}; "
+        f"coverage {_num(stats['coverage'], '.1%')}; zero-shot accuracy {_num(stats['zero_shot_accuracy'], '.1%')}; "
+        f"{stats['rejected_items']} rejected, {stats['skipped_items']} unreadable.</p>"
+    )
+    parts.append(_figure("candidates", plots.candidate_sets(sizes, covered, ann.num_classes, sizes[rows]),
+                         "candidate-set sizes, and how often the true class is in the set"))  # fmt: skip
+    return parts
+
+
+def _formats(sources: ReportSources, plots: Any) -> list[str]:
+    parts = ["<h2>Export: every format</h2>"]
+    parity = sources.read("parity")
+    if parity is None:
+        return [*parts, _missing("no export here: coreg-edge export RUN --out DIR --formats all")]
+    bench = sources.read("bench") or {}
+    p50 = {row.get("format"): {r["batch_size"]: r["p50_ms"] for r in row.get("results", [])}
+           for row in bench.get("formats") or []}  # fmt: skip
+    sizes = sorted({size for times in p50.values() for size in times})
+    accuracy = parity.get("test_accuracy") or {}
+    rows = []
+    for row in FORMATS:
+        checks = (parity.get("checks") or {}).get(row.file_name)
+        if checks is None:
+            continue
+        entry = (parity.get("files") or {}).get(row.file_name) or {}
+        ok = file_passed(parity, row.file_name)
+        mark = '<span class="ok">ok</span>' if ok else '<span class="fail">FAIL</span>'
+        size = entry.get("bytes")
+        rows.append([_e(row.name), _e(row.file_name), _num(size / 1e6 if size else None, ".2f"),
+                     _num(accuracy.get(row.name)), mark,
+                     *[_num((p50.get(row.name) or {}).get(b), ".3f") for b in sizes]])  # fmt: skip
+    header = ["format", "file", "MB", "test acc", "parity", *[f"p50 ms b{b}" for b in sizes]]
+    parts.append(_table(header, rows, left=2))
+    if bench.get("formats"):
+        parts.append(f'<p class="meta">latency on {_e(bench["cpu"])}, {_e(bench.get("provider"))}, '
+                     f"{_e(bench.get('threads'))} threads, all formats interleaved</p>")  # fmt: skip
+        parts.append(_figure("latency", plots.latency(bench["formats"], bench["cpu"]), "latency against batch size, per format"))
+    else:
+        parts.append(_missing("no bench.json: coreg-edge bench EXPORT_DIR --json > EXPORT_DIR/bench.json"))
+    parts.append("<h2>Parity against PyTorch</h2>")
+    images = parity.get("images") or {}
+    parts.append(f"<p>{_e(images.get('count'))} images ({_e(', '.join(images.get('sources') or []))}), "
+                 f"peer {_e(parity.get('peer'))}: {'passed' if parity.get('ok') else 'FAILED: ' + _e(parity.get('reason'))}"
+                 "</p>")  # fmt: skip
+    check_rows = [
+        [_e(name), _e(check), _num(result.get("value"), ".6g"), _e(f"{result.get('op')} {result.get('threshold')}"),
+         '<span class="ok">ok</span>' if result.get("ok") else '<span class="fail">FAIL</span>']
+        for name, checks in (parity.get("checks") or {}).items() for check, result in checks.items()
+    ]  # fmt: skip
+    parts.append(_table(["file", "check", "value", "limit", "result"], check_rows, left=2))
+    if (parity.get("int8") or {}).get("note"):
+        parts.append(f'<p class="meta">int8: {_e(parity["int8"]["note"])}</p>')
+    return parts
+
+
+def build_page(sources: ReportSources, quiet: bool = True) -> str:
+    """The whole HTML text."""
+    try:
+        import matplotlib  # noqa: F401
+
+        from coreg_edge.report import plots
+    except ImportError as exc:
+        raise MissingExtraError("coreg-edge report", "matplotlib", extra="report") from exc
+    summary = sources.read("summary") or {}
+    title = f"coreg-edge report: {sources.path.resolve().name}"
+    body = [f"<h1>{_e(title)}</h1>",
+            f'<p class="meta">{_e(sources.kind)} {_e(sources.path.resolve())}; '
+            f"coreg-edge {_e(__version__)}; {_e(time.strftime('%Y-%m-%d %H:%M %Z'))}</p>"]  # fmt: skip
+    if summary.get("deployable"):
+        body.append(f"<p>Deployable model: <b>{_e(summary['deployable'])}</b></p>")
+    body += _annotation(sources, plots)
+    body += _training(sources, plots, quiet)
+    body += _formats(sources, plots)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f"<style>{CSS}</style></head><body>{''.join(body)}{COUNT_LOADED}</body></html>\n")  # fmt: skip
+
+
+def write_report(
+    path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, quiet: bool = True
+) -> Path:
+    """Report RUN_OR_EXPORT_OR_PIPELINE_RUN to `out` (default: report.html inside it), atomically."""
+    sources = find_sources(path)
+    target = Path(out) if out is not None else sources.path / "report.html"
+    if target.is_dir():
+        raise UserError(f"--out {target}: is a folder; give a file name such as {target / 'report.html'}")
+    if target.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--out {target}: a report is an .html file (did you mean {target}.html?)")
+    page = build_page(sources, quiet=quiet)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            Path(tmp).write_text(page, encoding="utf-8")
+    except PermissionError:
+        raise UserError(f"--out {target}: not writable") from None
+    return target
+
+
+def figure_ids(page: str) -> list[str]:
+    """The pictures a page holds, by id (tests and the CLI's summary line)."""
+    import re
+
+    return re.findall(r'<figure id="([^"]+)">', page)
+

@@ -1,0 +1,119 @@
+"""`coreg-edge bench DIR`: every format's file in an export folder, timed interleaved, one table.
+
+ultralytics' benchmark convention: one row per format with its file, size, the accuracy parity measured
+(DIR/parity.json, when there) and its latency per batch size. The models run interleaved in each iteration
+(bench.time_models), so the ratios between rows are fair on a noisy machine. Device install only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coreg_edge.errors import UserError
+from coreg_edge.formats import FORMATS, file_passed
+from coreg_edge.runtime.bench import ModelBench, _megabytes, time_models
+from coreg_edge.runtime.cpu import cpu_name
+from coreg_edge.settings.bench import BenchSettings
+from coreg_edge.settings.fields import build
+from coreg_edge.utils import read_json_object
+
+
+@dataclass(frozen=True)
+class FormatRow:
+    format: str
+    bench: ModelBench
+    test_accuracy: float | None  # parity.json's, measured on the evaluation split
+    parity_ok: bool | None  # None: no parity.json entry
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "test_accuracy": self.test_accuracy, "parity_ok": self.parity_ok,
+                **self.bench.to_dict()}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FormatsBench:
+    """What `coreg-edge bench DIR --json` prints, and a pipeline run's bench.json."""
+
+    folder: str
+    rows: tuple[FormatRow, ...]
+    warmup: int
+    iters: int
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.rows[0].bench
+        return {
+            "folder": self.folder,
+            "cpu": first.cpu,
+            "cpu_flags": list(first.cpu_flags),
+            "int8_kernels": first.int8_kernels,
+            "provider": first.provider,
+            "threads": first.threads,
+            "warmup": self.warmup,
+            "iters": self.iters,
+            "formats": [row.to_dict() for row in self.rows],
+        }
+
+
+def format_files(folder: str | os.PathLike[str]) -> list[tuple[str, Path]]:
+    """(format, path) of every format's file in an export folder, in the formats table's order."""
+    folder = Path(folder)
+    found = [(row.name, folder / row.file_name) for row in FORMATS if (folder / row.file_name).is_file()]
+    if not found:
+        names = ", ".join(row.file_name for row in FORMATS)
+        raise UserError(f"{folder}: no exported model in this folder (looked for {names})")
+    return found
+
+
+def bench_formats(
+    folder: str | os.PathLike[str],
+    settings: BenchSettings | None = None,
+    *,
+    providers: str | Sequence[str] | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> FormatsBench:
+    """Time every format's file in FOLDER, interleaved, at each batch size."""
+    s = build(BenchSettings, settings, options)
+    files = format_files(folder)
+    _, benches = time_models([path for _, path in files], s, providers=providers, progress=progress)
+    parity = read_json_object(Path(folder) / "parity.json")
+    accuracy = parity.get("test_accuracy") or {}
+    rows = []
+    for (name, path), bench in zip(files, benches, strict=True):
+        entry = (parity.get("files") or {}).get(path.name) or {}
+        if entry.get("published", True):
+            rows.append(FormatRow(name, bench, accuracy.get(name), file_passed(parity, path.name)))
+        else:  # an earlier export's file, kept: its own earlier checks, when that report described it
+            earlier = entry.get("earlier_checks")
+            ok = all(c.get("ok") for c in earlier.values()) if earlier else None
+            rows.append(FormatRow(name, bench, None, ok))
+    return FormatsBench(str(folder), tuple(rows), s.warmup, s.iters)
+
+
+def format_formats(report: FormatsBench) -> str:
+    """The one table: format, file, size, accuracy, parity, p50 per batch size, images/s at the largest."""
+    first = report.rows[0].bench
+    sizes = [r.batch_size for r in first.results]
+    lines = [
+        f"cpu       {first.cpu or cpu_name()} | int8 kernels: {first.int8_kernels or '?'}",
+        f"provider  {first.provider} | threads {first.threads} | {report.warmup} warm-up + {report.iters} timed "
+        "iterations, all formats interleaved",
+    ]
+    for row in report.rows:
+        if row.bench.target_note:
+            lines.append(f"note      {row.bench.target_note}")
+    header = f"{'format':<9} {'file':<16} {'size':>9} {'test acc':>9} {'parity':>7}"
+    header += "".join(f" {'p50 b' + str(b):>10}" for b in sizes) + f" {'img/s b' + str(sizes[-1]):>11}"
+    lines.append(header)
+    for row in report.rows:
+        acc = "n/a" if row.test_accuracy is None else f"{row.test_accuracy:.4f}"
+        parity = "n/a" if row.parity_ok is None else ("ok" if row.parity_ok else "FAIL")
+        line = f"{row.format:<9} {Path(row.bench.model).name:<16} {_megabytes(row.bench.bytes):>9} {acc:>9} {parity:>7}"
+        line += "".join(f" {r.p50_ms:>7.3f} ms" for r in row.bench.results)
+        line += f" {row.bench.results[-1].images_per_s:>11.1f}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -99,7 +99,6 @@ def digits_annotation(tmp_path_factory) -> Path:
 
 # -- the device install: a Python where torch & co. cannot be imported ------------------------------------
 
-REPO = Path(__file__).resolve().parents[1]
 BLOCKED = ("torch", "timm", "open_clip", "onnx", "torchvision")
 SITECUSTOMIZE = f"""
 import sys
@@ -129,19 +128,23 @@ def device_env(tmp_path: Path) -> dict[str, str]:
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # the installed package, as a device has it (not the checkout, whose layout differs: exporters/ installs
+    # as coreg_edge.exporters), with the blocker first
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.pop("COREG_EDGE_DEBUG", None)
     return env
 
 
 @pytest.fixture
 def device_run():
-    """run(env, *args): `python *args` in that environment, from the repository root."""
+    """run(env, *args): `python *args` in that environment, outside the checkout."""
 
     def run(env: dict[str, str], *args: object) -> subprocess.CompletedProcess[str]:
+        # not from the checkout: `python -m` puts the working folder first on sys.path
         return subprocess.run(
-            [sys.executable, *map(str, args)], env=env, capture_output=True, text=True, timeout=120, cwd=REPO
-        )
+            [sys.executable, *map(str, args)], env=env, capture_output=True, text=True, timeout=120,
+            cwd=tempfile.gettempdir(),
+        )  # fmt: skip
 
     return run
 

@@ -35,16 +35,20 @@ def _warn_ignored(annotator: Any, s: AnnotateSettings) -> None:
         warnings.warn(f"the {annotator.name} annotator ignores {', '.join(given)}", stacklevel=3)
 
 
-@locks_output("out", "annotation file")
 def annotate(
     data: str,
     out: str | Path | None = None,
     settings: AnnotateSettings | None = None,
     *,
     quiet: bool = False,
+    resume: bool = False,
     **options: Any,
 ) -> Annotation:
     """Annotate DATA with candidate-label sets and (when `out` is given) write the file atomically.
+
+    With `out`, a streaming annotator (clip) keeps its finished votes in OUT.partial/ as it goes, and
+    `resume=True` continues a killed call from them (annotate/journal.py). `shard="K/N"` annotates the K-th
+    of N parts of DATA into a shard file (annotate/shards.py; merge_shards joins them).
 
     `settings` (an AnnotateSettings) and/or its fields as keywords (keywords win):
     `annotator="clip"`: open_clip zero-shot votes of every template, combined by `mode`.
@@ -55,6 +59,11 @@ def annotate(
     `wording` ("number {}") is how a class name reads in prompts; the file keeps the plain names.
     """
     s = build(AnnotateSettings, settings, options)
+    return _annotate(data, _shard_out(out, s), s, quiet=quiet, resume=resume)
+
+
+@locks_output("out", "annotation file")
+def _annotate(data: str, out: str | Path | None, s: AnnotateSettings, *, quiet: bool, resume: bool) -> Annotation:
     with pixel_limit(s.max_image_pixels):  # restored afterwards: the limit is this call's, not the process's
         if out is not None and Path(out).suffix != ".npz":
             raise UserError(f"--out {out}: an annotation file ends in .npz (did you mean {out}.npz?)")
@@ -68,12 +77,15 @@ def annotate(
                 f"the {annotator.name} annotator needs ground truth, and {data} has none "
                 "(use a folder with one sub-folder per class, or a built-in dataset)"
             )
-        result = annotator.annotate(AnnotateJob(data, source, class_names, prompt_names, labels, s, skips, quiet))
+        rows, shard = _shard(s, len(source), annotator)
+        journal = _journal(out, s, source, class_names, prompt_names, shard, resume, annotator)
+        job = AnnotateJob(data, source, class_names, prompt_names, labels, s, skips, quiet, rows, journal)
+        result = annotator.annotate(job)
         identity: dict[str, Any] = {"kind": s.annotator, "model": None, "pretrained": None, "mode": None,
                                     "k": None, "ratio": None, "partial_rate": None, "noise_rate": None,
                                     "seed": s.seed, **result.identity}  # fmt: skip
 
-        keep = np.asarray([i for i in range(len(source)) if i not in skips.indices], dtype=np.int64)
+        keep = np.asarray([i for i in job.item_rows if i not in skips.indices], dtype=np.int64)
         if len(keep) == 0:
             raise UserError(f"{data}: no readable images")
         keep, rejected = _reject(keep, result, s.reject if "reject" in annotator.options else None, source)
@@ -95,11 +107,59 @@ def annotate(
             },
             skipped=skips.items,
             rejected=rejected,
-            extra={"prompt_names": prompt_names, "coreg_edge_version": __version__},
-        )
+            extra={"prompt_names": prompt_names, "coreg_edge_version": __version__,
+                   **({"shard": shard} if shard else {})},
+        )  # fmt: skip
         if out is not None:
             annotation.save(out)
+        if journal is not None:
+            journal.finish()
         return annotation
+
+
+def _shard_out(out: str | Path | None, s: AnnotateSettings) -> str | Path | None:
+    """--out with {shard} filled in (one file per rank under torchrun: --shard auto --out 'ann-{shard}.npz')."""
+    if out is None or "{shard}" not in str(out):
+        return out
+    if not s.shard:
+        raise UserError(f"--out {out}: {{shard}} is filled in only with --shard K/N or --shard auto")
+    from coreg_edge.annotate.shards import parse_shard, shard_path
+
+    return shard_path(out, *parse_shard(s.shard))
+
+
+def _shard(s: AnnotateSettings, total: int, annotator: Any) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """The rows of --shard K/N and the shard block the file records (None, None: all of DATA)."""
+    if not s.shard:
+        return None, None
+    from coreg_edge.annotate.shards import parse_shard, shard_block, shard_rows
+
+    if annotator.protocol is not None:
+        raise UserError(f"--shard: the {annotator.name} annotator has no voters to share out; annotate it in one go")
+    index, count = parse_shard(s.shard)
+    rows = shard_rows(total, index, count, s.batch_size)
+    return rows, shard_block(index, count, rows, total, s.batch_size)
+
+
+def _journal(
+    out: str | Path | None, s: AnnotateSettings, source: ImageSource, class_names: list[str],
+    prompt_names: list[Any], shard: dict[str, Any] | None, resume: bool, annotator: Any,
+) -> Any:  # fmt: skip
+    """OUT.partial/'s journal for a voting annotator writing a file; None otherwise."""
+    if out is None or annotator.panel is None:
+        if resume:
+            raise UserError("--resume continues an annotation file written by a voting annotator (clip): "
+                            "give --out, and an annotator with voters")  # fmt: skip
+        return None
+    import dataclasses
+
+    from coreg_edge.annotate.journal import Journal
+    from coreg_edge.settings.fields import execution_keys
+
+    settings = {k: v for k, v in dataclasses.asdict(s).items() if k not in execution_keys(AnnotateSettings)}
+    identity = {"settings": settings, "data": source.describe(), "items": len(source), "classes": class_names,
+                "prompt_names": prompt_names, "shard": shard, "coreg_edge_version": __version__}  # fmt: skip
+    return Journal(out, identity, resume=resume)
 
 
 def _reject(

@@ -265,7 +265,12 @@ def clip_panel(job: AnnotateJob) -> Panel:
     if not templates and not s.examples:
         raise UserError("--templates none leaves no voter: give --examples EXAMPLES/ (or a template set)")
     examples = load_examples(s.examples, job.class_names, job.source.channels, job.folder_root) if s.examples else None
-    embedder = ClipEmbedder(load_clip(s.clip_model, s.pretrained, resolve_device(s.device)))
+    device = resolve_device(s.device)
+    if s.shard == "auto":  # one GPU per rank under torchrun
+        from coreg_edge.annotate.shards import rank_device
+
+        device = rank_device(device)
+    embedder = ClipEmbedder(load_clip(s.clip_model, s.pretrained, device))
     groups: list[Voters] = [TextPromptVoters(embedder.bundle, templates, job.prompt_names)] if templates else []
     identity = {"model": s.clip_model, "pretrained": s.pretrained, "mode": s.mode,
                 "k": s.k if s.mode != "union-top1" else None, "ratio": s.ratio if s.mode == "ratio" else None}

@@ -20,6 +20,7 @@ class Skips:
         self.strict = strict
         self.items: list[dict[str, str]] = []
         self.indices: set[int] = set()
+        self.why: dict[int, str] = {}
 
     def add(self, index: int, item: str, reason: str) -> None:
         if self.strict:
@@ -27,6 +28,11 @@ class Skips:
         warnings.warn(f"skipping unreadable image: {reason}", stacklevel=2)
         self.items.append({"item": item, "reason": reason})
         self.indices.add(index)
+        self.why[index] = reason
+
+    def reasons(self, rows: Any) -> list[tuple[int, str]]:
+        """(row, reason) of the unreadable items among `rows`."""
+        return [(int(i), self.why[int(i)]) for i in rows if int(i) in self.why]
 
 
 @dataclass
@@ -41,6 +47,12 @@ class AnnotateJob:
     settings: AnnotateSettings
     skips: Skips
     quiet: bool
+    rows: np.ndarray | None = None  # the items to annotate (a shard); None: all of them
+    journal: Any = None  # annotate/journal.py Journal: chunks of finished votes, for --resume
+
+    @property
+    def item_rows(self) -> np.ndarray:
+        return np.arange(len(self.source), dtype=np.int64) if self.rows is None else self.rows
 
     @property
     def num_classes(self) -> int:

@@ -25,6 +25,7 @@ from PIL import Image
 
 from coreg_edge.annotate.job import AnnotateJob, AnnotatorResult
 from coreg_edge.annotate.modes import candidate_sets, union_top1
+from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import ImageDecodeError
 from coreg_edge.utils import progress
 
@@ -120,7 +121,13 @@ def vote_items(job: AnnotateJob, panel: Panel) -> AnnotatorResult:
             probs[rows] = first
 
     if panel.embedder.whole_set:
-        batches = list(_embedded(job, panel.embedder))
+        if job.rows is not None or (job.journal is not None and job.journal.resume):
+            raise UserError("--shard and --resume need a streaming annotator (clip); this one fits its voters on "
+                            "the whole set at once")  # fmt: skip
+        if job.journal is not None:
+            job.journal.finish()  # nothing to journal: the voters see every item at once
+        batches = [(good, features) for _, good, features in _embedded(job, panel.embedder, job.item_rows)
+                   if features is not None]  # fmt: skip
         if not batches:
             return _empty(job, panel)
         rows = np.concatenate([r for r, _ in batches])
@@ -131,8 +138,20 @@ def vote_items(job: AnnotateJob, panel: Panel) -> AnnotatorResult:
     else:
         for group in panel.groups:
             group.class_features()  # once, before the image loop
-        for rows, features in _embedded(job, panel.embedder):
-            record(rows, [group.vote(features) for group in panel.groups])
+        todo, journal = job.item_rows, job.journal
+        if journal is not None:
+            todo = todo[~np.isin(todo, journal.restore(votes, probs, job.skips))]
+        try:
+            for batch, good, features in _embedded(job, panel.embedder, todo):
+                if features is not None:
+                    record(good, [group.vote(features) for group in panel.groups])
+                if journal is not None:
+                    bad = [{"row": int(i), "item": job.source.item_ids[i], "reason": why}
+                           for i, why in job.skips.reasons(batch)]  # fmt: skip
+                    journal.add(batch, good, votes[good], probs[good], bad)
+        finally:
+            if journal is not None:
+                journal.flush()  # every finished batch is kept, even when interrupted
     return AnnotatorResult(
         candidates=_candidates(panel, votes, probs, starts, c),
         votes=votes,
@@ -166,17 +185,21 @@ def _empty(job: AnnotateJob, panel: Panel) -> AnnotatorResult:
     )
 
 
-def _embedded(job: AnnotateJob, embedder: Embedder) -> Iterator[tuple[np.ndarray, Any]]:
-    """(item indices, their features) batch by batch, in item order; unreadable items go to job.skips."""
+def _embedded(
+    job: AnnotateJob, embedder: Embedder, rows: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray, Any]]:
+    """(the batch's item rows, its readable rows, their features or None) batch by batch, in the order of
+    `rows`; unreadable items go to job.skips."""
     from torch.utils.data import DataLoader, Dataset
 
     source, preprocess = job.source, embedder.preprocess
 
     class _Images(Dataset):
         def __len__(self) -> int:
-            return len(source)
+            return len(rows)
 
-        def __getitem__(self, i: int):
+        def __getitem__(self, position: int):
+            i = int(rows[position])
             try:
                 return i, preprocess(source.load(i)), ""
             except ImageDecodeError as exc:
@@ -185,15 +208,17 @@ def _embedded(job: AnnotateJob, embedder: Embedder) -> Iterator[tuple[np.ndarray
     def collate(batch):
         good = [(i, x) for i, x, _ in batch if x is not None]
         bad = [(i, why) for i, x, why in batch if x is None]
-        return [i for i, _ in good], embedder.collate([x for _, x in good]) if good else None, bad
+        every = [i for i, _, _ in batch]
+        return every, [i for i, _ in good], embedder.collate([x for _, x in good]) if good else None, bad
 
     s = job.settings
     loader = DataLoader(
         _Images(), batch_size=s.batch_size, num_workers=s.workers, collate_fn=collate,
         pin_memory=embedder.device.startswith("cuda"),
     )  # fmt: skip
-    for indices, images, bad in progress(loader, desc="annotating", total=len(loader), quiet=job.quiet):
+    bar = progress(loader, desc="annotating", total=len(loader), quiet=job.quiet)
+    for every, indices, images, bad in bar:
         for i, why in bad:
             job.skips.add(i, source.item_ids[i], why)
-        if images is not None:
-            yield np.asarray(indices, dtype=np.int64), embedder.encode(images)
+        features = embedder.encode(images) if images is not None else None
+        yield np.asarray(every, dtype=np.int64), np.asarray(indices, dtype=np.int64), features

@@ -19,26 +19,52 @@ Examples:
   coreg-edge annotate digits --annotator synthetic --partial-rate 0.3 --noise-rate 0.2 --out digits.npz
   coreg-edge annotate digits --annotator simulated --preset hard --out hard.npz
   coreg-edge annotate digits --annotator simulated --preset easy --item-noise 0.4 --out noisier.npz
+  coreg-edge annotate photos/ --classes names.txt --shard 2/4 --out shard-2.npz      (one GPU or machine each)
+  coreg-edge annotate --merge shard-1.npz shard-2.npz shard-3.npz shard-4.npz --out ann.npz
+  coreg-edge annotate photos/ --classes names.txt --out ann.npz --resume             (after a kill)
+
+\b
+While CLIP votes, the finished votes go to OUT.partial/ every 4096 items (or minute); --resume continues a
+killed call from there with the same options, and the result equals an uninterrupted run. --shard K/N
+splits DATA into N consecutive parts of whole batches (the same --batch-size everywhere); --merge joins the
+N shard files, refusing missing, duplicated or mismatched ones, into the file one call would have written.
 """
 )
-@click.argument("data")
+@click.argument("data", nargs=-1)
 @click.option(
     "--out", "-o", required=True, type=click.Path(dir_okay=False), help="Annotation file to write (.npz)."
 )
 @settings_options(AnnotateSettings)
+@click.option("--resume", is_flag=True, help="Continue a killed annotation of --out from OUT.partial/.")
+@click.option("--merge", is_flag=True, help="Join the shard files given as DATA... into --out instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print the annotation statistics as JSON on stdout.")
 @common_options
 @handle_errors
-def annotate(data: str, out: str, as_json: bool, device: str, seed: int, quiet: bool, **options) -> None:
+def annotate(data: tuple[str, ...], out: str, resume: bool, merge: bool, as_json: bool, device: str, seed: int,
+             quiet: bool, **options) -> None:  # fmt: skip
     """Label DATA with candidate-label sets: an image folder or a built-in dataset name.
 
     DATA is a folder (flat: unlabeled; one sub-folder per class: labels kept for evaluation), or
     digits, digits:test, cifar10[:train|:test], cifar100, svhn, fmnist, eurosat, gtsrb.
     """
-    from coreg_edge.annotate import annotate as run_annotate
+    from coreg_edge.errors import UserError
 
-    settings = AnnotateSettings(device=device, seed=seed, **options)
-    annotation = run_annotate(data, out, settings, quiet=quiet)
+    if merge:
+        from coreg_edge.annotate.shards import merge_shards
+        from coreg_edge.locks import exclusive
+
+        if not out.endswith(".npz"):
+            raise UserError(f"--out {out}: an annotation file ends in .npz (did you mean {out}.npz?)")
+        with exclusive(out, "annotation file"):
+            annotation = merge_shards(data)
+            annotation.save(out)
+    else:
+        if len(data) != 1:
+            raise UserError("give one DATA (a folder or a built-in dataset), or --merge SHARD... to join shard files")
+        from coreg_edge.annotate import annotate as run_annotate
+
+        settings = AnnotateSettings(device=device, seed=seed, **options)
+        annotation = run_annotate(data[0], out, settings, quiet=quiet, resume=resume)
     stats = annotation.stats()
     if as_json:
         click.echo(json.dumps({"out": out, **stats}))

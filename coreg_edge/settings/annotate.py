@@ -70,6 +70,11 @@ class AnnotateSettings:
     )  # fmt: skip
     seed: int = seed_field()
     device: str = device_field(execution=True)
+    shard: str | None = option(
+        help="K/N: annotate only the K-th of N equal parts of DATA (one GPU or machine each) into a shard file; "
+        "auto: this rank's under torchrun (--out 'ann-{shard}.npz' names each rank's file). Join them with "
+        "coreg-edge annotate --merge SHARD... --out ann.npz.", recipe=False, metavar="K/N|auto",
+    )
     batch_size: int = option(128, help="Images per forward pass.", low=1, execution=True)
     workers: int = option(0, help="Image-decoding worker processes.", low=0, execution=True)
     strict: bool = option(False, help="Unreadable images are an error instead of skipped and listed.",

@@ -1,0 +1,106 @@
+"""Annotation at scale, part 2: a killed annotation resumes (`annotate --resume`).
+
+While a streaming annotator votes, the votes of every finished run of batches go to `OUT.partial/` as a
+chunk file (written atomically): the rows, their votes and probabilities, and the unreadable ones.
+`--resume` reads them back, checks they were made by the same call (settings, data, voters, shard), and
+votes only the rest, starting on a batch boundary, so the resumed file equals the uninterrupted one. A
+finished annotation removes the folder; a new call without --resume starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coreg_edge.errors import UserError
+from coreg_edge.utils import atomic_path
+
+CHUNK_ITEMS = 4096  # items per chunk file, at least (a whole number of batches)
+CHUNK_SECONDS = 60.0  # or this long since the last chunk, whichever comes first
+IDENTITY_FILE = "identity.json"
+
+
+def partial_folder(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+class Journal:
+    """The chunks of one annotation call; `identity` says which call (what must match to resume)."""
+
+    def __init__(self, out: str | Path, identity: dict[str, Any], *, resume: bool):
+        self.folder = partial_folder(out)
+        self.identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
+        self.resumed = 0
+        self.resume = resume
+        self.buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]] = []
+        self.buffered = 0
+        self.last = time.monotonic()
+        if self.folder.exists() and not resume:
+            shutil.rmtree(self.folder)  # a new call starts over (--resume continues)
+        if resume and not self.folder.is_dir():
+            raise UserError(f"--resume: no interrupted annotation to continue ({self.folder} does not exist)")
+        if resume:
+            recorded = _read_json(self.folder / IDENTITY_FILE)
+            if recorded != self.identity:
+                changed = sorted(k for k in {*self.identity, *(recorded or {})} if (recorded or {}).get(k) != self.identity.get(k))
+                raise UserError(f"--resume: {self.folder} was made by another call (changed: {', '.join(changed) or 'unreadable'}); "
+                                "give the same options, or drop --resume to start over")  # fmt: skip
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.folder / IDENTITY_FILE) as tmp:
+                Path(tmp).write_text(json.dumps(self.identity, indent=2, sort_keys=True), encoding="utf-8")
+        self.chunks = len(list(self.folder.glob("chunk-*.npz")))
+
+    def restore(self, votes: np.ndarray, probs: np.ndarray, skips: Any) -> np.ndarray:
+        """Fill the arrays from the chunks on disk; the item rows they cover (skipped ones too)."""
+        done: list[np.ndarray] = []
+        for path in sorted(self.folder.glob("chunk-*.npz")):
+            with np.load(path, allow_pickle=False) as chunk:
+                rows, good = chunk["rows"], chunk["good"]
+                votes[good] = chunk["votes"]
+                probs[good] = chunk["probs"]
+                for entry in json.loads(str(chunk["skipped"])):
+                    skips.items.append({"item": entry["item"], "reason": entry["reason"]})
+                    skips.indices.add(int(entry["row"]))
+            done.append(rows)
+        rows = np.concatenate(done) if done else np.zeros(0, np.int64)
+        self.resumed = len(rows)
+        return rows
+
+    def add(self, rows: np.ndarray, good: np.ndarray, votes: np.ndarray, probs: np.ndarray,
+            skipped: list[dict[str, Any]]) -> None:  # fmt: skip
+        """One finished batch: every row it covered, the readable ones' votes and probabilities."""
+        self.buffer.append((rows, good, votes, probs, skipped))
+        self.buffered += len(rows)
+        if self.buffered >= CHUNK_ITEMS or time.monotonic() - self.last >= CHUNK_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered batches as one chunk file (atomically): kept even if the process dies next."""
+        if not self.buffer:
+            return
+        rows, good, votes, probs, skipped = zip(*self.buffer, strict=True)
+        self.chunks += 1
+        path = self.folder / f"chunk-{self.chunks:06d}.npz"
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, rows=np.concatenate(rows), good=np.concatenate(good), votes=np.concatenate(votes),
+                     probs=np.concatenate(probs), skipped=np.asarray(json.dumps([s for part in skipped for s in part])))  # fmt: skip
+        self.buffer, self.buffered, self.last = [], 0, time.monotonic()
+
+    def finish(self) -> None:
+        """The annotation file is written: the chunks are no longer needed."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

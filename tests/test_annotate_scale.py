@@ -1,0 +1,174 @@
+"""Annotation at scale (#14 item 2): shards merged equal the one-shot file, a killed annotation resumes and
+equals the uninterrupted one, and every refusal is one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from coreg_edge.annotation_file import load
+
+ARRAYS = ("candidates", "votes", "zero_shot_probs", "labels")
+
+
+def _clip(tiny_clip) -> list[str]:
+    config, checkpoint = tiny_clip
+    return ["--clip-model", str(config), "--pretrained", str(checkpoint), "--classes", "cat,dog,bird", "--batch-size", "2"]
+
+
+@pytest.fixture
+def folder(class_folder):
+    (class_folder / "cat" / "broken.png").write_bytes(b"not an image")  # skipped, in both ways alike
+    return class_folder
+
+
+def _same(a, b) -> None:
+    for key in ARRAYS:
+        assert np.array_equal(getattr(a, key), getattr(b, key)), key
+    assert a.item_ids == b.item_ids and a.voters == b.voters and a.skipped == b.skipped
+
+
+def _annotate(runner, cli, args):
+    result = runner.invoke(cli, ["annotate", *args, "-q"])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_three_shards_merged_equal_the_one_shot_file(runner, cli, tiny_clip, folder, tmp_path):
+    one = tmp_path / "one.npz"
+    _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--out", str(one)])
+    shards = []
+    for k in (1, 2, 3):
+        shards.append(tmp_path / f"shard-{k}.npz")
+        _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--shard", f"{k}/3", "--out", str(shards[-1])])
+    blocks = [load(path).extra["shard"] for path in shards]
+    assert [(b["start"], b["end"]) for b in blocks] == [(0, 6), (6, 12), (12, 14)]  # whole batches of 2
+    merged = tmp_path / "merged.npz"
+    _annotate(runner, cli, ["--merge", *map(str, reversed(shards)), "--out", str(merged)])  # any order
+    _same(load(merged), load(one))
+    assert "shard" not in load(merged).extra and load(merged).stats() == load(one).stats()
+
+
+def test_merge_refuses_missing_duplicated_and_mismatched_shards(runner, cli, tiny_clip, folder, tmp_path):
+    paths = {}
+    for k in (1, 2):
+        paths[k] = tmp_path / f"s{k}.npz"
+        _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--shard", f"{k}/2", "--out", str(paths[k])])
+    other = tmp_path / "other.npz"
+    _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--templates", "imagenet", "--shard", "2/2", "--out", str(other)])
+    plain = tmp_path / "plain.npz"
+    _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--out", str(plain)])
+    cases = [
+        ([paths[1]], "missing shard 2/2"),
+        ([paths[1], paths[1]], "shard 1/2 given twice"),
+        ([paths[1], other], "has other voters (templates or examples) than"),
+        ([paths[1], plain], "is not a shard file"),
+    ]
+    for shards, expected in cases:
+        out = tmp_path / "m.npz"
+        result = runner.invoke(cli, ["annotate", "--merge", *map(str, shards), "--out", str(out)])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and expected in lines[0], result.stderr
+        assert not out.exists()
+
+
+def test_a_killed_annotation_resumes_and_equals_the_uninterrupted_one(runner, cli, tiny_clip, folder, tmp_path, monkeypatch):
+    import coreg_edge.annotate.journal as journal
+    from coreg_edge.annotate.clip import ClipEmbedder
+
+    whole = tmp_path / "whole.npz"
+    _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--out", str(whole)])
+    assert not (tmp_path / "whole.npz.partial").exists()  # a finished annotation leaves no journal
+
+    monkeypatch.setattr(journal, "CHUNK_ITEMS", 4)  # a chunk every 2 batches of 2
+    real, calls = ClipEmbedder.encode, []
+
+    def dies_on_the_fifth_batch(self, batch):
+        calls.append(len(batch))
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(ClipEmbedder, "encode", dies_on_the_fifth_batch)
+    out = tmp_path / "ann.npz"
+    killed = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--out", str(out), "-q"])
+    assert killed.exit_code == 130 and not out.exists()
+    chunks = sorted((tmp_path / "ann.npz.partial").glob("chunk-*.npz"))
+    assert len(chunks) == 2  # batches 1-4 were kept; the fifth died
+    monkeypatch.setattr(ClipEmbedder, "encode", real)
+    calls.clear()
+    counted = []
+    monkeypatch.setattr(ClipEmbedder, "encode", lambda self, batch: counted.append(len(batch)) or real(self, batch))
+    _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--out", str(out), "--resume"])
+    assert sum(counted) < 14 - 1  # only the rest was encoded (8 rows were done, one of them unreadable)
+    _same(load(out), load(whole))
+    assert not (tmp_path / "ann.npz.partial").exists()
+
+
+def test_resume_and_shard_refusals_are_one_line(runner, cli, tiny_clip, folder, tmp_path):
+    out = tmp_path / "ann.npz"
+    (tmp_path / "ann.npz.partial").mkdir()
+    (tmp_path / "ann.npz.partial" / "identity.json").write_text(json.dumps({"settings": {"templates": "imagenet"}}))
+    cases = [
+        ([str(folder), *_clip(tiny_clip), "--out", str(out), "--resume"], "was made by another call (changed:"),
+        ([str(folder), *_clip(tiny_clip), "--out", str(tmp_path / "new.npz"), "--resume"], "no interrupted annotation to continue"),
+        (["digits", "--annotator", "simulated", "--shard", "1/2", "--out", str(tmp_path / "s.npz")],
+         "--shard and --resume need a streaming annotator (clip)"),
+        (["digits", "--annotator", "synthetic", "--shard", "1/2", "--out", str(tmp_path / "s.npz")],
+         "the synthetic annotator has no voters to share out"),
+        ([str(folder), *_clip(tiny_clip), "--shard", "3/2", "--out", str(tmp_path / "s.npz")], "K must be between 1 and N"),
+        ([str(folder), *_clip(tiny_clip), "--shard", "1/9", "--out", str(tmp_path / "s.npz")], "use at most 7 shards"),
+        ([str(folder), str(folder), *_clip(tiny_clip), "--out", str(tmp_path / "s.npz")], "give one DATA"),
+    ]
+    for args, expected in cases:
+        result = runner.invoke(cli, ["annotate", *args])
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1 and expected in lines[-1], (args, result.stderr)
+        assert not any(line.startswith("Traceback") for line in lines)
+
+
+def test_shard_auto_under_torchrun_names_each_ranks_file(runner, cli, tiny_clip, folder, tmp_path, monkeypatch):
+    pattern = str(tmp_path / "ann-{shard}.npz")
+    for rank in range(3):  # what torchrun --nproc_per_node 3 sets in each of its processes
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "3")
+        _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--shard", "auto", "--out", pattern])
+    files = sorted(tmp_path.glob("ann-*-of-3.npz"))
+    assert [f.name for f in files] == ["ann-1-of-3.npz", "ann-2-of-3.npz", "ann-3-of-3.npz"]
+    assert [load(f).extra["shard"]["index"] for f in files] == [1, 2, 3]
+    monkeypatch.delenv("RANK")
+    result = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--shard", "auto", "--out", pattern])
+    assert result.exit_code == 1 and "RANK and WORLD_SIZE are not set" in result.stderr
+    result = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--out", pattern])
+    assert result.exit_code == 1 and "{shard} is filled in only with --shard" in result.stderr
+
+
+def test_each_rank_takes_its_own_gpu():
+    from coreg_edge.annotate.shards import rank_device
+
+    assert rank_device("cuda", {"LOCAL_RANK": "3"}) == "cuda:3"
+    assert rank_device("cpu", {"LOCAL_RANK": "3"}) == "cpu" and rank_device("cuda", {}) == "cuda"
+
+
+def test_torchrun_writes_one_shard_per_rank_and_they_merge(runner, cli, tiny_clip, folder, tmp_path):
+    """The real launcher: `torchrun --nproc_per_node 2 -m coreg_edge annotate ... --shard auto`."""
+    import os
+    import subprocess
+    import sys
+
+    pattern = str(tmp_path / "ann-{shard}.npz")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0", "-m",
+         "coreg_edge", "annotate", str(folder), *_clip(tiny_clip), "--shard", "auto", "--out", pattern, "-q"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert launch.returncode == 0, launch.stderr[-2000:]
+    shards = sorted(tmp_path.glob("ann-*-of-2.npz"))
+    assert [p.name for p in shards] == ["ann-1-of-2.npz", "ann-2-of-2.npz"]
+    merged, one = tmp_path / "merged.npz", tmp_path / "one.npz"
+    _annotate(runner, cli, ["--merge", *map(str, shards), "--out", str(merged)])
+    _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--out", str(one)])
+    _same(load(merged), load(one))

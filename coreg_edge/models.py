@@ -42,8 +42,9 @@ class NetworkConfig:
 class CoRegNetwork(nn.Module):
     """backbone -> feature -> (classifier logits, L2-normalised projection) (docs/ALGORITHM.md#networks).
 
-    `forward` returns logits only, so the exported graph is the deployable classifier; training calls
-    `forward_train` for both heads from one backbone pass.
+    One `forward`: logits only by default, so the exported graph is the deployable classifier; training
+    asks `with_projection=True` for both heads from one backbone pass. Being the module's own forward, it is
+    what a DistributedDataParallel wrapper hooks (a separate training method would bypass its gradient sync).
     """
 
     def __init__(
@@ -56,11 +57,12 @@ class CoRegNetwork(nn.Module):
             nn.Linear(num_features, proj_hidden), nn.ReLU(inplace=True), nn.Linear(proj_hidden, proj_dim)
         )
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.backbone(images))
-
-    def forward_train(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, with_projection: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         features = self.backbone(images)
+        if not with_projection:
+            return self.classifier(features)
         projection = nn.functional.normalize(self.projector(features), dim=1)
         return self.classifier(features), projection
 

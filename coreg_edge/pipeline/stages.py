@@ -165,6 +165,9 @@ class _Run:
         settings = _without(dataclasses.asdict(chosen), execution_keys(ExportSettings))
         settings["formats"] = [row.name for row in chosen.chosen_formats()]
         settings.pop("int8", None)  # counted in formats
+        if not any(row.ort_format for row in chosen.chosen_formats()):  # how ORT files are made: only with some
+            settings.pop("ort_style", None)
+            settings.pop("ort_platform", None)
         if chosen.makes_int8:  # auto is this machine's CPU; installing an emulator changes the check
             target = resolve_target(settings.get("target", "auto"))
             settings["target"] = target.name

@@ -276,7 +276,7 @@ def _update_memories(
     bank.update(targets.proto_z, targets.p.argmax(1), config.proto_momentum)
     momentum_update(peer.key_net, peer.net, config.key_momentum)
     with torch.no_grad(), ctx.autocast():
-        keys = peer.key_net.forward_train(strong_2)[1].float()
+        keys = peer.key_net(strong_2, with_projection=True)[1].float()
     n_p, n_u = len(targets.p), len(targets.u)
     in_p = torch.cat([torch.ones(n_p, dtype=torch.bool), torch.zeros(n_u, dtype=torch.bool)]).to(keys.device)
     return keys, in_p

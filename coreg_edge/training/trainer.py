@@ -65,12 +65,12 @@ def _log(message: str, quiet: bool) -> None:
 
 def _forward_fn(net: torch.nn.Module, input_shape: tuple[int, ...], device: torch.device, settings: TrainSettings,
                 channels_last: bool):  # fmt: skip
-    """net.forward_train, compiled on CUDA when asked (probed on a tiny batch; eager on failure)."""
+    """net(x, with_projection=True), compiled on CUDA when asked (probed on a tiny batch; eager on failure)."""
 
     def eager(x: torch.Tensor):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return net.forward_train(x)
+        return net(x, with_projection=True)
 
     want = settings.compile == "on" or (settings.compile == "auto" and device.type == "cuda")
     if not want:

@@ -88,10 +88,11 @@ def resolve_formats(names: list[str] | tuple[str, ...], int8: bool = False) -> t
 
 def file_passed(parity: Mapping[str, Any], file_name: str) -> bool | None:
     """Whether parity.json says this export's file passed every check (None: it has no checks for it)."""
-    checks = (parity.get("checks") or {}).get(file_name)
-    if not checks:
+    block = parity.get("checks")
+    checks = block.get(file_name) if isinstance(block, dict) else None
+    if not isinstance(checks, dict) or not checks:
         return None
-    return all(check.get("ok") for check in checks.values()) and not parity.get("problems")
+    return all(isinstance(c, dict) and c.get("ok") for c in checks.values()) and not parity.get("problems")
 
 
 def table() -> str:

@@ -32,7 +32,7 @@ from coreg_edge.exporters.onnx_export import load_peer_module, resolve_peer
 from coreg_edge.exporters.parity import Logits, Thresholds, collect_logits, evaluate, first_failure
 from coreg_edge.exporters.staging import FP32_NAME, PARITY_NAME, Staging
 from coreg_edge.exporters.targets import AUTO, TARGETS, apply_overrides, resolve_target
-from coreg_edge.formats import FORMATS, ExportFormat, file_passed, format_of_file
+from coreg_edge.formats import FORMAT_NAMES, FORMATS, ExportFormat, file_passed, format_of_file, get_format
 from coreg_edge.locks import locks_output
 from coreg_edge.runtime.metadata import ModelError, make_metadata
 from coreg_edge.settings.export import ExportSettings
@@ -66,6 +66,14 @@ def parity_report(
 ) -> dict[str, Any]:
     """The report's check part for every file in `names` (inside `folder`), from logits measured already."""
     problems = _problems(folder, names, config, batch_size)
+    for name in names:  # a file under another format's name (swapped or renamed) is judged by the wrong checks
+        try:
+            made_as = (get_metadata(folder / name) or {}).get("format")
+        except ModelError:
+            continue
+        if made_as is not None and made_as != _row(name).name:
+            problems.append(f"{name}: its metadata says it is a {made_as} file; it belongs under {get_format(made_as).file_name}"
+                            if made_as in FORMAT_NAMES else f"{name}: its metadata names an unknown format {made_as!r}")  # fmt: skip
     checks, test_accuracy = evaluate(measured, {name: _row(name) for name in names}, limits)
     count = len(measured.reference)
     if count < limits.min_images:
@@ -169,7 +177,7 @@ def export_run(
                 ctx.measured.inputs = None  # the memory map closes before the staging folder goes
         names = [row.file_name for row in rows if row.file_name in ctx.measured.onnx]
         header: dict[str, Any] = {
-            "run": str(run),
+            "run": str(Path(run).resolve()),  # found again from any working folder (report, --check-only)
             "peer": resolved,
             "coreg_edge_version": __version__,
             "export": {
@@ -285,7 +293,7 @@ def check_export(
         eval_data=s.eval_data,
     )  # fmt: skip
     header = {
-        "run": str(run),
+        "run": str(Path(run).resolve()),
         "peer": resolved,
         "coreg_edge_version": __version__,
         "check_only": True,
@@ -297,6 +305,9 @@ def check_export(
         with tempfile.TemporaryDirectory(prefix="coreg-edge-check-") as tmp:
             measured = _measure_written(module, out, names, plan, header, Path(tmp), s, quiet)
         report = parity_report(measured, out, names, plan, config, limits=limits, batch_size=s.batch_size)
+        if meta.get("peer") not in (None, resolved):  # --peer names another network than the files hold
+            report["problems"].insert(0, f"the files were exported from peer {meta['peer']} (their metadata), "
+                                         f"checked here against peer {resolved}; drop --peer to check them as made")  # fmt: skip
     except (ModelError, ExportError) as exc:  # a file that cannot be opened or run: the old report must go
         report = {"thresholds": limits.to_dict(), "checks": {}, "test_accuracy": None, "problems": [str(exc)]}
     report = _finish({**header, **report}, out, names)

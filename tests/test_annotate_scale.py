@@ -44,7 +44,7 @@ def test_three_shards_merged_equal_the_one_shot_file(runner, cli, tiny_clip, fol
         shards.append(tmp_path / f"shard-{k}.npz")
         _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--shard", f"{k}/3", "--out", str(shards[-1])])
     blocks = [load(path).extra["shard"] for path in shards]
-    assert [(b["start"], b["end"]) for b in blocks] == [(0, 6), (6, 12), (12, 14)]  # whole batches of 2
+    assert [(b["start"], b["end"]) for b in blocks] == [(0, 4), (4, 8), (8, 14)]  # 7 batches of 2, spread evenly
     merged = tmp_path / "merged.npz"
     _annotate(runner, cli, ["--merge", *map(str, reversed(shards)), "--out", str(merged)])  # any order
     _same(load(merged), load(one))
@@ -140,7 +140,7 @@ def test_shard_auto_under_torchrun_names_each_ranks_file(runner, cli, tiny_clip,
     assert [load(f).extra["shard"]["index"] for f in files] == [1, 2, 3]
     monkeypatch.delenv("RANK")
     result = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--shard", "auto", "--out", pattern])
-    assert result.exit_code == 1 and "RANK and WORLD_SIZE are not set" in result.stderr
+    assert result.exit_code == 1 and "--shard auto: RANK not set" in result.stderr
     result = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--out", pattern])
     assert result.exit_code == 1 and "{shard} is filled in only with --shard" in result.stderr
 
@@ -172,3 +172,53 @@ def test_torchrun_writes_one_shard_per_rank_and_they_merge(runner, cli, tiny_cli
     _annotate(runner, cli, ["--merge", *map(str, shards), "--out", str(merged)])
     _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--out", str(one)])
     _same(load(merged), load(one))
+
+
+def test_a_failed_new_call_keeps_a_killed_calls_votes(runner, cli, tiny_clip, folder, tmp_path, monkeypatch):
+    import coreg_edge.annotate.journal as journal
+    from coreg_edge.annotate.clip import ClipEmbedder
+
+    monkeypatch.setattr(journal, "CHUNK_ITEMS", 4)
+    real, calls = ClipEmbedder.encode, []
+
+    def dies(self, batch):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(ClipEmbedder, "encode", dies)
+    out = tmp_path / "ann.npz"
+    assert runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--out", str(out), "-q"]).exit_code == 130
+    monkeypatch.setattr(ClipEmbedder, "encode", real)
+    chunks = sorted((tmp_path / "ann.npz.partial").glob("chunk-*.npz"))
+    typo = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--templates", str(tmp_path / "nope.txt"),
+                               "--out", str(out)])  # fmt: skip
+    assert typo.exit_code == 1 and sorted((tmp_path / "ann.npz.partial").glob("chunk-*.npz")) == chunks
+    changed = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--mode", "topk", "--out", str(out), "--resume"])
+    assert changed.exit_code == 1 and "(changed: mode)" in changed.stderr  # names the option
+    _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--out", str(out), "--resume"])
+    assert out.is_file() and not (tmp_path / "ann.npz.partial").exists()
+
+
+def test_shards_spread_batches_evenly_and_bad_ranks_are_refused(runner, cli, tiny_clip, folder, tmp_path, monkeypatch):
+    from coreg_edge.annotate.shards import parse_shard, shard_rows
+    from coreg_edge.errors import UserError
+
+    for count in range(1, 7):  # 41 items, 6 batches of 8: every shard count up to 6 gives non-empty shards
+        parts = [shard_rows(41, k, count, 8) for k in range(1, count + 1)]
+        assert all(len(p) for p in parts) and np.array_equal(np.concatenate(parts), np.arange(41))
+        assert all(p[0] % 8 == 0 for p in parts)  # each starts on a batch boundary
+    for env, expected in [({"RANK": "-1", "WORLD_SIZE": "2"}, "RANK must be within [0, WORLD_SIZE)"),
+                          ({"RANK": "abc", "WORLD_SIZE": "2"}, "must be whole numbers"),
+                          ({"RANK": "0", "WORLD_SIZE": "0"}, "RANK must be within")]:  # fmt: skip
+        with pytest.raises(UserError, match=expected.replace("[", r"\[").replace(")", r"\)")):
+            parse_shard("auto", env)
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--shard", "1/2", "--out", str(a)])
+    _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--wording", "a photo of {}", "--shard", "2/2", "--out", str(b)])
+    mixed = runner.invoke(cli, ["annotate", "--merge", str(a), str(b), "--out", str(tmp_path / "m.npz")])
+    assert mixed.exit_code == 1 and "other prompt wording" in mixed.stderr
+    into_input = runner.invoke(cli, ["annotate", "--merge", str(a), str(b), "--out", str(a)])
+    assert into_input.exit_code == 1 and "is one of the shards to merge" in into_input.stderr
+    assert load(a).extra["shard"]["index"] == 1  # untouched

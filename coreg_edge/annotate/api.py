@@ -138,7 +138,7 @@ def _shard(s: AnnotateSettings, total: int, annotator: Any) -> tuple[np.ndarray 
         raise UserError(f"--shard: the {annotator.name} annotator has no voters to share out; annotate it in one go")
     index, count = parse_shard(s.shard)
     rows = shard_rows(total, index, count, s.batch_size)
-    return rows, shard_block(index, count, rows, total, s.batch_size)
+    return rows, shard_block(index, count, rows, total, s.batch_size, s.reject if "reject" in annotator.options else None)
 
 
 def _journal(

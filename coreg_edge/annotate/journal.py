@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,33 +42,37 @@ class Journal:
         self.buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]] = []
         self.buffered = 0
         self.last = time.monotonic()
-        if self.folder.exists() and not resume:
-            shutil.rmtree(self.folder)  # a new call starts over (--resume continues)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UserError(f"{self.folder} is a file; it is where annotate keeps its finished votes: move it away")
         if resume and not self.folder.is_dir():
             raise UserError(f"--resume: no interrupted annotation to continue ({self.folder} does not exist)")
         if resume:
             recorded = _read_json(self.folder / IDENTITY_FILE)
             if recorded != self.identity:
-                changed = sorted(k for k in {*self.identity, *(recorded or {})} if (recorded or {}).get(k) != self.identity.get(k))
-                raise UserError(f"--resume: {self.folder} was made by another call (changed: {', '.join(changed) or 'unreadable'}); "
+                raise UserError(f"--resume: {self.folder} was made by another call ({_changes(recorded, self.identity)}); "
                                 "give the same options, or drop --resume to start over")  # fmt: skip
-        else:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.folder / IDENTITY_FILE) as tmp:
-                Path(tmp).write_text(json.dumps(self.identity, indent=2, sort_keys=True), encoding="utf-8")
-        self.chunks = len(list(self.folder.glob("chunk-*.npz")))
+        # A new call starts over, but an earlier call's votes go only when this one has votes of its own to
+        # keep (first flush): a call that fails first (a typo in an option) loses nothing.
+        self.fresh = not resume
+        self.chunks = len(list(self.folder.glob("chunk-*.npz"))) if resume else 0
 
     def restore(self, votes: np.ndarray, probs: np.ndarray, skips: Any) -> np.ndarray:
         """Fill the arrays from the chunks on disk; the item rows they cover (skipped ones too)."""
         done: list[np.ndarray] = []
+        if self.fresh:
+            return np.zeros(0, np.int64)
         for path in sorted(self.folder.glob("chunk-*.npz")):
-            with np.load(path, allow_pickle=False) as chunk:
-                rows, good = chunk["rows"], chunk["good"]
-                votes[good] = chunk["votes"]
-                probs[good] = chunk["probs"]
-                for entry in json.loads(str(chunk["skipped"])):
-                    skips.items.append({"item": entry["item"], "reason": entry["reason"]})
-                    skips.indices.add(int(entry["row"]))
+            try:
+                with np.load(path, allow_pickle=False) as chunk:
+                    rows, good = chunk["rows"], chunk["good"]
+                    votes[good] = chunk["votes"]
+                    probs[good] = chunk["probs"]
+                    entries = json.loads(str(chunk["skipped"]))
+            except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile, EOFError) as exc:
+                raise UserError(f"--resume: {path} is unreadable ({type(exc).__name__}); drop --resume to start over") from exc
+            for entry in entries:
+                skips.items.append({"item": entry["item"], "reason": entry["reason"]})
+                skips.indices.add(int(entry["row"]))
             done.append(rows)
         rows = np.concatenate(done) if done else np.zeros(0, np.int64)
         self.resumed = len(rows)
@@ -85,6 +90,12 @@ class Journal:
         """Write the buffered batches as one chunk file (atomically): kept even if the process dies next."""
         if not self.buffer:
             return
+        if self.fresh:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.mkdir(parents=True)
+            with atomic_path(self.folder / IDENTITY_FILE) as tmp:
+                Path(tmp).write_text(json.dumps(self.identity, indent=2, sort_keys=True), encoding="utf-8")
+            self.fresh = False
         rows, good, votes, probs, skipped = zip(*self.buffer, strict=True)
         self.chunks += 1
         path = self.folder / f"chunk-{self.chunks:06d}.npz"
@@ -96,6 +107,16 @@ class Journal:
     def finish(self) -> None:
         """The annotation file is written: the chunks are no longer needed."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _changes(recorded: dict[str, Any] | None, now: dict[str, Any]) -> str:
+    """Which options differ, by name (settings one level down): "changed: mode, templates"."""
+    if recorded is None:
+        return "its identity.json is unreadable"
+    old_settings, new_settings = recorded.get("settings") or {}, now.get("settings") or {}
+    names = sorted(k for k in {*old_settings, *new_settings} if old_settings.get(k) != new_settings.get(k))
+    names += sorted(k for k in {*recorded, *now} if k != "settings" and recorded.get(k) != now.get(k))
+    return f"changed: {', '.join(names)}" if names else "changed: nothing readable"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

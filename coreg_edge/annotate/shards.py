@@ -26,9 +26,16 @@ def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> tuple[in
     """"K/N" -> (K, N), 1 <= K <= N; "auto": this process's rank under torchrun (RANK + 1 of WORLD_SIZE)."""
     if str(text).strip() == "auto":
         env = os.environ if environ is None else environ
-        if "RANK" not in env or "WORLD_SIZE" not in env:
-            raise UserError("--shard auto: RANK and WORLD_SIZE are not set (launch with torchrun, or give K/N)")
-        return int(env["RANK"]) + 1, int(env["WORLD_SIZE"])
+        missing = [name for name in ("RANK", "WORLD_SIZE") if name not in env]
+        if missing:
+            raise UserError(f"--shard auto: {' and '.join(missing)} not set (launch with torchrun, or give K/N)")
+        try:
+            rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+        except ValueError:
+            raise UserError(f"--shard auto: RANK={env['RANK']!r} and WORLD_SIZE={env['WORLD_SIZE']!r} must be whole numbers") from None
+        if world < 1 or not 0 <= rank < world:
+            raise UserError(f"--shard auto: RANK must be within [0, WORLD_SIZE) (got RANK={rank}, WORLD_SIZE={world})")
+        return rank + 1, world
     match = SHARD_PATTERN.match(str(text))
     if not match:
         raise UserError(f"--shard {text}: give K/N, e.g. 2/4 for the second of four parts")
@@ -46,11 +53,8 @@ def shard_rows(total: int, index: int, count: int, batch_size: int) -> np.ndarra
             f"--shard {index}/{count}: DATA has {total} items, {batches} batches of {batch_size}; "
             f"use at most {batches} shards (or a smaller --batch-size)"
         )
-    per_shard = math.ceil(batches / count) * batch_size
-    start, end = (index - 1) * per_shard, min(total, index * per_shard)
-    if start >= end:
-        raise UserError(f"--shard {index}/{count}: no items left for this shard; use at most {math.ceil(total / per_shard)} shards")
-    return np.arange(start, end, dtype=np.int64)
+    first, last = (index - 1) * batches // count, index * batches // count  # batches spread evenly
+    return np.arange(first * batch_size, min(total, last * batch_size), dtype=np.int64)
 
 
 def rank_device(device: str, environ: Mapping[str, str] | None = None) -> str:
@@ -66,9 +70,11 @@ def shard_path(out: str | os.PathLike[str], index: int, count: int) -> str:
     return str(out).replace("{shard}", f"{index}-of-{count}")
 
 
-def shard_block(index: int, count: int, rows: np.ndarray, total: int, batch_size: int) -> dict[str, Any]:
+def shard_block(
+    index: int, count: int, rows: np.ndarray, total: int, batch_size: int, reject: float | None
+) -> dict[str, Any]:
     return {"index": index, "count": count, "start": int(rows[0]), "end": int(rows[-1]) + 1, "total": total,
-            "batch_size": batch_size}  # fmt: skip
+            "batch_size": batch_size, "reject": reject}  # fmt: skip
 
 
 def _same(first: Annotation, other: Annotation) -> str | None:
@@ -82,6 +88,11 @@ def _same(first: Annotation, other: Annotation) -> str | None:
         return f"another annotator ({', '.join(changed)})"
     if other.data != first.data:
         return "other data"
+    if other.extra.get("prompt_names") != first.extra.get("prompt_names"):
+        return "other prompt wording (--wording or --classes)"
+    for key, what in (("batch_size", "another --batch-size"), ("reject", "another --reject")):
+        if other.extra["shard"].get(key) != first.extra["shard"].get(key):
+            return what
     return None
 
 
@@ -100,6 +111,8 @@ def merge_shards(paths: Sequence[str | os.PathLike[str]]) -> Annotation:
         if not isinstance(block, dict):
             raise UserError(f"--merge: {path} is not a shard file (annotate --shard K/N writes them)")
         index = int(block["index"])
+        if not 1 <= index <= int(block["count"]):
+            raise UserError(f"--merge: {path} says it is shard {index} of {block['count']}: not a valid shard")
         if count is None:
             count, total, first_path, first = int(block["count"]), int(block["total"]), str(path), ann
         elif int(block["count"]) != count or int(block["total"]) != total:

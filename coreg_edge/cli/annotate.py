@@ -47,6 +47,8 @@ def annotate(data: tuple[str, ...], out: str, resume: bool, merge: bool, as_json
     DATA is a folder (flat: unlabeled; one sub-folder per class: labels kept for evaluation), or
     digits, digits:test, cifar10[:train|:test], cifar100, svhn, fmnist, eurosat, gtsrb.
     """
+    from pathlib import Path
+
     from coreg_edge.errors import UserError
 
     if merge:
@@ -55,6 +57,8 @@ def annotate(data: tuple[str, ...], out: str, resume: bool, merge: bool, as_json
 
         if not out.endswith(".npz"):
             raise UserError(f"--out {out}: an annotation file ends in .npz (did you mean {out}.npz?)")
+        if any(Path(shard).resolve() == Path(out).resolve() for shard in data):
+            raise UserError(f"--out {out}: is one of the shards to merge; write the merged file elsewhere")
         with exclusive(out, "annotation file"):
             annotation = merge_shards(data)
             annotation.save(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 import time
 from pathlib import Path
@@ -67,12 +68,11 @@ def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
 
 
 def _training(sources: ReportSources, plots: Any, quiet: bool) -> list[str]:
-    from coreg_edge.training import run_folder as rf
 
     parts = ["<h2>Training</h2>"]
     if sources.run is None:
         return [*parts, _missing("no training run here (its folder, named in parity.json, is gone)")]
-    metrics = rf.read_metrics(sources.run)
+    metrics = [row for row in _metrics(sources.run) if isinstance(row, dict)]
     config = sources.read("config") or {}
     selection = sources.read("selection") or {}
     peers = sorted(k for k in (metrics[-1].get("holdout") or {}) if k != "ensemble") if metrics else []
@@ -98,13 +98,31 @@ def _training(sources: ReportSources, plots: Any, quiet: bool) -> list[str]:
     return parts
 
 
+def _metrics(run: Path) -> list[Any]:
+    """metrics.jsonl's rows; a torn last line (a killed run) or a bad line is left out, not fatal."""
+    rows = []
+    try:
+        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
 def _annotation(sources: ReportSources, plots: Any) -> list[str]:
     from coreg_edge.annotation_file import load
 
     parts = ["<h2>Annotation</h2>"]
     if sources.annotation is None:
         return [*parts, _missing("the annotation file this run trained on is not here")]
-    ann = load(sources.annotation)
+    try:
+        ann = load(sources.annotation)
+    except UserError as exc:
+        return [*parts, _missing(f"the annotation file cannot be read: {exc}")]
     stats = ann.stats()
     sizes = ann.candidates.sum(1).astype(np.int64)
     known = ann.labels >= 0
@@ -126,10 +144,16 @@ def _formats(sources: ReportSources, plots: Any) -> list[str]:
     parts = ["<h2>Export: every format</h2>"]
     parity = sources.read("parity")
     if parity is None:
+        if sources.export is not None and (sources.export / "parity.json").is_file():
+            return [*parts, _missing(f"{sources.export / 'parity.json'} is unreadable (not a JSON object)")]
         return [*parts, _missing("no export here: coreg-edge export RUN --out DIR --formats all")]
+    if not all(isinstance(parity.get(key) or {}, dict) for key in ("checks", "files", "test_accuracy", "images")):
+        return [*parts, _missing("parity.json is not in the layout coreg-edge export writes")]
     bench = sources.read("bench") or {}
-    p50 = {row.get("format"): {r["batch_size"]: r["p50_ms"] for r in row.get("results", [])}
-           for row in bench.get("formats") or []}  # fmt: skip
+    rows_timed = [row for row in bench.get("formats") or [] if isinstance(row, dict)] if isinstance(bench.get("formats"), list) else []
+    p50 = {row.get("format"): {r["batch_size"]: r["p50_ms"] for r in row.get("results") or []
+                               if isinstance(r, dict) and "batch_size" in r and "p50_ms" in r}
+           for row in rows_timed}  # fmt: skip
     sizes = sorted({size for times in p50.values() for size in times})
     accuracy = parity.get("test_accuracy") or {}
     rows = []
@@ -146,12 +170,16 @@ def _formats(sources: ReportSources, plots: Any) -> list[str]:
                      *[_num((p50.get(row.name) or {}).get(b), ".3f") for b in sizes]])  # fmt: skip
     header = ["format", "file", "MB", "test acc", "parity", *[f"p50 ms b{b}" for b in sizes]]
     parts.append(_table(header, rows, left=2))
-    if bench.get("formats"):
-        parts.append(f'<p class="meta">latency on {_e(bench["cpu"])}, {_e(bench.get("provider"))}, '
+    if any(p50.values()):
+        cpu = bench.get("cpu") or "this CPU"
+        parts.append(f'<p class="meta">latency on {_e(cpu)}, {_e(bench.get("provider"))}, '
                      f"{_e(bench.get('threads'))} threads, all formats interleaved</p>")  # fmt: skip
-        parts.append(_figure("latency", plots.latency(bench["formats"], bench["cpu"]), "latency against batch size, per format"))
+        timed = [{"format": name, "results": [{"batch_size": b, "p50_ms": ms} for b, ms in sorted(times.items())]}
+                 for name, times in p50.items() if times]  # fmt: skip
+        parts.append(_figure("latency", plots.latency(timed, cpu), "latency against batch size, per format"))
     else:
-        parts.append(_missing("no bench.json: coreg-edge bench EXPORT_DIR --json > EXPORT_DIR/bench.json"))
+        parts.append(_missing("no latencies: bench.json (a pipeline run's, or coreg-edge bench EXPORT_DIR --json > "
+                              "EXPORT_DIR/bench.json) is missing or in the single-model layout"))  # fmt: skip
     parts.append("<h2>Parity against PyTorch</h2>")
     images = parity.get("images") or {}
     parts.append(f"<p>{_e(images.get('count'))} images ({_e(', '.join(images.get('sources') or []))}), "
@@ -205,8 +233,8 @@ def write_report(
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             Path(tmp).write_text(page, encoding="utf-8")
-    except PermissionError:
-        raise UserError(f"--out {target}: not writable") from None
+    except (PermissionError, FileExistsError, NotADirectoryError) as exc:
+        raise UserError(f"--out {target}: cannot be written there ({exc.strerror or type(exc).__name__})") from None
     return target
 
 

@@ -76,7 +76,7 @@ def find_sources(path: str | os.PathLike[str]) -> ReportSources:
             named = json.loads((folder / "parity.json").read_text(encoding="utf-8")).get("run")
         except (OSError, ValueError, AttributeError):
             named = None
-        if named and _is_run(Path(named)):
+        if isinstance(named, str) and named and _is_run(Path(named)):
             run = Path(named)
         bench = folder / "bench.json" if (folder / "bench.json").is_file() else None
         return ReportSources(folder, "export folder", run, folder, run and _annotation_of(run), bench, None)

@@ -81,10 +81,13 @@ def bench_formats(
     files = format_files(folder)
     _, benches = time_models([path for _, path in files], s, providers=providers, progress=progress)
     parity = read_json_object(Path(folder) / "parity.json")
-    accuracy = parity.get("test_accuracy") or {}
+    accuracy = parity.get("test_accuracy") if isinstance(parity.get("test_accuracy"), dict) else {}
+    files_block = parity.get("files") if isinstance(parity.get("files"), dict) else {}
+    if not isinstance(parity.get("checks"), dict):
+        parity = {}
     rows = []
     for (name, path), bench in zip(files, benches, strict=True):
-        entry = (parity.get("files") or {}).get(path.name) or {}
+        entry = files_block.get(path.name) if isinstance(files_block.get(path.name), dict) else {}
         if entry.get("published", True):
             rows.append(FormatRow(name, bench, accuracy.get(name), file_passed(parity, path.name)))
         else:  # an earlier export's file, kept: its own earlier checks, when that report described it

@@ -116,7 +116,8 @@ def open_session(
         return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises bare pybind exceptions
         first = one_line(exc)
-        raise NotOnnxError(f"{path}: onnxruntime cannot load it as an ONNX model ({first})") from exc
+        kind = "an ORT-format model" if path.suffix == ".ort" else "an ONNX model"
+        raise NotOnnxError(f"{path}: onnxruntime cannot load it as {kind} ({first})") from exc
 
 
 @dataclass

@@ -162,3 +162,17 @@ def test_a_format_that_cannot_be_made_is_its_own_error_not_the_exports(run_copy,
     assert json.loads((out / "parity.json").read_text())["files"]["model.fp16.onnx"]["error"]
     empty = runner.invoke(cli, ["export", str(run_copy), "--out", str(tmp_path / "y"), "--formats", ","])
     assert empty.exit_code == 2 and "--formats needs at least one of fp32" in empty.stderr
+
+
+def test_check_only_names_a_file_under_another_formats_name(exported_all, runner, cli, tmp_path):
+    import shutil
+
+    out, _ = exported_all
+    copy = Path(shutil.copytree(out, tmp_path / "swapped"))
+    (copy / "model.int8.onnx").rename(copy / "tmp")
+    (copy / "model.fp16.onnx").rename(copy / "model.int8.onnx")
+    (copy / "tmp").rename(copy / "model.fp16.onnx")
+    run = json.loads((copy / "parity.json").read_text())["run"]
+    result = runner.invoke(cli, ["export", run, "--out", str(copy), "--check-only", "-q"])
+    assert result.exit_code == 1
+    assert "model.int8.onnx: its metadata says it is a fp16 file; it belongs under model.fp16.onnx" in result.stderr

@@ -339,7 +339,7 @@ def test_report_on_a_training_run_and_on_an_export_folder(runner, cli, first_run
     result = runner.invoke(cli, ["report", str(run / "export"), "--out", str(tmp_path / "export.html"), "-q"])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "export.html").read_text()  # parity.json names the run: its curves come along
-    assert figure_ids(page) == ["candidates", "curves", "confusion"] and "no bench.json" in page
+    assert figure_ids(page) == ["candidates", "curves", "confusion"] and "no latencies" in page
 
 
 def test_report_bad_input_is_one_line(runner, cli, first_run, tmp_path, monkeypatch):
@@ -358,3 +358,24 @@ def test_report_bad_input_is_one_line(runner, cli, first_run, tmp_path, monkeypa
     result = runner.invoke(cli, ["report", str(run / "train"), "--out", str(tmp_path / "x.html")])
     assert result.exit_code == 1 and "pip install 'coreg-edge[report]'" in result.stderr
     assert not (tmp_path / "x.html").exists()
+
+
+def test_report_survives_damaged_inputs(runner, cli, first_run, tmp_path):
+    from coreg_edge.report.page import figure_ids
+
+    run = copy_run(first_run, tmp_path)
+    with open(run / "train" / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 9, "loss": {"a"')  # the torn last line a killed run leaves
+    (run / "bench.json").write_text(json.dumps({"formats": "x"}))
+    result = runner.invoke(cli, ["report", str(run), "--out", str(tmp_path / "r.html"), "-q"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.html").read_text()
+    assert figure_ids(page) == ["candidates", "curves", "confusion"] and "no latencies" in page
+    parity = json.loads((run / "export" / "parity.json").read_text())
+    (run / "export" / "parity.json").write_text(json.dumps({**parity, "run": 5, "checks": "broken"}))
+    result = runner.invoke(cli, ["report", str(run / "export"), "--out", str(tmp_path / "e.html"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "not in the layout coreg-edge export writes" in (tmp_path / "e.html").read_text()
+    (tmp_path / "afile").write_text("x")
+    result = runner.invoke(cli, ["report", str(run), "--out", str(tmp_path / "afile" / "r.html")])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1 and "cannot be written" in result.stderr

@@ -33,7 +33,7 @@ all interleaved, with the test accuracy and parity result its parity.json record
 @click.argument("model", type=click.Path(path_type=str))
 @settings_options(BenchSettings)
 @click.option(
-    "--vs", "vs", type=click.Path(path_type=str), default=None, help="A second ONNX model to compare against."
+    "--vs", "vs", type=click.Path(path_type=str), default=None, help="A second model (.onnx or .ort) to compare against."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @common_options

@@ -61,7 +61,7 @@ def _comma_list(item: type) -> Callable[[click.Context, click.Parameter, Any], A
         if value is None or isinstance(value, tuple):
             return value
         try:
-            return tuple(item(part) for part in str(value).split(",") if part.strip())
+            return tuple(item(part.strip()) for part in str(value).split(",") if part.strip())
         except ValueError:
             raise click.BadParameter(f"expected values separated by commas, e.g. 1,8,32 (got {value!r})") from None
 

@@ -122,7 +122,7 @@ Exit status: 0 all images classified, 1 some failed (each reported in the output
 @common_options
 @handle_errors
 def predict(model: str, inputs: tuple[str, ...], device: str, seed: int, quiet: bool, **options) -> None:
-    """Classify image files and folders (INPUT...) with MODEL.onnx; prints the top-k classes per image.
+    """Classify image files and folders (INPUT...) with MODEL (.onnx or .ort); prints the top-k classes per image.
 
     Needs only onnxruntime, numpy and pillow (the device install). Preprocessing and class names come
     from the model's own metadata.

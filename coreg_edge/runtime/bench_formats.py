@@ -68,6 +68,17 @@ def format_files(folder: str | os.PathLike[str]) -> list[tuple[str, Path]]:
     return found
 
 
+def _own_accuracy(path: Path) -> float | None:
+    """Without parity.json: the test accuracy the file's own metadata carries (export measured it)."""
+    from coreg_edge.runtime.session import load_model
+
+    try:
+        value = load_model(path, need_class_names=False, need_normalisation=False).metadata.get("test_accuracy")
+    except Exception:  # noqa: BLE001 - an unreadable file was timed already; its accuracy is just unknown
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def bench_formats(
     folder: str | os.PathLike[str],
     settings: BenchSettings | None = None,
@@ -89,7 +100,8 @@ def bench_formats(
     for (name, path), bench in zip(files, benches, strict=True):
         entry = files_block.get(path.name) if isinstance(files_block.get(path.name), dict) else {}
         if entry.get("published", True):
-            rows.append(FormatRow(name, bench, accuracy.get(name), file_passed(parity, path.name)))
+            measured = accuracy.get(name) if parity else _own_accuracy(path)
+            rows.append(FormatRow(name, bench, measured, file_passed(parity, path.name)))
         else:  # an earlier export's file, kept: its own earlier checks, when that report described it
             earlier = entry.get("earlier_checks")
             ok = all(c.get("ok") for c in earlier.values()) if earlier else None

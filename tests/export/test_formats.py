@@ -176,3 +176,25 @@ def test_check_only_names_a_file_under_another_formats_name(exported_all, runner
     result = runner.invoke(cli, ["export", run, "--out", str(copy), "--check-only", "-q"])
     assert result.exit_code == 1
     assert "model.int8.onnx: its metadata says it is a fp16 file; it belongs under model.fp16.onnx" in result.stderr
+
+
+def test_bench_without_parity_json_reads_each_files_own_accuracy(exported_all, runner, cli, tmp_path):
+    import shutil
+
+    out, result = exported_all
+    folder = tmp_path / "copied"
+    folder.mkdir()
+    for name in ("model.onnx", "model.int8.ort"):  # copied to a device without parity.json
+        shutil.copy(out / name, folder / name)
+    bench = runner.invoke(cli, ["bench", str(folder), "--batch-sizes", "1", "--warmup", "0", "--iters", "2", "--json"])
+    assert bench.exit_code == 0, bench.output
+    rows = {row["format"]: row for row in json.loads(bench.stdout)["formats"]}
+    accuracy = json.loads(result.stdout)["test_accuracy"]
+    assert rows["fp32"]["test_accuracy"] == accuracy["fp32"] and rows["int8-ort"]["test_accuracy"] == accuracy["int8-ort"]
+    assert rows["fp32"]["parity_ok"] is None  # no parity.json here: not claimed
+
+
+def test_format_lists_tolerate_spaces(run_copy, runner, cli, tmp_path):
+    result = runner.invoke(cli, ["export", str(run_copy), "--out", str(tmp_path / "d"), "--formats", "fp32 , ort", "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["export"]["formats"] == ["fp32", "ort"]

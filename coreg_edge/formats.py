@@ -35,6 +35,8 @@ class ExportFormat:
     build: str = ""  # "module:function" that writes the file into the staging folder
     measure: str = "native"  # where parity's logits come from: "native" or "int8-route"
     ort_format: bool = False  # an ORT-format file (its metadata is written before conversion)
+    # files published beside it (an ORT file's operator list: what a reduced onnxruntime build must include)
+    side_files: tuple[str, ...] = ()
 
 
 FORMATS: tuple[ExportFormat, ...] = (
@@ -48,14 +50,17 @@ FORMATS: tuple[ExportFormat, ...] = (
                  checks="fp16", build=f"{_BUILD}:build_fp16"),
     ExportFormat("ort", "model.ort", "model.onnx in onnxruntime's ORT format (convert_onnx_models_to_ort)",
                  "onnxruntime mobile and reduced-size builds (Android, iOS, minimal builds)", checks="fp32",
-                 source="fp32", build=f"{_BUILD}:build_ort", ort_format=True),
+                 source="fp32", build=f"{_BUILD}:build_ort", ort_format=True,
+                 side_files=("model.required_operators.config",)),
     ExportFormat("int8-ort", "model.int8.ort", "model.int8.onnx in onnxruntime's ORT format",
                  "onnxruntime mobile and reduced-size builds, on the int8 target's CPUs", checks="int8",
-                 source="int8", build=f"{_BUILD}:build_ort", measure="int8-route", ort_format=True),
+                 source="int8", build=f"{_BUILD}:build_ort", measure="int8-route", ort_format=True,
+                 side_files=("model.int8.required_operators.config",)),
 )  # fmt: skip
 
 FORMAT_NAMES: tuple[str, ...] = tuple(row.name for row in FORMATS)
 FILE_NAMES: tuple[str, ...] = tuple(row.file_name for row in FORMATS)
+SIDE_FILES: dict[str, tuple[str, ...]] = {row.file_name: row.side_files for row in FORMATS}
 ORT_STYLES = ("fixed", "runtime")  # convert_onnx_models_to_ort's optimisation styles
 ORT_PLATFORMS = ("arm", "amd64")  # its target platforms (fixed style only)
 
@@ -72,18 +77,27 @@ def format_of_file(file_name: str) -> ExportFormat | None:
     return next((row for row in FORMATS if row.file_name == file_name), None)
 
 
-def resolve_formats(names: list[str] | tuple[str, ...], int8: bool = False) -> tuple[ExportFormat, ...]:
+def resolve_formats(names: list[str] | tuple[str, ...], int8: bool | None = None) -> tuple[ExportFormat, ...]:
     """The chosen rows in table order: fp32 always (every other file is checked against the same PyTorch
-    peer beside it, and most are made from it), int8 with --int8, and each row's source."""
+    peer beside it, and most are made from it), each row's source, and int8 added (True) or left out with
+    every format made from it (False; None: as `names` say)."""
     chosen = {"fp32", *names, *(["int8"] if int8 else [])}
     if "all" in chosen:
         chosen = set(FORMAT_NAMES)
     for name in list(chosen):
-        row = get_format(name)
-        while row.source is not None:
-            chosen.add(row.source)
-            row = get_format(row.source)
+        chosen.update(_sources(get_format(name)))
+    if int8 is False:
+        chosen = {name for name in chosen if "int8" not in {name, *_sources(get_format(name))}}
     return tuple(row for row in FORMATS if row.name in chosen)
+
+
+def _sources(row: ExportFormat) -> list[str]:
+    """The formats a row is made from, nearest first (int8-ort: int8, fp32)."""
+    found = []
+    while row.source is not None:
+        found.append(row.source)
+        row = get_format(row.source)
+    return found
 
 
 def file_passed(parity: Mapping[str, Any], file_name: str) -> bool | None:

@@ -25,7 +25,7 @@ from coreg_edge.exporters.staging import Staging
 from coreg_edge.formats import ExportFormat, get_format
 from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.settings.export import ExportSettings
-from coreg_edge.utils import one_line
+from coreg_edge.utils import atomic_path, one_line
 
 
 @dataclass
@@ -246,6 +246,10 @@ def convert_to_ort(source: Path, out: Path, settings: ExportSettings) -> None:
         if not made:
             raise ExportError(f"{out.name}: convert_onnx_models_to_ort wrote no .ort file")
         shutil.move(str(made[0]), out)
+        for config in (Path(tmp) / "out").rglob("*.required_operators.config"):  # for a reduced build
+            text = config.read_text(encoding="utf-8").replace(str(made[0]), out.name)  # not the staging path
+            with atomic_path(out.parent / config.name) as tmp_config:
+                Path(tmp_config).write_text(text, encoding="utf-8")
 
 
 class _quiet_tool:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
-from coreg_edge.formats import FILE_NAMES, get_format
+from coreg_edge.formats import FILE_NAMES, SIDE_FILES, get_format
 from coreg_edge.utils import read_json_object, write_json
 
 FP32_NAME, PARITY_NAME = get_format("fp32").file_name, "parity.json"
@@ -73,7 +73,10 @@ class Staging:
         for name in passed:
             os.replace(self.path(name), self.out / name)
             (self.out / f"{name}{REJECTED_SUFFIX}").unlink(missing_ok=True)
-            files[name] = {**files.get(name, {}), "published": True}
+            sides = [side for side in SIDE_FILES.get(name, ()) if self.path(side).is_file()]
+            for side in sides:  # published with their file (an ORT file's operator list)
+                os.replace(self.path(side), self.out / side)
+            files[name] = {**files.get(name, {}), "published": True, **({"side_files": sides} if sides else {})}
         for name in failed:
             entry = {**files.get(name, {}), "published": False}
             if self.path(name).exists():  # this export made a candidate: keep it for inspection
@@ -87,6 +90,8 @@ class Staging:
             if not failed and name not in passed:  # a complete export: DIR is exactly what it made
                 (self.out / name).unlink(missing_ok=True)
                 (self.out / f"{name}{REJECTED_SUFFIX}").unlink(missing_ok=True)
+                for side in SIDE_FILES.get(name, ()):
+                    (self.out / side).unlink(missing_ok=True)
             elif name not in files and (self.out / name).exists():
                 files[name] = {
                     "bytes": (self.out / name).stat().st_size,

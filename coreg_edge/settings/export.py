@@ -18,7 +18,10 @@ class ExportSettings:
         ("fp32",), help="The files to write (see the formats table below); fp32 always, and each format's "
         "source (int8-ort needs int8). all: every format.", choices=(*FORMAT_NAMES, "all"), metavar="NAME,...",
     )
-    int8: bool = option(False, help="Also write model.int8.onnx (static QDQ quantization): --formats fp32,int8.")
+    int8: bool | None = option(
+        help="--int8 adds model.int8.onnx (static QDQ quantization), as --formats fp32,int8; --no-int8 leaves "
+        "int8 and int8-ort out even where --formats or a recipe lists them.",
+    )
     target: str = option(
         AUTO,
         help="The CPU the int8 file is for (its settings; see the table below). auto: this machine's CPU.",

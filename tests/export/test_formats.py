@@ -17,6 +17,7 @@ ALL_FILES = ["model.onnx", "model.int8.onnx", "model.fp16.onnx", "model.ort", "m
 def test_the_table_resolves_sources_and_names():
     assert [row.name for row in resolve_formats(["int8-ort"])] == ["fp32", "int8", "int8-ort"]  # sources come along
     assert [row.name for row in resolve_formats([], int8=True)] == ["fp32", "int8"]  # --int8 is a shorthand
+    assert [row.name for row in resolve_formats(["all"], int8=False)] == ["fp32", "fp16", "ort"]  # --no-int8
     assert [row.file_name for row in resolve_formats(["all"])] == ALL_FILES
     assert format_of_file("model.fp16.onnx").checks == "fp16" and format_of_file("notes.txt") is None
     assert all(row.checks in CHECK_SETS for row in FORMATS)
@@ -27,7 +28,12 @@ def test_every_format_is_exported_and_judged_by_its_own_checks(exported_all):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["ok"] and report["export"]["formats"] == ["fp32", "int8", "fp16", "ort", "int8-ort"]
-    assert sorted(p.name for p in out.iterdir()) == sorted([*ALL_FILES, "parity.json"])
+    sides = ["model.required_operators.config", "model.int8.required_operators.config"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*ALL_FILES, *sides, "parity.json"])
+    assert report["files"]["model.ort"]["side_files"] == ["model.required_operators.config"]
+    operators = (out / "model.int8.required_operators.config").read_text()
+    assert "QuantizeLinear" in operators and "Conv" in operators  # what a reduced onnxruntime build must include
+    assert "# - model.int8.ort" in operators and ".export-" not in operators  # names the file, not a temporary path
     expected_checks = {
         "model.onnx": ["max_abs_logit_diff", "top1_agreement"],
         "model.ort": ["max_abs_logit_diff", "top1_agreement"],  # the same graph: fp32's exact limits
@@ -198,3 +204,14 @@ def test_format_lists_tolerate_spaces(run_copy, runner, cli, tmp_path):
     result = runner.invoke(cli, ["export", str(run_copy), "--out", str(tmp_path / "d"), "--formats", "fp32 , ort", "--json", "-q"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["export"]["formats"] == ["fp32", "ort"]
+
+
+def test_no_int8_leaves_int8_out_of_a_recipe_that_lists_it(tmp_path):
+    from coreg_edge.pipeline.calls import export_call
+    from coreg_edge.recipe import load_recipe
+    from coreg_edge.settings import ExportSettings
+
+    listed = ExportSettings(**export_call(load_recipe("digits")))
+    assert [row.name for row in listed.chosen_formats()] == ["fp32", "int8", "fp16", "ort", "int8-ort"]
+    without = ExportSettings(**export_call(load_recipe("digits", ["export.int8=false"])))
+    assert [row.name for row in without.chosen_formats()] == ["fp32", "fp16", "ort"] and not without.makes_int8

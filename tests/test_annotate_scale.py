@@ -222,3 +222,38 @@ def test_shards_spread_batches_evenly_and_bad_ranks_are_refused(runner, cli, tin
     into_input = runner.invoke(cli, ["annotate", "--merge", str(a), str(b), "--out", str(a)])
     assert into_input.exit_code == 1 and "is one of the shards to merge" in into_input.stderr
     assert load(a).extra["shard"]["index"] == 1  # untouched
+
+
+def test_resume_checks_batch_size_and_the_voters_themselves(runner, cli, tiny_clip, folder, tmp_path, monkeypatch):
+    import coreg_edge.annotate.journal as journal
+    from coreg_edge.annotate.clip import ClipEmbedder
+
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a photo of a {}\nan image of a {}\n")
+    monkeypatch.setattr(journal, "CHUNK_ITEMS", 4)
+    real, calls = ClipEmbedder.encode, []
+
+    def dies(self, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(ClipEmbedder, "encode", dies)
+    out = tmp_path / "ann.npz"
+    args = [str(folder), *_clip(tiny_clip), "--templates", str(templates), "--out", str(out)]
+    assert runner.invoke(cli, ["annotate", *args, "-q"]).exit_code == 130
+    monkeypatch.setattr(ClipEmbedder, "encode", real)
+    other_batch = runner.invoke(cli, ["annotate", *args, "--resume", "--batch-size", "4"])
+    assert other_batch.exit_code == 1 and "changed: batch_size" in other_batch.stderr
+    templates.write_text("a drawing of a {}\na sketch of a {}\n")  # same file, same count, other voters
+    edited = runner.invoke(cli, ["annotate", *args, "--resume"])
+    assert edited.exit_code == 1 and "holds other voters' votes" in edited.stderr
+
+
+def test_chunks_continue_after_the_highest_number(tmp_path):
+    from coreg_edge.annotate.journal import _last_chunk
+
+    for n in (1, 3):  # a gap left by an interrupted flush
+        (tmp_path / f"chunk-{n:06d}.npz").write_bytes(b"")
+    assert _last_chunk(tmp_path) == 3 and _last_chunk(tmp_path / "none") == 0

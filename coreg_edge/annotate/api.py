@@ -19,6 +19,7 @@ from coreg_edge.locks import locks_output
 from coreg_edge.runtime.image import pixel_limit
 from coreg_edge.settings.annotate import AnnotateSettings
 from coreg_edge.settings.fields import build
+from coreg_edge.utils import resolve_device
 
 
 def _warn_ignored(annotator: Any, s: AnnotateSettings) -> None:
@@ -86,18 +87,19 @@ def _annotate(data: str, out: str | Path | None, s: AnnotateSettings, *, quiet: 
                                     "seed": s.seed, **result.identity}  # fmt: skip
 
         keep = np.asarray([i for i in job.item_rows if i not in skips.indices], dtype=np.int64)
-        if len(keep) == 0:
+        if len(keep) == 0 and shard is None:  # a shard may be empty: the merge still needs its file
             raise UserError(f"{data}: no readable images")
         keep, rejected = _reject(keep, result, s.reject if "reject" in annotator.options else None, source)
-        if len(keep) == 0:
+        if len(keep) == 0 and shard is None:
             raise UserError(f"--reject {s.reject}: every item was rejected; lower it")
+        at = keep - result.first_row  # positions in the result's arrays
         annotation = Annotation(
-            candidates=result.candidates[keep],
+            candidates=result.candidates[at],
             labels=labels[keep],
             item_ids=[source.item_ids[i] for i in keep],
             class_names=class_names,
-            votes=result.votes[keep],
-            zero_shot_probs=result.probs[keep],
+            votes=result.votes[at],
+            zero_shot_probs=result.probs[at],
             voters=result.voters,
             annotator=identity,
             # a raised pixel limit travels with the data: training and export decode the same images
@@ -136,6 +138,9 @@ def _shard(s: AnnotateSettings, total: int, annotator: Any) -> tuple[np.ndarray 
 
     if annotator.protocol is not None:
         raise UserError(f"--shard: the {annotator.name} annotator has no voters to share out; annotate it in one go")
+    if not annotator.streaming:
+        raise UserError("--shard and --resume need a streaming annotator (clip); this one fits its voters on the "
+                        "whole set at once")  # fmt: skip
     index, count = parse_shard(s.shard)
     rows = shard_rows(total, index, count, s.batch_size)
     return rows, shard_block(index, count, rows, total, s.batch_size, s.reject if "reject" in annotator.options else None)
@@ -146,10 +151,10 @@ def _journal(
     prompt_names: list[Any], shard: dict[str, Any] | None, resume: bool, annotator: Any,
 ) -> Any:  # fmt: skip
     """OUT.partial/'s journal for a voting annotator writing a file; None otherwise."""
-    if out is None or annotator.panel is None:
+    if out is None or annotator.panel is None or not annotator.streaming:
         if resume:
-            raise UserError("--resume continues an annotation file written by a voting annotator (clip): "
-                            "give --out, and an annotator with voters")  # fmt: skip
+            raise UserError("--shard and --resume need a streaming annotator (clip) writing --out; this one "
+                            "fits or draws on the whole set at once")  # fmt: skip
         return None
     import dataclasses
 
@@ -157,8 +162,10 @@ def _journal(
     from coreg_edge.settings.fields import execution_keys
 
     settings = {k: v for k, v in dataclasses.asdict(s).items() if k not in execution_keys(AnnotateSettings)}
+    # batch size and device too: other batch boundaries or another arithmetic would change the last digits
     identity = {"settings": settings, "data": source.describe(), "items": len(source), "classes": class_names,
-                "prompt_names": prompt_names, "shard": shard, "coreg_edge_version": __version__}  # fmt: skip
+                "prompt_names": prompt_names, "shard": shard, "batch_size": s.batch_size,
+                "device": resolve_device(s.device).split(":")[0], "coreg_edge_version": __version__}  # fmt: skip
     return Journal(out, identity, resume=resume)
 
 
@@ -166,9 +173,9 @@ def _reject(
     keep: np.ndarray, result: AnnotatorResult, threshold: float | None, source: ImageSource
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Items whose best zero-shot probability is below `threshold` leave the annotation (listed instead)."""
-    if threshold is None or result.probs.shape[1] == 0:  # nothing to reject on
+    if threshold is None or result.probs.shape[1] == 0 or not len(keep):  # nothing to reject on
         return keep, []
-    score = result.probs[keep].max(1)
+    score = result.probs[keep - result.first_row].max(1)
     out = score < threshold
     rejected = [{"item": source.item_ids[int(i)], "score": round(float(p), 6)} for i, p in zip(keep[out], score[out], strict=True)]
     return keep[~out], rejected

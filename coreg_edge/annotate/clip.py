@@ -266,10 +266,14 @@ def clip_panel(job: AnnotateJob) -> Panel:
         raise UserError("--templates none leaves no voter: give --examples EXAMPLES/ (or a template set)")
     examples = load_examples(s.examples, job.class_names, job.source.channels, job.folder_root) if s.examples else None
     device = resolve_device(s.device)
-    if s.shard == "auto":  # one GPU per rank under torchrun
+    if s.shard is not None and s.shard.strip() == "auto":  # one GPU per rank under torchrun
         from coreg_edge.annotate.shards import rank_device
 
         device = rank_device(device)
+        if device.startswith("cuda:"):
+            import torch
+
+            torch.cuda.set_device(device)  # pinned memory and the CUDA context on this rank's GPU, not GPU 0
     embedder = ClipEmbedder(load_clip(s.clip_model, s.pretrained, device))
     groups: list[Voters] = [TextPromptVoters(embedder.bundle, templates, job.prompt_names)] if templates else []
     identity = {"model": s.clip_model, "pretrained": s.pretrained, "mode": s.mode,

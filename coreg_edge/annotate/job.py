@@ -52,7 +52,12 @@ class AnnotateJob:
 
     @property
     def item_rows(self) -> np.ndarray:
+        """The consecutive DATA rows this job annotates."""
         return np.arange(len(self.source), dtype=np.int64) if self.rows is None else self.rows
+
+    @property
+    def first_row(self) -> int:
+        return int(self.item_rows[0]) if len(self.item_rows) else 0
 
     @property
     def num_classes(self) -> int:
@@ -66,10 +71,12 @@ class AnnotateJob:
 
 @dataclass
 class AnnotatorResult:
-    """One annotator's arrays for every item of the source (rows of unreadable items are dropped later)."""
+    """One annotator's arrays for the job's items, DATA's rows first_row .. first_row + M - 1 (a shard's
+    rows are consecutive; rows of unreadable items are dropped later)."""
 
-    candidates: np.ndarray  # bool (N, C)
-    votes: np.ndarray  # int16 (N, V): one column per voter
-    probs: np.ndarray  # float32 (N, C), or (N, 0) when the annotator has no scores
+    candidates: np.ndarray  # bool (M, C)
+    votes: np.ndarray  # int16 (M, V): one column per voter
+    probs: np.ndarray  # float32 (M, C), or (M, 0) when the annotator has no scores
     voters: list[str]  # one name per votes column
     identity: dict[str, Any]  # the annotator block's keys that apply to this annotator
+    first_row: int = 0  # the DATA row of the arrays' first row

@@ -54,22 +54,31 @@ class Journal:
         # A new call starts over, but an earlier call's votes go only when this one has votes of its own to
         # keep (first flush): a call that fails first (a typo in an option) loses nothing.
         self.fresh = not resume
-        self.chunks = len(list(self.folder.glob("chunk-*.npz"))) if resume else 0
+        self.chunks = _last_chunk(self.folder) if resume else 0
+        self.voters: list[str] = []
 
-    def restore(self, votes: np.ndarray, probs: np.ndarray, skips: Any) -> np.ndarray:
-        """Fill the arrays from the chunks on disk; the item rows they cover (skipped ones too)."""
+    def restore(self, votes: np.ndarray, probs: np.ndarray, skips: Any, base: int, voters: list[str]) -> np.ndarray:
+        """Fill the arrays (position = DATA row - `base`) from the chunks on disk; the DATA rows they cover
+        (skipped ones too). The chunks must come from these very voters (a template file edited since
+        would otherwise mix two annotators' votes)."""
         done: list[np.ndarray] = []
         if self.fresh:
             return np.zeros(0, np.int64)
         for path in sorted(self.folder.glob("chunk-*.npz")):
             try:
                 with np.load(path, allow_pickle=False) as chunk:
+                    if json.loads(str(chunk["voters"])) != voters:
+                        raise UserError(f"--resume: {path} holds other voters' votes (a template or examples "
+                                        "file changed since); drop --resume to start over")  # fmt: skip
                     rows, good = chunk["rows"], chunk["good"]
-                    votes[good] = chunk["votes"]
-                    probs[good] = chunk["probs"]
+                    votes[good - base] = chunk["votes"]
+                    probs[good - base] = chunk["probs"]
                     entries = json.loads(str(chunk["skipped"]))
             except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile, EOFError) as exc:
                 raise UserError(f"--resume: {path} is unreadable ({type(exc).__name__}); drop --resume to start over") from exc
+            if entries and skips.strict:
+                raise UserError(f"--resume --strict: the interrupted call skipped {len(entries)} unreadable image(s) "
+                                f"({entries[0]['item']}, ...); drop --strict, or drop --resume to start over")  # fmt: skip
             for entry in entries:
                 skips.items.append({"item": entry["item"], "reason": entry["reason"]})
                 skips.indices.add(int(entry["row"]))
@@ -79,8 +88,9 @@ class Journal:
         return rows
 
     def add(self, rows: np.ndarray, good: np.ndarray, votes: np.ndarray, probs: np.ndarray,
-            skipped: list[dict[str, Any]]) -> None:  # fmt: skip
+            skipped: list[dict[str, Any]], voters: list[str]) -> None:  # fmt: skip
         """One finished batch: every row it covered, the readable ones' votes and probabilities."""
+        self.voters = voters
         self.buffer.append((rows, good, votes, probs, skipped))
         self.buffered += len(rows)
         if self.buffered >= CHUNK_ITEMS or time.monotonic() - self.last >= CHUNK_SECONDS:
@@ -97,16 +107,23 @@ class Journal:
                 Path(tmp).write_text(json.dumps(self.identity, indent=2, sort_keys=True), encoding="utf-8")
             self.fresh = False
         rows, good, votes, probs, skipped = zip(*self.buffer, strict=True)
-        self.chunks += 1
-        path = self.folder / f"chunk-{self.chunks:06d}.npz"
+        path = self.folder / f"chunk-{self.chunks + 1:06d}.npz"
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, rows=np.concatenate(rows), good=np.concatenate(good), votes=np.concatenate(votes),
-                     probs=np.concatenate(probs), skipped=np.asarray(json.dumps([s for part in skipped for s in part])))  # fmt: skip
+                     probs=np.concatenate(probs), skipped=np.asarray(json.dumps([s for part in skipped for s in part])),
+                     voters=np.asarray(json.dumps(self.voters)))  # fmt: skip
+        self.chunks += 1  # only once the file is in place: an interrupted flush leaves no gap to overwrite
         self.buffer, self.buffered, self.last = [], 0, time.monotonic()
 
     def finish(self) -> None:
         """The annotation file is written: the chunks are no longer needed."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _last_chunk(folder: Path) -> int:
+    """The highest chunk number on disk (0: none); the next chunk is one more, never one that exists."""
+    numbers = [int(p.stem.split("-")[1]) for p in folder.glob("chunk-*.npz") if p.stem.split("-")[1].isdigit()]
+    return max(numbers, default=0)
 
 
 def _changes(recorded: dict[str, Any] | None, now: dict[str, Any]) -> str:

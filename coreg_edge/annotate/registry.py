@@ -30,6 +30,8 @@ class Annotator:
     # (AnnotateSettings) -> more fingerprint values, e.g. the simulator's knobs resolved from its preset
     describe: str | Callable[[Any], dict[str, Any]] | None = None
     rank: int = 100
+    # its voters vote item by item (no whole-set fit): it can be sharded and resumed (annotate/shards.py)
+    streaming: bool = False
 
     def __post_init__(self) -> None:
         if (self.panel is None) == (self.protocol is None):
@@ -54,7 +56,7 @@ _ANNOTATORS: dict[str, Annotator] = {
         Annotator("clip", "open_clip zero-shot: every template votes its top-1 class", panel=f"{_PKG}.clip:clip_panel",
                   options=("wording", "clip_model", "pretrained", "mode", "k", "ratio", "templates", "examples",
                            "reject"),
-                  rank=0),
+                  rank=0, streaming=True),
         Annotator("synthetic", "the benchmark protocol: uniform partial rate q, noise rate eta",
                   protocol=f"{_PKG}.synthetic:synthetic_annotator", options=("partial_rate", "noise_rate"), needs_labels=True,
                   rank=1),

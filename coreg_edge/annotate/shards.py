@@ -3,7 +3,8 @@
 A shard is the K-th of N consecutive blocks of DATA's items, each block a whole number of batches, so every
 batch a shard sees is one the one-shot annotation sees too: merged shards equal the one-shot file exactly
 (candidates, votes, probabilities, item ids). A shard file is an ordinary annotation file whose meta has
-`shard` {index, count, start, end, total, batch_size}; merge refuses missing, duplicated or mismatched shards.
+`shard` {index, count, start, end, total, batch_size, reject}; merge refuses missing, duplicated or mismatched
+shards. The data block must match too: shards made on several machines must see DATA under the same path.
 """
 
 from __future__ import annotations
@@ -110,7 +111,11 @@ def merge_shards(paths: Sequence[str | os.PathLike[str]]) -> Annotation:
         block = ann.extra.get("shard")
         if not isinstance(block, dict):
             raise UserError(f"--merge: {path} is not a shard file (annotate --shard K/N writes them)")
-        index = int(block["index"])
+        try:
+            index, _, _ = int(block["index"]), int(block["count"]), int(block["total"])
+            int(block["start"]), int(block["end"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"--merge: {path}: its shard block is damaged (needs index, count, total, start, end)") from None
         if not 1 <= index <= int(block["count"]):
             raise UserError(f"--merge: {path} says it is shard {index} of {block['count']}: not a valid shard")
         if count is None:

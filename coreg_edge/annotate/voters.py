@@ -107,25 +107,26 @@ def vote_items(job: AnnotateJob, panel: Panel) -> AnnotatorResult:
     """Every readable item embedded once and voted on by every group; unreadable items get placeholder rows
     (dropped later). Probabilities are the first group's that has them; the candidate set is the mode over
     the in-mode groups, plus every vote of the others."""
-    n, c = len(job.source), job.num_classes
+    # arrays for the job's rows only (a shard's, not all of DATA's): position = DATA row - base
+    base, c = job.first_row, job.num_classes
+    m = len(job.item_rows)
     columns = [len(group.names) for group in panel.groups]
     starts = np.cumsum([0, *columns])
-    votes = np.zeros((n, int(starts[-1])), dtype=np.int16)
-    probs = np.full((n, c), 1.0 / c, dtype=np.float32)  # unreadable items' rows stay uniform (dropped later)
+    voters = [name for group in panel.groups for name in group.names]
+    votes = np.zeros((m, int(starts[-1])), dtype=np.int16)
+    probs = np.full((m, c), 1.0 / c, dtype=np.float32)  # unreadable items' rows stay uniform (dropped later)
 
     def record(rows: np.ndarray, ballots: list[Ballot]) -> None:
         for g, ballot in enumerate(ballots):
-            votes[rows, starts[g] : starts[g + 1]] = ballot.votes
+            votes[rows - base, starts[g] : starts[g + 1]] = ballot.votes
         first = next((ballot.probs for ballot in ballots if ballot.probs is not None), None)
         if first is not None:
-            probs[rows] = first
+            probs[rows - base] = first
 
     if panel.embedder.whole_set:
-        if job.rows is not None or (job.journal is not None and job.journal.resume):
+        if job.rows is not None or job.journal is not None:  # the registry's `streaming` rows only get these
             raise UserError("--shard and --resume need a streaming annotator (clip); this one fits its voters on "
                             "the whole set at once")  # fmt: skip
-        if job.journal is not None:
-            job.journal.finish()  # nothing to journal: the voters see every item at once
         batches = [(good, features) for _, good, features in _embedded(job, panel.embedder, job.item_rows)
                    if features is not None]  # fmt: skip
         if not batches:
@@ -140,7 +141,7 @@ def vote_items(job: AnnotateJob, panel: Panel) -> AnnotatorResult:
             group.class_features()  # once, before the image loop
         todo, journal = job.item_rows, job.journal
         if journal is not None:
-            todo = todo[~np.isin(todo, journal.restore(votes, probs, job.skips))]
+            todo = todo[~np.isin(todo, journal.restore(votes, probs, job.skips, base, voters))]
         try:
             for batch, good, features in _embedded(job, panel.embedder, todo):
                 if features is not None:
@@ -148,7 +149,7 @@ def vote_items(job: AnnotateJob, panel: Panel) -> AnnotatorResult:
                 if journal is not None:
                     bad = [{"row": int(i), "item": job.source.item_ids[i], "reason": why}
                            for i, why in job.skips.reasons(batch)]  # fmt: skip
-                    journal.add(batch, good, votes[good], probs[good], bad)
+                    journal.add(batch, good, votes[good - base], probs[good - base], bad, voters)
         finally:
             if journal is not None:
                 journal.flush()  # every finished batch is kept, even when interrupted
@@ -156,8 +157,9 @@ def vote_items(job: AnnotateJob, panel: Panel) -> AnnotatorResult:
         candidates=_candidates(panel, votes, probs, starts, c),
         votes=votes,
         probs=probs,
-        voters=[name for group in panel.groups for name in group.names],
+        voters=voters,
         identity=panel.identity,
+        first_row=base,
     )
 
 

@@ -24,6 +24,31 @@ def folder(class_folder):
     return class_folder
 
 
+@pytest.fixture
+def killed_at(monkeypatch):
+    """killed_at(n): CLIP's image encoder raises KeyboardInterrupt (Ctrl-C) on its n-th batch, chunks every
+    4 items; returns the real encoder to put back."""
+    import coreg_edge.annotate.journal as journal
+    from coreg_edge.annotate.clip import ClipEmbedder
+
+    real = ClipEmbedder.encode
+
+    def arm(n: int):
+        monkeypatch.setattr(journal, "CHUNK_ITEMS", 4)  # a chunk every 2 batches of 2
+        calls = []
+
+        def dies(self, batch):
+            calls.append(len(batch))
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(self, batch)
+
+        monkeypatch.setattr(ClipEmbedder, "encode", dies)
+        return real
+
+    return arm
+
+
 def _same(a, b) -> None:
     for key in ARRAYS:
         assert np.array_equal(getattr(a, key), getattr(b, key)), key
@@ -74,31 +99,20 @@ def test_merge_refuses_missing_duplicated_and_mismatched_shards(runner, cli, tin
         assert not out.exists()
 
 
-def test_a_killed_annotation_resumes_and_equals_the_uninterrupted_one(runner, cli, tiny_clip, folder, tmp_path, monkeypatch):
-    import coreg_edge.annotate.journal as journal
+def test_a_killed_annotation_resumes_and_equals_the_uninterrupted_one(runner, cli, tiny_clip, folder, tmp_path, monkeypatch,
+                                                                     killed_at):  # fmt: skip
     from coreg_edge.annotate.clip import ClipEmbedder
 
     whole = tmp_path / "whole.npz"
     _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--out", str(whole)])
     assert not (tmp_path / "whole.npz.partial").exists()  # a finished annotation leaves no journal
 
-    monkeypatch.setattr(journal, "CHUNK_ITEMS", 4)  # a chunk every 2 batches of 2
-    real, calls = ClipEmbedder.encode, []
-
-    def dies_on_the_fifth_batch(self, batch):
-        calls.append(len(batch))
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return real(self, batch)
-
-    monkeypatch.setattr(ClipEmbedder, "encode", dies_on_the_fifth_batch)
+    real = killed_at(5)
     out = tmp_path / "ann.npz"
     killed = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--out", str(out), "-q"])
     assert killed.exit_code == 130 and not out.exists()
     chunks = sorted((tmp_path / "ann.npz.partial").glob("chunk-*.npz"))
     assert len(chunks) == 2  # batches 1-4 were kept; the fifth died
-    monkeypatch.setattr(ClipEmbedder, "encode", real)
-    calls.clear()
     counted = []
     monkeypatch.setattr(ClipEmbedder, "encode", lambda self, batch: counted.append(len(batch)) or real(self, batch))
     _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--out", str(out), "--resume"])
@@ -174,20 +188,10 @@ def test_torchrun_writes_one_shard_per_rank_and_they_merge(runner, cli, tiny_cli
     _same(load(merged), load(one))
 
 
-def test_a_failed_new_call_keeps_a_killed_calls_votes(runner, cli, tiny_clip, folder, tmp_path, monkeypatch):
-    import coreg_edge.annotate.journal as journal
+def test_a_failed_new_call_keeps_a_killed_calls_votes(runner, cli, tiny_clip, folder, tmp_path, monkeypatch, killed_at):
     from coreg_edge.annotate.clip import ClipEmbedder
 
-    monkeypatch.setattr(journal, "CHUNK_ITEMS", 4)
-    real, calls = ClipEmbedder.encode, []
-
-    def dies(self, batch):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return real(self, batch)
-
-    monkeypatch.setattr(ClipEmbedder, "encode", dies)
+    real = killed_at(5)
     out = tmp_path / "ann.npz"
     assert runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--out", str(out), "-q"]).exit_code == 130
     monkeypatch.setattr(ClipEmbedder, "encode", real)
@@ -224,22 +228,13 @@ def test_shards_spread_batches_evenly_and_bad_ranks_are_refused(runner, cli, tin
     assert load(a).extra["shard"]["index"] == 1  # untouched
 
 
-def test_resume_checks_batch_size_and_the_voters_themselves(runner, cli, tiny_clip, folder, tmp_path, monkeypatch):
-    import coreg_edge.annotate.journal as journal
+def test_resume_checks_batch_size_and_the_voters_themselves(runner, cli, tiny_clip, folder, tmp_path, monkeypatch,
+                                                           killed_at):  # fmt: skip
     from coreg_edge.annotate.clip import ClipEmbedder
 
     templates = tmp_path / "templates.txt"
     templates.write_text("a photo of a {}\nan image of a {}\n")
-    monkeypatch.setattr(journal, "CHUNK_ITEMS", 4)
-    real, calls = ClipEmbedder.encode, []
-
-    def dies(self, batch):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self, batch)
-
-    monkeypatch.setattr(ClipEmbedder, "encode", dies)
+    real = killed_at(3)
     out = tmp_path / "ann.npz"
     args = [str(folder), *_clip(tiny_clip), "--templates", str(templates), "--out", str(out)]
     assert runner.invoke(cli, ["annotate", *args, "-q"]).exit_code == 130

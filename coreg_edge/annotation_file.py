@@ -124,6 +124,12 @@ class Annotation:
         return path
 
 
+def check_output_name(out: str | os.PathLike[str]) -> None:
+    """An annotation file's name ends in .npz (the one check annotate and annotate --merge make)."""
+    if Path(out).suffix != ".npz":
+        raise UserError(f"--out {out}: an annotation file ends in .npz (did you mean {out}.npz?)")
+
+
 def validate(ann: Annotation, source: str = "annotation") -> None:
     """Raise AnnotationFormatError naming the first inconsistency."""
 

@@ -227,17 +227,16 @@ def ort_conversion(settings: ExportSettings) -> dict[str, Any]:
 
 
 def convert_to_ort(source: Path, out: Path, settings: ExportSettings) -> None:
-    """onnxruntime's own converter, into `out` (the tool names its output after the source file)."""
+    """onnxruntime's own converter, into `out`. The tool names its outputs after `source`, so the operator
+    list lands beside `out` as SOURCE_STEM.required_operators.config (model.onnx -> model.*)."""
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
     style = {"fixed": OptimizationStyle.Fixed, "runtime": OptimizationStyle.Runtime}[settings.ort_style]
     with tempfile.TemporaryDirectory(prefix="coreg-edge-ort-", dir=out.parent) as tmp:
-        staged = Path(tmp) / f"{out.name.removesuffix('.ort')}.onnx"
-        shutil.copyfile(source, staged)
         try:
             with _quiet_tool():
                 convert_onnx_models_to_ort(
-                    staged, output_dir=Path(tmp) / "out", optimization_styles=[style],
+                    source, output_dir=Path(tmp) / "out", optimization_styles=[style],
                     target_platform=settings.ort_platform,
                 )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the tool raises many kinds; one line for the user

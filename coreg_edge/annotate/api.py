@@ -12,7 +12,7 @@ from coreg_edge import __version__
 from coreg_edge.annotate.classes import resolve_classes
 from coreg_edge.annotate.job import AnnotateJob, AnnotatorResult, Skips
 from coreg_edge.annotate.registry import get_annotator
-from coreg_edge.annotation_file import Annotation
+from coreg_edge.annotation_file import Annotation, check_output_name
 from coreg_edge.data import ImageSource, open_source
 from coreg_edge.errors import UserError
 from coreg_edge.locks import locks_output
@@ -66,8 +66,8 @@ def annotate(
 @locks_output("out", "annotation file")
 def _annotate(data: str, out: str | Path | None, s: AnnotateSettings, *, quiet: bool, resume: bool) -> Annotation:
     with pixel_limit(s.max_image_pixels):  # restored afterwards: the limit is this call's, not the process's
-        if out is not None and Path(out).suffix != ".npz":
-            raise UserError(f"--out {out}: an annotation file ends in .npz (did you mean {out}.npz?)")
+        if out is not None:
+            check_output_name(out)
         source = open_source(data, download=s.download, data_dir=s.data_dir, channels=s.channels)
         class_names, prompt_names, labels = resolve_classes(s.classes, source, s.wording)
         skips = Skips(s.strict)

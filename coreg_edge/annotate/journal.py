@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from coreg_edge.errors import UserError
-from coreg_edge.utils import atomic_path
+from coreg_edge.utils import atomic_path, read_json_object
 
 CHUNK_ITEMS = 4096  # items per chunk file, at least (a whole number of batches)
 CHUNK_SECONDS = 60.0  # or this long since the last chunk, whichever comes first
@@ -47,7 +47,7 @@ class Journal:
         if resume and not self.folder.is_dir():
             raise UserError(f"--resume: no interrupted annotation to continue ({self.folder} does not exist)")
         if resume:
-            recorded = _read_json(self.folder / IDENTITY_FILE)
+            recorded = read_json_object(self.folder / IDENTITY_FILE) or None
             if recorded != self.identity:
                 raise UserError(f"--resume: {self.folder} was made by another call ({_changes(recorded, self.identity)}); "
                                 "give the same options, or drop --resume to start over")  # fmt: skip
@@ -135,10 +135,3 @@ def _changes(recorded: dict[str, Any] | None, now: dict[str, Any]) -> str:
     names += sorted(k for k in {*recorded, *now} if k != "settings" and recorded.get(k) != now.get(k))
     return f"changed: {', '.join(names)}" if names else "changed: nothing readable"
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

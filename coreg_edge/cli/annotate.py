@@ -53,10 +53,10 @@ def annotate(data: tuple[str, ...], out: str, resume: bool, merge: bool, as_json
 
     if merge:
         from coreg_edge.annotate.shards import merge_shards
+        from coreg_edge.annotation_file import check_output_name
         from coreg_edge.locks import exclusive
 
-        if not out.endswith(".npz"):
-            raise UserError(f"--out {out}: an annotation file ends in .npz (did you mean {out}.npz?)")
+        check_output_name(out)
         if any(Path(shard).resolve() == Path(out).resolve() for shard in data):
             raise UserError(f"--out {out}: is one of the shards to merge; write the merged file elsewhere")
         with exclusive(out, "annotation file"):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge import __version__
-from coreg_edge.formats import FORMATS
+from coreg_edge.formats import FORMATS, file_passed
 from coreg_edge.pipeline.layout import (
     ANNOTATION_FILE,
     BENCH_FILE,
@@ -106,7 +106,7 @@ def _export_summary(run: Path, parity: Mapping[str, Any]) -> dict[str, Any]:
             "path": str(Path(EXPORT_DIR) / row.file_name) if published else None,
             "bytes": record.get("bytes"),
             "test_accuracy": accuracy.get(row.name),
-            "parity_ok": all(c.get("ok") for c in checks.values()) and not parity.get("problems"),
+            "parity_ok": bool(file_passed(parity, row.file_name)),
         }
     int8 = parity.get("int8") or {}
     if "int8" in export["formats"] and int8:  # which CPU the int8 file is for, and how that was checked

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
+from coreg_edge.utils import read_json_object
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,7 @@ class ReportSources:
 
 
 def _annotation_of(run: Path) -> Path | None:
-    try:
-        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    named = config.get("annotation")
+    named = read_json_object(run / "config.json").get("annotation")
     if not named:
         return None
     path = Path(named)
@@ -72,10 +69,7 @@ def find_sources(path: str | os.PathLike[str]) -> ReportSources:
         return ReportSources(folder, "training run", folder, None, _annotation_of(folder), None, None)
     if (folder / "parity.json").is_file():
         run = None
-        try:
-            named = json.loads((folder / "parity.json").read_text(encoding="utf-8")).get("run")
-        except (OSError, ValueError, AttributeError):
-            named = None
+        named = read_json_object(folder / "parity.json").get("run")
         if isinstance(named, str) and named and _is_run(Path(named)):
             run = Path(named)
         bench = folder / "bench.json" if (folder / "bench.json").is_file() else None

@@ -68,14 +68,9 @@ def format_files(folder: str | os.PathLike[str]) -> list[tuple[str, Path]]:
     return found
 
 
-def _own_accuracy(path: Path) -> float | None:
+def _own_accuracy(metadata: Any) -> float | None:
     """Without parity.json: the test accuracy the file's own metadata carries (export measured it)."""
-    from coreg_edge.runtime.session import load_model
-
-    try:
-        value = load_model(path, need_class_names=False, need_normalisation=False).metadata.get("test_accuracy")
-    except Exception:  # noqa: BLE001 - an unreadable file was timed already; its accuracy is just unknown
-        return None
+    value = metadata.get("test_accuracy") if isinstance(metadata, dict) else None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -90,17 +85,17 @@ def bench_formats(
     """Time every format's file in FOLDER, interleaved, at each batch size."""
     s = build(BenchSettings, settings, options)
     files = format_files(folder)
-    _, benches = time_models([path for _, path in files], s, providers=providers, progress=progress)
+    opened, benches = time_models([path for _, path in files], s, providers=providers, progress=progress)
     parity = read_json_object(Path(folder) / "parity.json")
     accuracy = parity.get("test_accuracy") if isinstance(parity.get("test_accuracy"), dict) else {}
     files_block = parity.get("files") if isinstance(parity.get("files"), dict) else {}
     if not isinstance(parity.get("checks"), dict):
         parity = {}
     rows = []
-    for (name, path), bench in zip(files, benches, strict=True):
+    for (name, path), bench, model in zip(files, benches, opened, strict=True):
         entry = files_block.get(path.name) if isinstance(files_block.get(path.name), dict) else {}
         if entry.get("published", True):
-            measured = accuracy.get(name) if parity else _own_accuracy(path)
+            measured = accuracy.get(name) if parity else _own_accuracy(model.metadata)
             rows.append(FormatRow(name, bench, measured, file_passed(parity, path.name)))
         else:  # an earlier export's file, kept: its own earlier checks, when that report described it
             earlier = entry.get("earlier_checks")

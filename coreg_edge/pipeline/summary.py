@@ -116,12 +116,15 @@ def _export_summary(run: Path, parity: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _bench_summary(bench: Mapping[str, Any]) -> dict[str, Any]:
-    """p50 per format and batch size ({format: {batch size: ms}}), and where it was measured."""
+    """p50 per format and batch size ({format: {batch size: ms}}), and where it was measured; also the
+    contract's flat keys, `{format}_ms_b{N}` (fp32_ms_b1, int8_ms_b32, ...)."""
     p50 = {
         row.get("format"): {str(r["batch_size"]): r["p50_ms"] for r in row.get("results", [])}
         for row in bench.get("formats") or []
     }
-    return {"p50_ms": p50, "cpu": bench.get("cpu"), "provider": bench.get("provider"), "threads": bench.get("threads")}
+    flat = {f"{name}_ms_b{size}": ms for name, times in p50.items() for size, ms in times.items()}
+    return {**flat, "p50_ms": p50, "cpu": bench.get("cpu"), "provider": bench.get("provider"),
+            "threads": bench.get("threads")}  # fmt: skip
 
 
 def _fmt(value: Any, spec: str = ".4f", missing: str = "n/a") -> str:

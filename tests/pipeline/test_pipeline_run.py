@@ -99,6 +99,7 @@ def test_first_run_writes_every_stage_and_the_summary(first_run):
     assert formats["int8"]["bytes"] < formats["fp16"]["bytes"] < formats["fp32"]["bytes"]
     for name in formats:  # every format timed at both batch sizes
         assert summary["bench"]["p50_ms"][name]["1"] > 0 and summary["bench"]["p50_ms"][name]["32"] > 0
+        assert summary["bench"][f"{name}_ms_b1"] == summary["bench"]["p50_ms"][name]["1"]  # the contract's keys
     assert summary["deployable"] == "export/model.int8.onnx"
     assert all(info["seconds"] >= 0 for info in summary["stages"].values())
     bench = json.loads((run / "bench.json").read_text())

@@ -55,6 +55,14 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def rank_device(device: str, environ: Mapping[str, str] | None = None) -> str:
+    """Under torchrun each rank takes its own GPU (LOCAL_RANK): "cuda" -> "cuda:LOCAL_RANK"."""
+    env = os.environ if environ is None else environ
+    if device == "cuda" and "LOCAL_RANK" in env:
+        return f"cuda:{int(env['LOCAL_RANK'])}"
+    return device
+
+
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, quiet: bool = False, **kw: Any):
     """A tqdm bar on stderr; silent with --quiet, and when stderr is not a terminal (clean logs)."""
     import sys

@@ -160,7 +160,7 @@ def test_shard_auto_under_torchrun_names_each_ranks_file(runner, cli, tiny_clip,
 
 
 def test_each_rank_takes_its_own_gpu():
-    from coreg_edge.annotate.shards import rank_device
+    from coreg_edge.utils import rank_device
 
     assert rank_device("cuda", {"LOCAL_RANK": "3"}) == "cuda:3"
     assert rank_device("cpu", {"LOCAL_RANK": "3"}) == "cpu" and rank_device("cuda", {}) == "cuda"

@@ -267,7 +267,7 @@ def clip_panel(job: AnnotateJob) -> Panel:
     examples = load_examples(s.examples, job.class_names, job.source.channels, job.folder_root) if s.examples else None
     device = resolve_device(s.device)
     if s.shard is not None and s.shard.strip() == "auto":  # one GPU per rank under torchrun
-        from coreg_edge.annotate.shards import rank_device
+        from coreg_edge.utils import rank_device
 
         device = rank_device(device)
         if device.startswith("cuda:"):

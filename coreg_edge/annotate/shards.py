@@ -58,14 +58,6 @@ def shard_rows(total: int, index: int, count: int, batch_size: int) -> np.ndarra
     return np.arange(first * batch_size, min(total, last * batch_size), dtype=np.int64)
 
 
-def rank_device(device: str, environ: Mapping[str, str] | None = None) -> str:
-    """Under torchrun each rank takes its own GPU (LOCAL_RANK): "cuda" -> "cuda:LOCAL_RANK"."""
-    env = os.environ if environ is None else environ
-    if device == "cuda" and "LOCAL_RANK" in env:
-        return f"cuda:{int(env['LOCAL_RANK'])}"
-    return device
-
-
 def shard_path(out: str | os.PathLike[str], index: int, count: int) -> str:
     """OUT with `{shard}` replaced by K-of-N, so every rank under torchrun writes its own file."""
     return str(out).replace("{shard}", f"{index}-of-{count}")

@@ -36,6 +36,8 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 class LazyGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
         """Usage errors as one line on stderr, as every other error (click prints usage and a hint first)."""
+        args = list(sys.argv[1:] if args is None else args)
+        extra.setdefault("obj", {"argv": args})  # the words typed: `train --nproc N` hands them to its workers
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:

@@ -20,6 +20,8 @@ Examples:
   coreg-edge train ann.npz --set lr=0.02 --set min_p_share=0.3 --out runs/tuned
   coreg-edge train ann.npz --backbone resnet18 --pretrained-backbone timm --out runs/finetuned
   coreg-edge train ann.npz --backbone resnet18 --pretrained-backbone resnet18.safetensors --image-size 64 --out runs/ft64
+  coreg-edge train ann.npz --nproc 4 --batch-size 64 --out runs/4gpu
+  torchrun --nnodes 2 --nproc_per_node 8 --rdzv_endpoint HOST:29500 -m coreg_edge train ann.npz --out runs/16gpu
 """
 )
 @click.argument("annotation", required=False)
@@ -29,18 +31,28 @@ Examples:
               help="Algorithm setting (e.g. lr=0.02, min_p_share=0.3, loss_start=10); repeatable.")  # fmt: skip
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out exactly.")
 @click.option("--json", "as_json", is_flag=True, help="Print the selection summary as JSON on stdout.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes on this machine (one per GPU), as torchrun --standalone --nproc_per_node N; "
+              "--batch-size is per process and the learning rate follows the global batch.")  # fmt: skip
 @common_options
 @handle_errors
-def train(annotation, out, overrides, resume, as_json, device, seed, quiet, **options) -> None:
+def train(annotation, out, overrides, resume, as_json, nproc, device, seed, quiet, **options) -> None:
     """Train a Co-Reg pair (or a baseline) on ANNOTATION (an annotate output) and pick one peer."""
     from coreg_edge.errors import UserError
-    from coreg_edge.training.trainer import train as run_train
 
+    if nproc > 1 and distributed_rank() is not None:
+        raise UserError("--nproc starts its own processes: drop it under torchrun")
     if not resume and not annotation:
         raise UserError("ANNOTATION is required (or --resume --out RUN to continue a run)")
     if resume:
         _refuse_changes_on_resume(click.get_current_context(), out)
     coreg = parse_overrides(overrides)
+    if nproc > 1:  # the command line is checked here once, then each worker runs it
+        from coreg_edge.training.launch import launch, worker_args
+
+        raise SystemExit(launch(nproc, worker_args(click.get_current_context().find_root().obj["argv"])))
+    from coreg_edge.training.trainer import train as run_train
+
     call = {"device": device, "seed": seed, "coreg": coreg, **options}
     if resume:  # only what was typed now: a default must not override what the run stored (--amp off ...)
         from coreg_edge.recipe import parse_override
@@ -50,10 +62,20 @@ def train(annotation, out, overrides, resume, as_json, device, seed, quiet, **op
         typed = _typed(click.get_current_context()) | {"coreg"}
         call = {key: value for key, value in call.items() if key in typed}
     summary = run_train(annotation, out, resume=resume, quiet=quiet, **call)
+    if distributed_rank() not in (None, 0):
+        return  # rank 0 prints for the run
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         echo(f"run folder: {out} (selected peer {summary['selected']})", quiet)
+
+
+def distributed_rank() -> int | None:
+    """This process's RANK under torchrun (None outside it)."""
+    import os
+
+    rank = os.environ.get("RANK")
+    return int(rank) if rank is not None and rank.isdigit() else None
 
 
 def _typed(ctx: click.Context) -> set[str]:
@@ -73,7 +95,7 @@ def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
 
     run_folder.read_config(out)  # first: is there a run to resume at all?
 
-    allowed = RESUME_OVERRIDES | {"resume", "out", "quiet", "as_json"}
+    allowed = RESUME_OVERRIDES | {"resume", "out", "quiet", "as_json", "nproc"}
     typed = _typed(ctx)
     given = [
         param.opts[0] if isinstance(param, click.Option) else param.name.upper()
@@ -86,7 +108,7 @@ def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
         if all(pair.partition("=")[0].strip() == "lr" for pair in ctx.params["overrides"]):
             given.remove("--set")
     if given:
-        may = [param.opts[0] for param in ctx.command.params if param.name in RESUME_OVERRIDES]
+        may = [param.opts[0] for param in ctx.command.params if param.name in RESUME_OVERRIDES | {"nproc"}]
         raise UserError(
             f"--resume continues the run with its stored settings; drop {', '.join(given)} "
             f"(only {', '.join(may)} may change; after a divergence also --set lr=...)"

@@ -97,6 +97,12 @@ class TrainSettings:
         "falls sharply, roll back (halving the lr), stop after the third time, and ship the best epoch's "
         "weights.",
     )
+    sync_bn: bool = option(
+        False,
+        help="Under torchrun on CUDA: SyncBatchNorm (batch statistics over all GPUs). Without it each GPU "
+        "normalises its own slice and the running statistics are averaged after every epoch.",
+        on_resume=True,  # a run resumed on CPUs (gloo) may drop it
+    )
     coreg: CoRegConfig = option(default_factory=CoRegConfig, cli=False, recipe="the [train.coreg] table")
 
     def __post_init__(self) -> None:

@@ -2,9 +2,10 @@
 unset, and why, in one place. Recipes that set a value keep it (the paper recipes set every one).
 
 - batch size: the largest power of two with at least ~STEPS_PER_EPOCH steps per epoch, within [16, 256]
-  (small data needs steps more than it needs big batches);
-- learning rate: LR_PER_32 per 32 items of batch (linear scaling from the demo's measured 0.05 at batch 32),
-  at most MAX_LR; a pretrained start uses a fifth of it for the new heads (the backbone gets
+  (small data needs steps more than it needs big batches); under torchrun it is per process, chosen for the
+  process's share of the items, so that the global batch (x processes) keeps the steps per epoch;
+- learning rate: LR_PER_32 per 32 items of the global batch (linear scaling from the demo's measured 0.05
+  at batch 32, the rule timm applies to the global batch), at most MAX_LR; a pretrained start uses a fifth of it for the new heads (the backbone gets
   `backbone_lr_scale` of that);
 - strong views: the weak view below STRONG_MIN_SIZE px (RandAugment + Cutout erase the class of an 8-16 px
   image), the dataset's rule above;
@@ -31,15 +32,23 @@ WARMUP_PATIENCE = 2  # epochs without a gain of MIN_GAIN in the held-out hit rat
 WARMUP_MIN_GAIN = 0.01
 
 
-def choose_batch_size(num_items: int) -> tuple[int, str]:
-    target = max(1, num_items // STEPS_PER_EPOCH)
+def choose_batch_size(num_items: int, processes: int = 1) -> tuple[int, str]:
+    """The batch per process: chosen for each process's share of the items."""
+    share = -(-num_items // processes)
+    target = max(1, share // STEPS_PER_EPOCH)
     size = min(MAX_BATCH, max(MIN_BATCH, 2 ** int(math.log2(target))))
-    return size, f"{num_items} items: about {max(1, num_items // size)} steps per epoch"
+    steps = max(1, num_items // (size * processes))
+    if processes > 1:
+        return size, f"{num_items} items over {processes} processes: global batch {size * processes}, about {steps} steps per epoch"
+    return size, f"{num_items} items: about {steps} steps per epoch"
 
 
-def choose_lr(batch_size: int, pretrained: bool) -> tuple[float, str]:
-    lr = min(MAX_LR, LR_PER_32 * batch_size / 32)
+def choose_lr(batch_size: int, pretrained: bool, processes: int = 1) -> tuple[float, str]:
+    """From the global batch (batch_size per process x processes)."""
+    lr = min(MAX_LR, LR_PER_32 * batch_size * processes / 32)
     why = f"{LR_PER_32:g} per 32 items of batch, at most {MAX_LR:g}"
+    if processes > 1:
+        why = f"{LR_PER_32:g} per 32 items of the global batch {batch_size * processes}, at most {MAX_LR:g}"
     if pretrained:
         lr *= PRETRAINED_LR_FACTOR
         why += f", x{PRETRAINED_LR_FACTOR:g} for a pretrained start"
@@ -103,19 +112,22 @@ class WarmupEnd:
         return cls(**state)
 
 
-def resolve_settings(settings: Any, num_items: int, image_size: int, dataset_rule: str, co_training: bool):
+def resolve_settings(
+    settings: Any, num_items: int, image_size: int, dataset_rule: str, co_training: bool, processes: int = 1
+):
     """TrainSettings with every unset choice made -> (settings, {name: {"value", "why"}}).
 
-    Stored resolved in config.json, so a resumed run (or another version) computes the same thing.
+    Stored resolved in config.json, so a resumed run (or another version) computes the same thing. An lr
+    that is given is the global batch's, used as it is (as timm's --lr).
     """
     chosen: dict[str, dict[str, Any]] = {}
     batch_size = settings.batch_size
     if batch_size is None:
-        batch_size, why = choose_batch_size(num_items)
+        batch_size, why = choose_batch_size(num_items, processes)
         chosen["batch_size"] = {"value": batch_size, "why": why}
     coreg = settings.coreg
     if coreg.lr is None:
-        lr, why = choose_lr(batch_size, settings.pretrained_backbone is not None)
+        lr, why = choose_lr(batch_size, settings.pretrained_backbone is not None, processes)
         chosen["lr"] = {"value": lr, "why": why}
         if coreg.min_lr > lr:
             raise UserError(f"--set min_lr={coreg.min_lr:g} is above the chosen lr {lr:g} ({why}); set lr too")

@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from coreg_edge.algorithm import cc_loss, initial_proden_targets, proden_loss, update_proden_targets
-from coreg_edge.training.context import Context, EpochSums, FiniteWatch, Peer
+from coreg_edge.training.context import Context, Peer
 from coreg_edge.training.methods import EpochInputs
 
 
@@ -55,21 +55,23 @@ BASELINES = tuple(BASELINE_LOSSES)
 def baseline_epoch(ctx: Context, peer: Peer, method: str, epoch: int, train_rows: torch.Tensor) -> dict:
     baseline = BASELINE_LOSSES[method]
     peer.net.train()
-    sums, watch, steps = EpochSums(ctx.device), FiniteWatch(ctx.device, epoch, method), 0
+    sums, watch, steps = ctx.sums(), ctx.watch(epoch, method), 0
     for step, batch in enumerate(ctx.batches(train_rows, ctx.batch_size)):
-        idx = batch.to(ctx.device)
+        mine = ctx.local(batch)  # this rank's slice (the whole batch in one process)
+        idx = mine.to(ctx.device)
         with ctx.autocast():
-            logits = peer.logits(ctx.views.weak(ctx.fetch(batch))).float()
+            logits = peer.logits(ctx.views.weak(ctx.fetch(mine))).float()
         loss = baseline.loss(logits, ctx, peer, idx)
         watch.add(loss, step)
         peer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         peer.optimizer.step()
-        if baseline.after_step is not None:
-            baseline.after_step(logits, ctx, peer, idx)
+        if baseline.after_step is not None:  # with every rank's logits: one set of soft targets everywhere
+            baseline.after_step(ctx.gather(logits.detach(), len(batch)), ctx, peer, batch.to(ctx.device))
         sums.add("loss", loss)
         steps += 1
     watch.check()
+    ctx.group.average_buffers(peer.net)
     return {method: sums.read().get("loss", 0.0) / max(steps, 1)}
 
 

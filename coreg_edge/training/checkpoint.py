@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -18,9 +19,18 @@ def _state(obj: Any) -> Any:
     return None if obj is None else obj.state_dict()
 
 
+def rank_state(ctx: Context) -> dict[str, Any]:
+    """What differs between the ranks of a torchrun run: their augmentation and MixUp draws, torch's RNG."""
+    return {"views": ctx.views.state_dict(), "step_generator": ctx.step_generator.get_state(),
+            "torch_rng": torch.get_rng_state()}  # fmt: skip
+
+
 def save_checkpoint(
-    path: str | os.PathLike[str], epoch: int, ctx: Context, peers: list[Peer], bank: Any, extra: dict
-) -> None:
+    path: str | os.PathLike[str], epoch: int, ctx: Context, peers: list[Peer], bank: Any, extra: dict,
+    ranks: list[dict[str, Any]] | None = None,
+) -> None:  # fmt: skip
+    """`ranks` (under torchrun): every rank's rank_state, so that a resume on as many processes continues
+    each rank's draws exactly; everything else is rank 0's, the same on every rank."""
     state = {
         "epoch": epoch,
         "peers": {
@@ -42,17 +52,21 @@ def save_checkpoint(
         "torch_rng": torch.get_rng_state(),
         "extra": extra,
     }
+    if ranks is not None:
+        state["ranks"] = ranks
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], ctx: Context, peers: list[Peer], bank: Any
+    path: str | os.PathLike[str], ctx: Context, peers: list[Peer], bank: Any, data: bytes | None = None
 ) -> tuple[int, dict]:
-    """Restore in place; returns (completed epochs, extra)."""
+    """Restore in place from `path` (or from `data`, its bytes); returns (completed epochs, extra). A rank the saving run did not have keeps the
+    fresh draws of its own seed (a resume on more processes)."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location=ctx.device, weights_only=True)
+        source = path if data is None else io.BytesIO(data)  # `data`: the file's bytes, read by rank 0
+        state = torch.load(source, map_location=ctx.device, weights_only=True)
     except FileNotFoundError as exc:
         raise UserError(
             f"{path.parent}: nothing to resume: the run stopped before its first epoch was saved (no "
@@ -77,8 +91,15 @@ def load_checkpoint(
             peer.soft_targets.copy_(saved["soft_targets"])
     if bank is not None and state["bank"] is not None:
         bank.load_state_dict(state["bank"])
-    ctx.views.load_state_dict(state["views"])
     ctx.generator.set_state(state["generator"].cpu())
     ctx.rng.bit_generator.state = state["rng"]
-    torch.set_rng_state(state["torch_rng"].cpu())
+    ranks, rank = state.get("ranks") or [], ctx.group.rank
+    if rank < len(ranks):
+        ctx.views.load_state_dict(ranks[rank]["views"])
+        if ctx.step_generator is not ctx.generator:
+            ctx.step_generator.set_state(ranks[rank]["step_generator"].cpu())
+        torch.set_rng_state(ranks[rank]["torch_rng"].cpu())
+    elif rank == 0:
+        ctx.views.load_state_dict(state["views"])
+        torch.set_rng_state(state["torch_rng"].cpu())
     return int(state["epoch"]), dict(state.get("extra") or {})

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from coreg_edge.errors import UserError
+from coreg_edge.training.distributed import Group
 
 
 class TrainingError(UserError):
@@ -24,15 +25,19 @@ class Peer:
     name: str
     net: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    forward_train: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    forward_train: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # logits and projections
     key_net: torch.nn.Module | None = None
     queue: Any = None  # ContrastiveQueue
     table: Any = None  # PredictionTable (distribution alignment)
     history: Any = None  # LossHistory (division)
     soft_targets: torch.Tensor | None = None  # PRODEN
 
+    forward_logits: Callable[[torch.Tensor], torch.Tensor] | None = None  # logits alone (no projection head)
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_train(images)[0]
+        if self.forward_logits is None:
+            return self.forward_train(images)[0]
+        return self.forward_logits(images)
 
 
 @dataclass
@@ -49,6 +54,26 @@ class Context:
     generator: torch.Generator  # batch order (CPU, so CPU and CUDA runs draw the same)
     rng: np.random.Generator  # MixUp lambdas
     amp_dtype: torch.dtype | None = None
+    group: Group = Group()  # the torchrun processes (distributed.py); one process by default
+    step_generator: torch.Generator | None = None  # draws sized by this rank's slice (MixUp's order)
+
+    def __post_init__(self) -> None:
+        if self.step_generator is None:  # one process: the batch order's generator, as before distribution
+            self.step_generator = self.generator
+
+    def local(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's slice of a global batch (the batch itself in one process)."""
+        return self.group.local(batch)
+
+    def gather(self, local: torch.Tensor, n: int) -> torch.Tensor:
+        """All ranks' slices of a global batch of n items, in the batch's order."""
+        return self.group.gather(local, n)
+
+    def sums(self) -> EpochSums:
+        return EpochSums(self.device, self.group)
+
+    def watch(self, epoch: int, what: str) -> FiniteWatch:
+        return FiniteWatch(self.device, epoch, what, self.group)
 
     @property
     def num_items(self) -> int:
@@ -86,10 +111,11 @@ class Diverged(TrainingError):
 class EpochSums:
     """An epoch's statistics summed on the device and read with one transfer at its end: no host sync
     inside a step (each would stall a GPU's queue). float64 sums of float32 values, added in step order,
-    are exactly the Python float sums the epochs kept before."""
+    are exactly the Python float sums the epochs kept before. Under torchrun the read is the mean over ranks
+    (of each rank's mean losses; hit and item counts keep their ratio), in the same one transfer."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, device: torch.device, group: Group | None = None):
+        self.device, self.group = device, group or Group()
         self._sums: dict[str, torch.Tensor] = {}
 
     def add(self, key: str, value: torch.Tensor | None) -> None:
@@ -100,16 +126,20 @@ class EpochSums:
     def read(self) -> dict[str, float]:
         if not self._sums:
             return {}
-        values = torch.stack([v.reshape(()) for v in self._sums.values()]).cpu().tolist()
+        stacked = torch.stack([v.reshape(()) for v in self._sums.values()])
+        if self.group.active:
+            stacked = self.group.sum_(stacked) / self.group.world
+        values = stacked.cpu().tolist()
         return dict(zip(self._sums, values, strict=True))
 
 
 class FiniteWatch:
     """The first non-finite loss of an epoch, remembered on the device; `check()` reads it once, at the
-    epoch's end, and raises Diverged naming the step (the checkpoint of the last good epoch is kept)."""
+    epoch's end, and raises Diverged naming the step (the checkpoint of the last good epoch is kept). Under
+    torchrun every rank learns the first failing step of any rank, so all stop together."""
 
-    def __init__(self, device: torch.device, epoch: int, what: str):
-        self.epoch, self.what = epoch, what
+    def __init__(self, device: torch.device, epoch: int, what: str, group: Group | None = None):
+        self.epoch, self.what, self.group = epoch, what, group or Group()
         self.first = torch.full((), -1, dtype=torch.long, device=device)
         self.value = torch.zeros((), dtype=torch.float32, device=device)
 
@@ -120,6 +150,15 @@ class FiniteWatch:
         self.value = torch.where(new, loss, self.value)
 
     def check(self) -> None:
+        if self.group.active:
+            every = self.group.gather(torch.stack([self.first.double(), self.value.double()]).reshape(1, 2),
+                                      self.group.world)  # fmt: skip
+            failed = every[every[:, 0] >= 0]
+            if len(failed):
+                self.first, self.value = failed[failed[:, 0].argmin()].unbind()
+                self.first = self.first.long()
         first = int(self.first)
         if first >= 0:
-            raise Diverged(f"{self.what} loss became {float(self.value):.3g} at epoch {self.epoch}, step {first}")
+            raise Diverged(
+                f"{self.what} loss became {float(self.value):.3g} at epoch {self.epoch}, step {first}"
+            )

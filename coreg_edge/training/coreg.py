@@ -39,7 +39,7 @@ from coreg_edge.algorithm import (
     warmup_loss,
 )
 from coreg_edge.algorithm.schedule import CoRegSchedule
-from coreg_edge.training.context import Context, Diverged, EpochSums, FiniteWatch, Peer
+from coreg_edge.training.context import Context, Diverged, Peer
 
 
 def set_lr(peer: Peer, lr: float) -> None:
@@ -53,10 +53,11 @@ def warmup_epoch(ctx: Context, peer: Peer, epoch: int, config: CoRegConfig, trai
     """Partial CE + negative entropy, batch 2x (reference code), one network; views per `warmup_view`."""
     peer.net.train()
     view = ctx.views.strong if config.warmup_view == "strong" else ctx.views.weak
-    sums, watch, steps = EpochSums(ctx.device), FiniteWatch(ctx.device, epoch, f"peer {peer.name} warm-up"), 0
+    sums, watch, steps = ctx.sums(), ctx.watch(epoch, f"peer {peer.name} warm-up"), 0
     for step, batch in enumerate(ctx.batches(train_rows, 2 * ctx.batch_size)):
-        images = ctx.fetch(batch)
-        candidates = ctx.candidates[batch.to(ctx.device)]
+        mine = ctx.local(batch)  # this rank's slice (the whole batch in one process)
+        images = ctx.fetch(mine)
+        candidates = ctx.candidates[mine.to(ctx.device)]
         with ctx.autocast():
             logits = peer.logits(view(images)).float()
         loss = warmup_loss(logits, candidates, config.warmup_entropy_weight, config.warmup_eps)
@@ -64,10 +65,11 @@ def warmup_epoch(ctx: Context, peer: Peer, epoch: int, config: CoRegConfig, trai
         peer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         peer.optimizer.step()
-        peer.table.update(batch.to(ctx.device), logits.detach().softmax(1))
+        peer.table.update(batch.to(ctx.device), ctx.gather(logits.detach().softmax(1), len(batch)))
         sums.add("warmup", loss)
         steps += 1
     watch.check()
+    ctx.group.average_buffers(peer.net)
     return {"warmup": sums.read().get("warmup", 0.0) / max(steps, 1)}
 
 
@@ -89,7 +91,9 @@ def divide_items(
 
     Only `train_rows` take part: the held-out rows neither shift the alignment mean nor the min-max
     normalisation of the losses. As in the reference code, each batch is written to the prediction table
-    and then aligned with the table's current mean.
+    and then aligned with the table's current mean. Under torchrun each rank predicts its slice of every
+    batch and all ranks make the same division from all the predictions (rank 0's result is kept bit for bit
+    everywhere: ranks on other CPUs could round the GMM differently).
     """
     peer.net.eval()
     n, c = ctx.num_items, ctx.num_classes
@@ -100,14 +104,16 @@ def divide_items(
     for start in range(0, len(rows), 4 * ctx.batch_size):
         batch = rows[start : start + 4 * ctx.batch_size]
         with ctx.autocast():
-            logits = peer.logits(ctx.views.weak(ctx.fetch(batch))).float()
+            logits = peer.logits(ctx.views.weak(ctx.fetch(ctx.local(batch)))).float()
         finite &= torch.isfinite(logits).all()  # read once, below: no host sync per batch
-        probs[batch] = logits.softmax(1)
+        probs[batch] = ctx.gather(logits.softmax(1), len(batch))
         peer.table.update(batch, probs[batch])
         if config.distribution_alignment:
             aligned[batch] = align_distribution(probs[batch], peer.table.mean(rows), prior)
         else:
             aligned[batch] = probs[batch]
+    if ctx.group.active:  # one verdict for all ranks
+        finite = ctx.group.sum_((~finite).to(torch.int32).reshape(1)) == 0
     if not bool(finite):  # before the GMM, which would fail on NaN with its own error
         raise Diverged(f"peer {peer.name}'s predictions became non-finite before the division")
     losses = torch.zeros(n, device=ctx.device)
@@ -119,7 +125,9 @@ def divide_items(
     ).to(ctx.device)
     in_p = torch.zeros(n, dtype=torch.bool, device=ctx.device)
     in_p[rows] = safe_partition(w[rows], config.p_threshold, config.min_p_share)
-    return Division(w, in_p, restrict_to_candidates(aligned, ctx.candidates), probs.argmax(1))
+    division = Division(w, in_p, restrict_to_candidates(aligned, ctx.candidates), probs.argmax(1))
+    ctx.group.broadcast_(division.w, division.in_p, division.restricted, division.predictions)
+    return division
 
 
 def coreg_epoch(
@@ -141,14 +149,15 @@ def coreg_epoch(
     copy_parameters(peer.key_net, peer.net)  # re-copied at the start of every post-warm-up epoch
     use_repr = schedule.representation_losses_active(epoch)
     u_batches = _cycle(ctx, rows_u, b)
-    stats = _EpochStats(ctx.device)
-    watch = FiniteWatch(ctx.device, epoch, f"peer {peer.name} Co-Reg")
+    stats = _EpochStats(ctx)
+    watch = ctx.watch(epoch, f"peer {peer.name} Co-Reg")
     peer.net.train()
     other.net.eval()  # the partner only predicts (reference: net2.eval()); its BatchNorm statistics stay its own
     for step, batch_p in enumerate(ctx.batches(rows_p, b)):
         batch_u = next(u_batches) if len(rows_u) else batch_p[:0]
-        idx_p = batch_p.to(ctx.device)
-        img_p, img_u = ctx.fetch(batch_p), ctx.fetch(batch_u)
+        mine_p, mine_u = ctx.local(batch_p), ctx.local(batch_u)  # this rank's slices of the global batches
+        idx_p = mine_p.to(ctx.device)
+        img_p, img_u = ctx.fetch(mine_p), ctx.fetch(mine_u)
         n_p = len(idx_p)
 
         targets = _co_pseudo_targets(ctx, peer, other, division, idx_p, img_p, img_u, config)
@@ -164,7 +173,7 @@ def coreg_epoch(
                 lam_u,
             )  # fmt: skip
             # Prototypes and queue are updated from the first post-warm-up epoch; their losses start later.
-            keys, query_in_p = _update_memories(ctx, peer, bank, targets, fwd.strong_2, config)
+            keys, query_in_p = _update_memories(ctx, peer, bank, targets, fwd.strong_2, config, len(batch_p))
             l_prot = l_cont = None
             if use_repr:
                 l_prot, l_cont = _representation_losses(peer, bank, fwd, targets, keys, query_in_p, config)
@@ -173,9 +182,10 @@ def coreg_epoch(
             peer.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             peer.optimizer.step()
-        peer.queue.enqueue(keys, torch.cat([targets.p, targets.u]), query_in_p)
+        peer.queue.enqueue(*_all_keys(ctx, keys, targets, query_in_p, len(batch_p), len(batch_u)))
         stats.add(l_cr, l_prot, l_cont, loss, targets.p.argmax(1), ctx.labels[idx_p])
     watch.check()
+    ctx.group.average_buffers(peer.net)
 
     weights = schedule.loss_weights(epoch)
     result: dict[str, Any] = stats.means(max(1, iterations))
@@ -255,7 +265,7 @@ def _mixup_forward(
     inputs = torch.cat([strong_1[:n_p], strong_2[:n_p], strong_1[n_p:], strong_2[n_p:]])
     labels = torch.cat([targets.p, targets.p, targets.u, targets.u])
     lam = sample_mixup_lambda(config.mixup_alpha, ctx.rng)
-    perm = torch.randperm(len(inputs), generator=ctx.generator).to(ctx.device)
+    perm = torch.randperm(len(inputs), generator=ctx.step_generator).to(ctx.device)
     mixed = mixup(inputs, labels, lam, perm)
     # The unmixed strong view 1 (contrastive queries) joins the same forward only once L_cont is on.
     with ctx.autocast():
@@ -270,16 +280,32 @@ def _update_memories(
     targets: _Targets,
     strong_2: torch.Tensor,
     config: CoRegConfig,
+    global_p: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prototype bank (from P's weak projections), key encoder momentum step, keys of strong view 2.
-    Returns (keys, which keys come from P)."""
-    bank.update(targets.proto_z, targets.p.argmax(1), config.proto_momentum)
+    """Prototype bank (from all ranks' P weak projections: one bank everywhere), key encoder momentum step,
+    keys of this rank's strong view 2. Returns (keys, which keys come from P)."""
+    bank.update(ctx.gather(targets.proto_z, global_p), ctx.gather(targets.p.argmax(1), global_p),
+                config.proto_momentum)  # fmt: skip
     momentum_update(peer.key_net, peer.net, config.key_momentum)
     with torch.no_grad(), ctx.autocast():
         keys = peer.key_net(strong_2, with_projection=True)[1].float()
     n_p, n_u = len(targets.p), len(targets.u)
     in_p = torch.cat([torch.ones(n_p, dtype=torch.bool), torch.zeros(n_u, dtype=torch.bool)]).to(keys.device)
     return keys, in_p
+
+
+def _all_keys(
+    ctx: Context, keys: torch.Tensor, targets: _Targets, in_p: torch.Tensor, global_p: int, global_u: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the queue takes from a step: every rank's keys, targets and P flags (P's first, then U's), so
+    that every rank's queue stays the same. One process: this step's own."""
+    if not ctx.group.active:
+        return keys, torch.cat([targets.p, targets.u]), in_p
+    n_p = len(targets.p)
+    all_p, all_u = ctx.gather(keys[:n_p], global_p), ctx.gather(keys[n_p:], global_u)
+    labels = torch.cat([ctx.gather(targets.p, global_p), ctx.gather(targets.u, global_u)])
+    flags = torch.cat([torch.ones(len(all_p), dtype=torch.bool), torch.zeros(len(all_u), dtype=torch.bool)])
+    return torch.cat([all_p, all_u]), labels, flags.to(keys.device)
 
 
 def _representation_losses(
@@ -304,8 +330,8 @@ class _EpochStats:
     """Per-epoch sums of the loss terms and the pseudo-label hits on P (where ground truth exists), on the
     device (EpochSums): read once, after the epoch."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.sums = EpochSums(device)
+    def __init__(self, ctx: Context) -> None:
+        self.sums = ctx.sums()
         self._read: dict[str, float] | None = None
 
     def add(self, l_cr, l_prot, l_cont, loss, labels_p: torch.Tensor, truth: torch.Tensor) -> None:

@@ -7,6 +7,7 @@ exactly with `resume=True`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -30,17 +31,18 @@ from coreg_edge.algorithm.config import SPEC_LR
 from coreg_edge.annotation_file import load as load_annotation
 from coreg_edge.data import absolute_data, reopen
 from coreg_edge.errors import UserError
-from coreg_edge.locks import is_lock_file, locks_output
+from coreg_edge.locks import exclusive, is_lock_file
 from coreg_edge.models import NetworkConfig, network_from_config
 from coreg_edge.runtime.preprocess import PreprocessConfig
 from coreg_edge.settings.fields import build
 from coreg_edge.settings.train import RESUME_OVERRIDES, TrainSettings
-from coreg_edge.training import auto
+from coreg_edge.training import auto, distributed
 from coreg_edge.training import run_folder as rf
-from coreg_edge.training.checkpoint import load_checkpoint, save_checkpoint
+from coreg_edge.training.checkpoint import load_checkpoint, rank_state, save_checkpoint
 from coreg_edge.training.context import Context, Diverged, Peer, TrainingError
 from coreg_edge.training.coreg import set_lr
 from coreg_edge.training.data import load_eval_set, load_training_set, preprocess_for
+from coreg_edge.training.distributed import ONE_PROCESS, FollowerExit, Group
 from coreg_edge.training.evaluation import (
     accuracy,
     candidate_scores,
@@ -51,7 +53,7 @@ from coreg_edge.training.evaluation import (
 from coreg_edge.training.guard import BestEpochGuard
 from coreg_edge.training.methods import EpochInputs, get_method
 from coreg_edge.training.views import ViewConfig, Views
-from coreg_edge.utils import json_safe, resolve_device
+from coreg_edge.utils import json_safe, rank_device, resolve_device
 
 
 class Interrupted(UserError):
@@ -63,43 +65,50 @@ def _log(message: str, quiet: bool) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _forward_fn(net: torch.nn.Module, input_shape: tuple[int, ...], device: torch.device, settings: TrainSettings,
-                channels_last: bool):  # fmt: skip
-    """net(x, with_projection=True), compiled on CUDA when asked (probed on a tiny batch; eager on failure)."""
+def _forward_fns(net: torch.nn.Module, module: torch.nn.Module, input_shape: tuple[int, ...],
+                 device: torch.device, settings: TrainSettings, channels_last: bool):  # fmt: skip
+    """(x -> (logits, projections), x -> logits) through `module` (the network, or its DDP wrapper under
+    torchrun), compiled on CUDA when asked (probed on a tiny batch; eager on failure)."""
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
     def eager(x: torch.Tensor):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return net(x, with_projection=True)
+        return module(prepare(x), with_projection=True)
+
+    def eager_logits(x: torch.Tensor):
+        return module(prepare(x))
 
     want = settings.compile == "on" or (settings.compile == "auto" and device.type == "cuda")
     if not want:
-        return eager
+        return eager, eager_logits
     try:
-        compiled = torch.compile(eager)
+        compiled, compiled_logits = torch.compile(eager), torch.compile(eager_logits)
         probe = torch.zeros((2, *input_shape), device=device)
         was_training = net.training
         net.eval()  # a train-mode probe would move the BatchNorm running statistics of the starting weights
         try:
             with torch.no_grad():
                 compiled(probe)
+                compiled_logits(probe)
         finally:
             net.train(was_training)
-        return compiled
+        return compiled, compiled_logits
     except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
         warnings.warn(
             f"torch.compile failed on a probe batch, training eagerly ({type(exc).__name__}: {exc})",
             stacklevel=2,
         )
-        return eager
+        return eager, eager_logits
 
 
 def _build_peer(name: str, config: NetworkConfig, settings: TrainSettings, device, n: int, c: int, seed: int,
-                channels_last: bool, load_pretrained: bool = True) -> Peer:  # fmt: skip
+                channels_last: bool, load_pretrained: bool = True, group: Group = ONE_PROCESS) -> Peer:  # fmt: skip
     """One network, its optimizer and the method's memories. A pretrained start loads the same weights into
     every peer's backbone (their heads differ by seed); a resumed run's checkpoint replaces them afterwards.
     The optimizer's param groups carry an `lr_scale` that set_lr applies: the backbone's is
-    backbones.backbone_lr_scale (0.1 when pretrained: the new heads must move far, the features little)."""
+    backbones.backbone_lr_scale (0.1 when pretrained: the new heads must move far, the features little).
+    Under torchrun the gradient forwards go through DistributedDataParallel (distributed.wrap)."""
     torch.manual_seed(seed)
     net = network_from_config(config)  # random weights; network_from_config never loads pretrained ones
     if settings.pretrained_backbone is not None and load_pretrained:
@@ -107,13 +116,15 @@ def _build_peer(name: str, config: NetworkConfig, settings: TrainSettings, devic
     net = net.to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
+    net, module = distributed.wrap(net, group, device, settings.sync_bn)
     cfg = settings.coreg
     optimizer = torch.optim.SGD(
         backbones.param_groups(net, cfg.lr, backbones.backbone_lr_scale(settings)),
         lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
     )  # fmt: skip
     input_shape = (config.in_chans, config.image_size, config.image_size)
-    peer = Peer(name, net, optimizer, _forward_fn(net, input_shape, device, settings, channels_last))
+    forward, forward_logits = _forward_fns(net, module, input_shape, device, settings, channels_last)
+    peer = Peer(name, net, optimizer, forward, forward_logits=forward_logits)
     if get_method(settings.method).co_training:
         key_net = network_from_config(config).to(device)
         key_net.load_state_dict(net.state_dict())
@@ -127,6 +138,7 @@ def _build_peer(name: str, config: NetworkConfig, settings: TrainSettings, devic
 
 
 PROBE_ITEMS = 512  # training items whose predicted classes are counted every epoch (the guard's class shift)
+
 
 def resume_settings(stored: dict[str, Any], options: dict[str, Any]) -> TrainSettings:
     """A resumed run's settings: the stored ones, but where and how it runs (another machine, the images
@@ -182,7 +194,6 @@ def _resume_lr(out: Path, coreg: dict[str, Any], settings: TrainSettings) -> flo
     return float(changed["lr"])
 
 
-@locks_output("out", "run folder")
 def train(
     annotation: str | Path | None,
     out: str | Path,
@@ -195,22 +206,28 @@ def train(
     """Train `settings.method` (Co-Reg by default) on an annotation file into the run folder `out`.
 
     `settings` (a TrainSettings) and/or its fields as keywords (keywords win). With `resume`, the run's
-    stored settings are used, except the RESUME_OVERRIDES given here as keywords.
+    stored settings are used, except the RESUME_OVERRIDES given here as keywords. Under torchrun every rank
+    calls this; rank 0 alone locks and writes `out` (training/distributed.py).
     Returns the selection summary (also written to out/selection.json).
     """
     out = Path(out)
     if resume and settings is not None:
         raise UserError("resume=True continues the stored settings: pass only where it runs, as keywords")
-    if not resume:
-        settings = build(TrainSettings, settings, options)
-    settings, config, annotation, new_lr = _settings_for_call(out, annotation, resume, settings, options, quiet)
-    run = _prepare(settings, annotation, quiet, config)
-    settings = run.settings
-    if config is not None:
-        run.chosen = config.get("chosen", {})  # what the run chose when it started (stored resolved since)
-    start = _start(out, run, settings, config, annotation, new_lr, quiet)
-    _fit(out, run, settings, start, quiet)
-    return _finish(out, run, settings, quiet)
+    with distributed.joined() as group, contextlib.ExitStack() as held:
+        quiet = quiet or not group.is_main
+
+        def checks() -> tuple[TrainSettings, dict[str, Any] | None, str | Path, float | None]:
+            held.enter_context(exclusive(out, "run folder"))
+            call = settings if resume else build(TrainSettings, settings, options)
+            return _settings_for_call(out, annotation, resume, call, options, quiet)
+
+        chosen, config, annotation, new_lr = group.decide(checks)
+        run = _prepare(chosen, annotation, quiet, config, group)
+        if config is not None:
+            run.chosen = config.get("chosen", {})  # what the run chose when it started (stored resolved since)
+        start = _start(out, run, run.settings, config, annotation, new_lr, quiet)
+        _fit(out, run, run.settings, start, quiet)
+        return _finish(out, run, run.settings, quiet)
 
 
 def _settings_for_call(
@@ -284,37 +301,41 @@ class _Run:
     guard: BestEpochGuard | None
     best_weights: dict[str, dict[str, torch.Tensor]]  # per peer, the best held-out epoch's state_dict
     weights_epoch: dict[str, int]  # per peer, the epoch its current weights come from (its best after a rollback)
+    group: Group = ONE_PROCESS  # the torchrun processes (one by default)
 
 
-def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, stored: dict | None = None) -> _Run:
+def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, stored: dict | None = None,
+             group: Group = ONE_PROCESS) -> _Run:  # fmt: skip
     """Data (training set, --eval, --val), the held-out split, networks and the method's state.
 
     `stored` (a resumed run's config.json): its preprocessing and network are used as they are (not
     recomputed: another version or another timm could compute others), and no pretrained weights load (the
-    checkpoint replaces them; the file or cache need not exist any more)."""
-    ann = load_annotation(annotation)
+    checkpoint replaces them; the file or cache need not exist any more). Under torchrun each rank takes its
+    own GPU, rank 0 decodes (and caches) the images first, and the batch is per process (global: x world)."""
     method = get_method(settings.method)
-    if method.needs_labels and not ann.has_labels:
-        raise UserError(f"--method {method.name} needs ground truth, and this annotation file has none")
-    device = torch.device(resolve_device(settings.device))
-    torch.manual_seed(settings.seed)
-    source, _ = reopen(ann.data, settings.data, download=settings.download)
-    # A pretrained backbone: a trial load fails fast (before the images load); its pretrained_cfg sets the
-    # preprocessing (mean, std, interpolation, crop_pct, size unless --image-size); None from scratch.
-    if stored is None:
-        pretrained = backbones.check(settings, settings.channels or source.channels, quiet, ann.num_classes)
-        pre = preprocess_for(source, settings.image_size, settings.channels, pretrained)
-    else:
-        pretrained, pre = None, PreprocessConfig.from_metadata(stored["preprocess"])
-    data = load_training_set(ann, source, pre, settings.seed, device, cache=settings.cache, quiet=quiet,
-                             workers=settings.workers)  # fmt: skip
-    eval_set, val_set = (
-        load_eval_set(spec, ann.class_names, pre, device, cache=settings.cache, download=settings.download,
-                      quiet=quiet, workers=settings.workers, option=option)  # fmt: skip
-        if spec
-        else None
-        for spec, option in ((settings.eval_data, "--eval"), (settings.val_data, "--val"))
-    )
+    with group.main_first():  # rank 0 first: it downloads what is missing, the others find it
+        ann = load_annotation(annotation)
+        if method.needs_labels and not ann.has_labels:
+            raise UserError(f"--method {method.name} needs ground truth, and this annotation file has none")
+        device = _device(settings, group)
+        torch.manual_seed(settings.seed)
+        source, _ = reopen(ann.data, settings.data, download=settings.download)
+        # A pretrained backbone: a trial load fails fast (before the images load); its pretrained_cfg sets the
+        # preprocessing (mean, std, interpolation, crop_pct, size unless --image-size); None from scratch.
+        if stored is None:
+            pretrained = backbones.check(settings, settings.channels or source.channels, quiet, ann.num_classes)
+            pre = preprocess_for(source, settings.image_size, settings.channels, pretrained)
+        else:
+            pretrained, pre = None, PreprocessConfig.from_metadata(stored["preprocess"])
+        data = load_training_set(ann, source, pre, settings.seed, device, cache=settings.cache, quiet=quiet,
+                                 workers=settings.workers)  # fmt: skip
+        eval_set, val_set = (
+            load_eval_set(spec, ann.class_names, pre, device, cache=settings.cache, download=settings.download,
+                          quiet=quiet, workers=settings.workers, option=option)  # fmt: skip
+            if spec
+            else None
+            for spec, option in ((settings.eval_data, "--eval"), (settings.val_data, "--val"))
+        )
 
     n, c = len(data), ann.num_classes
     order = np.random.default_rng(settings.seed).permutation(n)
@@ -332,21 +353,26 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, store
     channels_last = settings.channels_last == "on" or (settings.channels_last == "auto" and cuda)
     flip, dataset_rule = _dataset_views(ann.data)
     settings, chosen = auto.resolve_settings(
-        settings, len(train_rows), pre.input_size[0], dataset_rule, method.co_training
+        settings, len(train_rows), pre.input_size[0], dataset_rule, method.co_training, group.world
     )
     strong = settings.strong_augment  # resolved: never "auto" here
     views = Views(
         ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=flip, strong=strong),
-        seed=settings.seed,
+        seed=distributed.rank_seed(settings.seed, group),
     )
+    step_generator = None  # one process: MixUp's order comes from the batch order's generator, as always
+    if group.active:
+        step_generator = torch.Generator().manual_seed(distributed.rank_seed(settings.seed, group, stream=1))
     ctx = Context(
         device=device, store=data.store, candidates=data.candidates.to(device),
-        labels=data.labels.to(device), top1=data.top1.to(device), views=views, batch_size=settings.batch_size,
+        labels=data.labels.to(device), top1=data.top1.to(device), views=views,
+        batch_size=_global_batch(settings, stored, group),  # each rank computes its slice of every batch
         generator=torch.Generator().manual_seed(settings.seed), rng=np.random.default_rng(settings.seed),
-        amp_dtype=_amp_dtype(settings.amp, device),
+        amp_dtype=_amp_dtype(settings.amp, device), group=group, step_generator=step_generator,
     )  # fmt: skip
     peers = [
-        _build_peer(name, net_config, settings, device, n, c, settings.seed + i, channels_last, stored is None)
+        _build_peer(name, net_config, settings, device, n, c, settings.seed + i, channels_last, stored is None,
+                    group)  # fmt: skip
         for i, name in enumerate(method.peers)
     ]
     for peer in peers:
@@ -366,8 +392,26 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, store
         schedule=settings.coreg.resolve(settings.epochs, warmup), warmup=warmup, train_rows=train_rows,
         holdout_rows=holdout_rows, probe_rows=probe_rows, eval_set=eval_set, val_set=val_set, prior=prior, settings=settings,
         chosen=chosen, warmup_end=warmup_end, guard=_guard(settings, method, warmup, warmup_end),
-        best_weights={}, weights_epoch={},
+        best_weights={}, weights_epoch={}, group=group,
     )  # fmt: skip
+
+
+def _device(settings: TrainSettings, group: Group) -> torch.device:
+    """The device of this process: under torchrun, GPU LOCAL_RANK (never one GPU for all ranks)."""
+    device = torch.device(resolve_device(settings.device))
+    if settings.sync_bn and device.type != "cuda":
+        raise UserError("--sync-bn needs CUDA devices (nccl); on the CPU (gloo) BatchNorm statistics are "
+                        "averaged after each epoch instead")  # fmt: skip
+    if not group.active or device.type != "cuda":
+        return device
+    if device.index is not None:
+        raise UserError(f"--device {device}: under torchrun each process takes its own GPU; give --device cuda")
+    device = torch.device(rank_device("cuda"))
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"{group.world} processes on this machine, {torch.cuda.device_count()} GPU(s): start at "
+                        "most one process per GPU")  # fmt: skip
+    torch.cuda.set_device(device)
+    return device
 
 
 def _start(
@@ -381,19 +425,32 @@ def _start(
 ) -> int:
     """Restore the checkpoint (resume; config.json then says what this call changed) or write config.json
     (new). Returns the first epoch to train."""
+    processes = _processes(run)
     if config is not None:
-        start, extra = load_checkpoint(out / rf.CHECKPOINT, run.ctx, run.peers, run.bank)
+        # Rank 0 reads the file; the other ranks (maybe on other machines) get its bytes.
+        blob = run.group.decide(lambda: rf.checkpoint_bytes(out)) if run.group.active else None
+        start, extra = load_checkpoint(out / rf.CHECKPOINT, run.ctx, run.peers, run.bank, blob)
         _restore_extra(run, extra, settings)
+        if not run.group.is_main:
+            return start
         _truncate_metrics(out / rf.METRICS, start)
+        before = config.get("processes", {}).get("world_size", 1)
         config.update(
-            settings=settings.to_dict(), schedule=run.schedule.describe(), data=run.source.describe()
-        )
+            settings=settings.to_dict(), schedule=run.schedule.describe(), data=run.source.describe(),
+            processes=processes,
+        )  # fmt: skip
         if new_lr is not None:
             config.setdefault("lr_changes", []).append(
                 {"after_divergence": True, "epoch": start, "lr": new_lr}
             )
+        if before != run.group.world:
+            config.setdefault("world_changes", []).append({"epoch": start, **processes})
+            _log(f"resuming on {run.group.world} process(es) (the run had {before}): the global batch stays "
+                 f"{processes['global_batch']}, {processes['batch_per_process']} per process", quiet)  # fmt: skip
         rf.write_json(out / rf.CONFIG, config)
         return start
+    if not run.group.is_main:
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     ann, device = run.ann, run.ctx.device
     rf.write_json(out / rf.CONFIG, {
@@ -401,16 +458,37 @@ def _start(
         "preprocess": run.pre.to_metadata(), "class_names": ann.class_names,
         "annotation": str(Path(annotation).resolve()), "annotator": ann.annotator, "data": run.source.describe(),
         "eval_data": settings.eval_data, "settings": settings.to_dict(), "schedule": run.schedule.describe(),
-        "chosen": run.chosen, "seed": settings.seed, "device": str(device), "coreg_edge_version": __version__,
+        "chosen": run.chosen, "seed": settings.seed, "device": str(device), "processes": processes,
+        "coreg_edge_version": __version__,
     })  # fmt: skip
     n_train, n_hold = len(run.train_rows), len(run.holdout_rows)
     if run.chosen:
         _log(auto.describe(run.chosen), quiet)
     warmup = f"auto, {run.warmup_end.low}-{run.warmup_end.high}" if run.warmup_end else run.warmup
+    batch = f"batch {settings.batch_size}"
+    if run.group.active:
+        batch += (f" per process x {run.group.world} processes ({run.group.backend}; global batch "
+                  f"{processes['global_batch']})")  # fmt: skip
     _log(f"training {settings.method} on {n_train} items ({n_hold} held out), {settings.backbone} at "
-         f"{run.pre.input_size[0]} px, {settings.epochs} epochs (warm-up {warmup}), batch {settings.batch_size}, "
-         f"{device}", quiet)  # fmt: skip
+         f"{run.pre.input_size[0]} px, {settings.epochs} epochs (warm-up {warmup}), {batch}, {device}",
+         quiet)  # fmt: skip
     return 0
+
+
+def _global_batch(settings: TrainSettings, stored: dict[str, Any] | None, group: Group) -> int:
+    """The items of one step over all processes: --batch-size per process x processes for a new run. A
+    resumed run keeps the global batch it started with (its learning rate was chosen for it), whatever the
+    number of processes now: each takes a slice of it."""
+    if stored is not None:
+        return int(stored.get("processes", {}).get("global_batch", settings.batch_size))
+    return settings.batch_size * group.world
+
+
+def _processes(run: _Run) -> dict[str, Any]:
+    """How many processes train, and the global batch they share (its learning rate: auto.choose_lr)."""
+    world, global_batch = run.group.world, run.ctx.batch_size
+    return {"world_size": world, "backend": run.group.backend, "global_batch": global_batch,
+            "batch_per_process": -(-global_batch // world)}  # fmt: skip
 
 
 def _fit(out: Path, run: _Run, settings: TrainSettings, start: int, quiet: bool) -> None:
@@ -433,23 +511,31 @@ def _fit(out: Path, run: _Run, settings: TrainSettings, start: int, quiet: bool)
             record.update(
                 _evaluate(run.ctx, run.peers, run.holdout_rows, run.eval_set, run.val_set, run.probe_rows)
             )
+            record = run.group.share(record)  # one record, so that every rank takes the same decisions
             _check_weights(run.peers, epoch)  # a finite loss can still leave NaN weights: never checkpoint them
             _after_epoch(out, run, settings, epoch, record, quiet)
             record["seconds"] = time.perf_counter() - began
-            # Metrics line first: a crash before the checkpoint leaves an extra line that resume truncates.
-            with open(out / rf.METRICS, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
-            save_checkpoint(out / rf.CHECKPOINT, epoch + 1, run.ctx, run.peers, run.bank, _extra(run))
+            ranks = run.group.collect(rank_state(run.ctx)) if run.group.active else None
+            if run.group.is_main:
+                # Metrics line first: a crash before the checkpoint leaves an extra line that resume truncates.
+                with open(out / rf.METRICS, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
+                save_checkpoint(out / rf.CHECKPOINT, epoch + 1, run.ctx, run.peers, run.bank, _extra(run), ranks)
             _log(_epoch_line(record, settings.epochs), quiet)
             for line in record.get("events", []):
                 _log(line, quiet)
     except KeyboardInterrupt as exc:
+        if not run.group.is_main:
+            raise FollowerExit(Interrupted.exit_code) from exc
         raise Interrupted(
             f"interrupted during epoch {epoch}; {epoch} epoch(s) are saved: coreg-edge train --resume --out {out}"
         ) from exc
-    except Diverged as exc:
+    except Diverged as exc:  # every rank sees it (FiniteWatch and the division agree across ranks)
+        if not run.group.is_main:
+            raise FollowerExit(TrainingError.exit_code) from exc
         raise _diverged(out, exc, epoch, settings) from exc
-    (out / rf.DIVERGED).unlink(missing_ok=True)
+    if run.group.is_main:
+        (out / rf.DIVERGED).unlink(missing_ok=True)
 
 
 def _peer_scores(record: dict[str, Any], peers: list[Peer]) -> dict[str, dict[str, float]]:
@@ -471,7 +557,8 @@ def _after_epoch(out: Path, run: _Run, settings: TrainSettings, epoch: int, reco
             if run.guard is not None:  # a fall during the warm-up is the network still learning
                 run.guard.act_from = end.ended
             events.append(f"warm-up ends after {end.ended} epochs: {end.why}")
-            _update_config(out, {"schedule": run.schedule.describe(), "warmup_ended": record["warmup_ended"]})
+            if run.group.is_main:
+                _update_config(out, {"schedule": run.schedule.describe(), "warmup_ended": record["warmup_ended"]})
     if run.guard is None:
         if events:
             record["events"] = events
@@ -583,7 +670,7 @@ def _evaluate(
 
     def all_logits(store: Any, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each peer's logits, and the pair's mean (the exported ensemble) when there are two."""
-        out = {p.name: predict_logits(p.logits, store, rows, ctx.views.eval) for p in peers}
+        out = {p.name: _predict(ctx, p, store, rows) for p in peers}
         if len(peers) == 2:
             out["ensemble"] = (out["a"] + out["b"]) / 2
         return out
@@ -604,6 +691,13 @@ def _evaluate(
     for p in peers:
         p.net.train()
     return result
+
+
+def _predict(ctx: Context, peer: Peer, store: Any, rows: torch.Tensor) -> torch.Tensor:
+    """A peer's eval-view logits of `rows` of a store: under torchrun each rank predicts its slice and all
+    ranks get all the logits."""
+    logits = predict_logits(peer.logits, store, ctx.local(rows), ctx.views.eval)
+    return ctx.gather(logits, len(rows))
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
@@ -632,9 +726,9 @@ def _truncate_metrics(path: Path, epochs: int) -> None:
 def _finish(out: Path, run: _Run, settings: TrainSettings, quiet: bool) -> dict:
     """Keep each peer's final or best-epoch weights (guard.py), save both, pick one without clean labels (or
     by --val), write selection.json last."""
-    ctx, peers, holdout_rows = run.ctx, run.peers, run.holdout_rows
-    final = _evaluate(ctx, peers, holdout_rows, run.eval_set, run.val_set, run.probe_rows)
-    metrics = rf.read_metrics(out)
+    ctx, peers, holdout_rows, group = run.ctx, run.peers, run.holdout_rows, run.group
+    final = group.share(_evaluate(ctx, peers, holdout_rows, run.eval_set, run.val_set, run.probe_rows))
+    metrics = group.share(rf.read_metrics(out) if group.is_main else None)
     last_epoch = metrics[-1]["epoch"] if metrics else settings.epochs - 1
     kept = None
     if run.guard is not None:
@@ -644,7 +738,7 @@ def _finish(out: Path, run: _Run, settings: TrainSettings, quiet: bool) -> dict:
             for peer in peers:
                 if kept[peer.name]["source"] == "best":
                     _restore_best(run, peer)
-            final = _evaluate(ctx, peers, holdout_rows, run.eval_set, run.val_set, run.probe_rows)
+            final = group.share(_evaluate(ctx, peers, holdout_rows, run.eval_set, run.val_set, run.probe_rows))
     scores: dict[str, dict[str, Any]] = {k: dict(v) for k, v in final["holdout"].items()}
     for k in scores:
         if "val_accuracy" in final:
@@ -653,6 +747,10 @@ def _finish(out: Path, run: _Run, settings: TrainSettings, quiet: bool) -> dict:
         selected, reason = select_peer(scores, "val_accuracy" if run.val_set is not None else "hit_rate")
     else:
         selected, reason = "a", f"{settings.method} trains a single network"
+    identical = _identical_across_ranks(run)
+    reject = _reject_thresholds(ctx, peers, holdout_rows)
+    if not group.is_main:
+        return group.share(None)  # rank 0 writes the folder and says what it selected
     for p in peers:
         rf.save_weights(p.net, rf.peer_file(out, p.name))
     test = final.get("test_accuracy")
@@ -677,7 +775,8 @@ def _finish(out: Path, run: _Run, settings: TrainSettings, quiet: bool) -> dict:
         "warmup_epochs": run.warmup if run.method.co_training else 0,
         "chosen": run.chosen,
         "holdout_items": len(holdout_rows),
-        "reject_threshold": _reject_thresholds(ctx, peers, holdout_rows),
+        "reject_threshold": reject,
+        "processes": {**_processes(run), "weights_identical_across_ranks": identical},
     }
     rf.write_json(out / rf.SELECTION, summary)
     acc = summary["test_accuracy"]["selected"]
@@ -687,7 +786,32 @@ def _finish(out: Path, run: _Run, settings: TrainSettings, quiet: bool) -> dict:
         f"selected peer {selected}: {reason}" + (f"; test accuracy {acc:.4f}" if acc is not None else ""),
         quiet,
     )
-    return summary
+    return group.share(summary)
+
+
+def _identical_across_ranks(run: _Run) -> bool | None:
+    """Whether every rank ends with the very same run state, bit for bit: both peers (parameters and buffers),
+    their key encoders' parameters, queues, prediction tables and loss histories, the prototype bank. The key
+    encoders' BatchNorm buffers are left out: the key encoder always runs in train mode, on its own rank's
+    slice, so they never reach an output. None in one process."""
+    if not run.group.active:
+        return None
+    state = {p.name: {"net": p.net.state_dict(), "key_net": _state_of(p.key_net), "queue": _state_of(p.queue),
+                      "table": _state_of(p.table), "history": _state_of(p.history), "soft_targets": p.soft_targets}
+             for p in run.peers}  # fmt: skip
+    state["bank"] = _state_of(run.bank)
+    prints = run.group.collect(distributed.weights_fingerprint(state))
+    return all(fingerprint == prints[0] for fingerprint in prints)
+
+
+def _state_of(part: Any) -> Any:
+    if part is None:
+        return None
+    state = part.state_dict()
+    if isinstance(part, torch.nn.Module):  # a key encoder: its parameters
+        names = {name for name, _ in part.named_parameters()}
+        state = {k: v for k, v in state.items() if k in names}
+    return state
 
 
 REJECT_ACCEPTS = 0.95  # the share of held-out (known-class) items the rejection threshold lets through
@@ -700,7 +824,7 @@ def _reject_thresholds(ctx: Context, peers: list[Peer], holdout_rows: torch.Tens
         return None
     for p in peers:
         p.net.eval()
-    logits = {p.name: predict_logits(p.logits, ctx.store, holdout_rows, ctx.views.eval) for p in peers}
+    logits = {p.name: _predict(ctx, p, ctx.store, holdout_rows) for p in peers}
     for p in peers:
         p.net.train()
     if len(peers) == 2:

@@ -1,0 +1,63 @@
+"""`coreg-edge train --nproc N`: torchrun for one machine, without typing torchrun.
+
+It starts N copies of the same `coreg-edge train` command through PyTorch's own launcher (the elastic agent
+behind `torchrun --standalone --nproc_per_node N`), so a run started this way is the same as one started
+with `torchrun --nproc_per_node N -m coreg_edge train ...` (docs/SCALE.md). The workers print their own
+lines (rank 0 speaks for the run); the launcher adds nothing and exits with the exit code of the worker that failed first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+
+from coreg_edge.errors import UserError
+
+
+def worker_threads(nproc: int, environ: dict[str, str] | None = None) -> str:
+    """OMP_NUM_THREADS for each worker: the user's, else the cores shared out (torchrun would say 1)."""
+    env = os.environ if environ is None else environ
+    if env.get("OMP_NUM_THREADS"):
+        return env["OMP_NUM_THREADS"]
+    return str(max(1, (os.cpu_count() or 1) // nproc))
+
+
+def worker_args(argv: Sequence[str]) -> list[str]:
+    """The command line as typed, less `--nproc N` (each worker is one process of the run)."""
+    out, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--nproc":
+            skip = True
+        elif not word.startswith("--nproc="):
+            out.append(word)
+    return out
+
+
+def launch(nproc: int, argv: Sequence[str]) -> int:
+    """Run `python -m coreg_edge ARGV...` in `nproc` processes on this machine; the exit code of the run."""
+    if nproc < 1:
+        raise UserError(f"--nproc must be at least 1 (got {nproc})")
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the workers say what failed
+    os.environ["OMP_NUM_THREADS"] = worker_threads(nproc)
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
+    )  # fmt: skip
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    try:
+        elastic_launch(config, sys.executable)("-m", "coreg_edge", *argv)
+    except ChildFailedError as exc:  # the failing worker said why; its exit code is the run's
+        _, first = exc.get_first_failure()
+        return first.exitcode if first.exitcode > 0 else 128 - first.exitcode  # killed by signal S: 128 + S
+    except (KeyboardInterrupt, SignalException):  # Ctrl-C: the workers saved what they had and said so
+        return 130
+    return 0

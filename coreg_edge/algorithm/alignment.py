@@ -49,7 +49,8 @@ class PredictionTable:
     Reference code (spec section 9): refreshed batch by batch during warm-up and during each division
     pass, and in the division pass a batch is written BEFORE it is aligned with the table's mean
     (`training.coreg.divide_items` does the same, over the training rows only).
-    Indexed by item id so it can be all-gathered across ranks.
+    Indexed by item id so it can be all-gathered across ranks. `track(rows)` keeps the column sum over
+    `rows` as a float64 running sum, so that the division's per-batch mean costs O(C), not O(N x C).
     """
 
     def __init__(
@@ -60,10 +61,33 @@ class PredictionTable:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.table = torch.full((num_items, num_classes), 1.0 / num_classes, device=device, dtype=dtype)
+        self._tracked: torch.Tensor | None = None  # bool (N,): the rows of the running sum
+        self._sum: torch.Tensor | None = None  # float64 (C,)
+        self._count = 0
 
     @torch.no_grad()
     def update(self, item_ids: torch.Tensor, probs: torch.Tensor) -> None:
-        self.table[item_ids.to(self.table.device)] = probs.detach().to(self.table)
+        """Write each item's latest probabilities (ids unique within a call)."""
+        ids = item_ids.to(self.table.device)
+        new = probs.detach().to(self.table)
+        if self._tracked is not None:
+            inside = self._tracked[ids]
+            self._sum += (new[inside].double() - self.table[ids[inside]].double()).sum(dim=0)
+        self.table[ids] = new
+
+    @torch.no_grad()
+    def track(self, rows: torch.Tensor) -> None:
+        """From now on keep the column sum over `rows` (summed afresh here: no drift carries over)."""
+        tracked = torch.zeros(len(self.table), dtype=torch.bool, device=self.table.device)
+        tracked[rows.to(self.table.device)] = True
+        self._tracked, self._count = tracked, int(tracked.sum())
+        self._sum = self.table[tracked].double().sum(dim=0)
+
+    def tracked_mean(self) -> torch.Tensor:
+        """The column mean over the tracked rows (`track`), in the table's dtype."""
+        if self._sum is None:
+            raise RuntimeError("PredictionTable.tracked_mean() before track(rows)")
+        return (self._sum / max(self._count, 1)).to(self.table.dtype)
 
     def mean(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Column mean over all items, or over `rows` (the training items: held-out rows stay uniform)."""
@@ -76,3 +100,5 @@ class PredictionTable:
         if state["table"].shape != self.table.shape:
             raise ValueError(f"table shape {tuple(state['table'].shape)} != {tuple(self.table.shape)}")
         self.table.copy_(state["table"])
+        self._tracked, self._sum, self._count = None, None, 0  # track() again before tracked_mean()
+        self._tracked, self._sum, self._count = None, None, 0  # track() again before tracked_mean()

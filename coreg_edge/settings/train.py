@@ -41,9 +41,9 @@ class TrainSettings:
         low=0,
     )
     batch_size: int | None = option(
-        help="Items from P (and from U) per step. Default: chosen from the data size (about 40 steps per "
-        "epoch).",
-        low=1,
+        help="Items from P (and from U) per step, per process. Default: chosen from the data size (about 40 "
+        "steps per epoch). At least 2: BatchNorm cannot normalise a batch of one image.",
+        low=2,
     )
     image_size: int | None = option(
         help="Input size in px. Default: the dataset's (32 for folders); the weights' with "

@@ -101,6 +101,7 @@ def divide_items(
     aligned = probs.clone()
     rows = train_rows.to(ctx.device)
     finite = torch.ones((), dtype=torch.bool, device=ctx.device)
+    peer.table.track(rows)  # the mean over the training rows as a running sum: O(C) per batch, not O(N x C)
     for start in range(0, len(rows), 4 * ctx.batch_size):
         batch = rows[start : start + 4 * ctx.batch_size]
         with ctx.autocast():
@@ -109,7 +110,7 @@ def divide_items(
         probs[batch] = ctx.gather(logits.softmax(1), len(batch))
         peer.table.update(batch, probs[batch])
         if config.distribution_alignment:
-            aligned[batch] = align_distribution(probs[batch], peer.table.mean(rows), prior)
+            aligned[batch] = align_distribution(probs[batch], peer.table.tracked_mean(), prior)
         else:
             aligned[batch] = probs[batch]
     if ctx.group.active:  # one verdict for all ranks

@@ -64,8 +64,9 @@ class Group:
 
     def sizes(self, n: int) -> list[int] | None:
         """How a global batch of n items is split: consecutive slices, sizes differing by at most one.
-        None when it is not split: one process, or fewer items than ranks (every rank then computes all)."""
-        if not self.active or n < self.world:
+        None when it is not split: one process, or fewer than 2 items per rank (every rank then computes
+        all of them: BatchNorm cannot normalise a slice of one image)."""
+        if not self.active or n < 2 * self.world:
             return None
         base, extra = divmod(n, self.world)
         return [base + (1 if r < extra else 0) for r in range(self.world)]
@@ -81,7 +82,7 @@ class Group:
     def gather(self, local: torch.Tensor, n: int) -> torch.Tensor:
         """Every rank's `local` slice of a global batch of n items, joined in the batch's order (the inverse
         of `local`); padded to the longest slice for the collective, trimmed after. A batch that was not
-        split (fewer items than ranks) is rank 0's on every rank: each rank computed it on its own draws."""
+        split (too small) is rank 0's on every rank: each rank computed it on its own draws."""
         if not self.active or n == 0:
             return local
         as_bool = local.dtype == torch.bool  # gloo has no bool collectives

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 
 from coreg_edge.errors import UserError
+
+LAUNCHER_PID = "COREG_EDGE_LAUNCHER_PID"
 
 
 def worker_threads(nproc: int, environ: dict[str, str] | None = None) -> str:
@@ -45,8 +50,11 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the workers say what failed
+    for name in list(logging.Logger.manager.loggerDict):  # the workers say what failed; torch sets levels per logger
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ["OMP_NUM_THREADS"] = worker_threads(nproc)
+    os.environ[LAUNCHER_PID] = str(os.getpid())  # the workers stop when this process dies (watch_launcher)
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
         rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
@@ -58,6 +66,24 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     except ChildFailedError as exc:  # the failing worker said why; its exit code is the run's
         _, first = exc.get_first_failure()
         return first.exitcode if first.exitcode > 0 else 128 - first.exitcode  # killed by signal S: 128 + S
-    except (KeyboardInterrupt, SignalException):  # Ctrl-C: the workers saved what they had and said so
+    except KeyboardInterrupt:  # Ctrl-C: the workers saved what they had and said so
         return 130
+    except SignalException as exc:  # SIGTERM, SIGHUP: the workers were stopped with it
+        return 128 + int(exc.sigval)
     return 0
+
+
+def watch_launcher(environ: dict[str, str] | None = None, interval: float = 0.5) -> None:
+    """In a worker of `train --nproc`: stop when the launcher is gone (killed with SIGKILL, it cannot stop its
+    workers, which run in their own sessions). The last finished epoch is saved, as after any kill."""
+    env = os.environ if environ is None else environ
+    if LAUNCHER_PID not in env:
+        return
+    launcher = int(env[LAUNCHER_PID])
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="coreg-edge-launcher-watch", daemon=True).start()

@@ -53,7 +53,7 @@ from coreg_edge.training.evaluation import (
 from coreg_edge.training.guard import BestEpochGuard
 from coreg_edge.training.methods import EpochInputs, get_method
 from coreg_edge.training.views import ViewConfig, Views
-from coreg_edge.utils import json_safe, rank_device, resolve_device
+from coreg_edge.utils import json_safe, one_line, rank_device, resolve_device
 
 
 class Interrupted(UserError):
@@ -528,14 +528,32 @@ def _fit(out: Path, run: _Run, settings: TrainSettings, start: int, quiet: bool)
         if not run.group.is_main:
             raise FollowerExit(Interrupted.exit_code) from exc
         raise Interrupted(
-            f"interrupted during epoch {epoch}; {epoch} epoch(s) are saved: coreg-edge train --resume --out {out}"
+            f"interrupted in epoch {epoch + 1}; the {epoch} finished epoch(s) are saved: coreg-edge train --resume "
+            f"--out {out}"
         ) from exc
+    except RuntimeError as exc:
+        if run.group.active and _lost_a_process(exc):  # another rank died (killed, out of memory, ...)
+            if not run.group.is_main:
+                raise FollowerExit(1) from exc
+            raise TrainingError(
+                f"another process of the run stopped during epoch {epoch + 1} ({one_line(exc)[:120]}); the "
+                f"{epoch} finished epoch(s) are saved: coreg-edge train --resume --out {out}"
+            ) from exc
+        raise
     except Diverged as exc:  # every rank sees it (FiniteWatch and the division agree across ranks)
         if not run.group.is_main:
             raise FollowerExit(TrainingError.exit_code) from exc
         raise _diverged(out, exc, epoch, settings) from exc
     if run.group.is_main:
         (out / rf.DIVERGED).unlink(missing_ok=True)
+
+
+def _lost_a_process(exc: RuntimeError) -> bool:
+    """Whether a collective failed because another rank went away (gloo, nccl and the store say so)."""
+    text = str(exc).lower()
+    return isinstance(exc, torch.distributed.DistError) or any(
+        word in text for word in ("connection closed", "connection reset", "broken pipe", "nccl", "gloo")
+    )
 
 
 def _peer_scores(record: dict[str, Any], peers: list[Peer]) -> dict[str, dict[str, float]]:

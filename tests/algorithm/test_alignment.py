@@ -29,6 +29,33 @@ def test_prediction_table_starts_uniform_and_updates_by_item():
     assert torch.equal(other.table, table.table)
 
 
+def test_tracked_mean_is_the_running_sum_of_the_tracked_rows_by_hand():
+    table = PredictionTable(num_items=4, num_classes=2)
+    table.track(torch.tensor([0, 2]))
+    assert table.tracked_mean().tolist() == [0.5, 0.5]
+    table.update(torch.tensor([2, 3]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # row 3 is not tracked
+    assert table.tracked_mean().tolist() == [0.75, 0.25]  # rows 0 (0.5, 0.5) and 2 (1, 0)
+    table.update(torch.tensor([0]), torch.tensor([[0.0, 1.0]]))
+    assert table.tracked_mean().tolist() == [0.5, 0.5]
+
+
+def test_tracked_mean_follows_many_updates_and_is_refreshed_by_track():
+    gen = torch.Generator().manual_seed(0)
+    table = PredictionTable(num_items=500, num_classes=7)
+    rows = torch.randperm(500, generator=gen)[:400]
+    table.track(rows)
+    for _ in range(200):
+        ids = torch.randperm(500, generator=gen)[:64]
+        table.update(ids, torch.rand(64, 7, generator=gen).softmax(1))
+        assert torch.allclose(table.tracked_mean(), table.mean(rows), atol=1e-6)
+    other = PredictionTable(500, 7)
+    other.load_state_dict(table.state_dict())
+    with pytest.raises(RuntimeError):  # a loaded table tracks nothing until track() sums it afresh
+        other.tracked_mean()
+    other.track(rows)
+    assert torch.allclose(other.tracked_mean(), table.mean(rows), atol=1e-6)
+
+
 def test_estimate_prior_from_votes_by_hand():
     votes = torch.tensor([[0, 0, 1], [0, 2, 0]], dtype=torch.int16)
     # shares (4/6, 1/6, 1/6); ** 0.5 and renormalised = (0.5, 0.25, 0.25)

@@ -73,17 +73,18 @@ COLLECTIVES = textwrap.dedent(
 
     with joined() as g:
         assert (g.rank, g.world, g.backend) == (int(__import__("os").environ["RANK"]), 2, "gloo")
-        for n in (0, 1, 2, 3, 7):
+        for n in (0, 1, 3, 4, 5, 8):
             batch = torch.arange(100, 100 + n)
             mine = g.local(batch)
-            assert len(mine) == (n if n < 2 else (n + 1 - g.rank) // 2), (n, mine)
+            # fewer than 2 items per rank: not split (BatchNorm needs 2); else consecutive halves
+            assert len(mine) == (n if n < 4 else (n + 1 - g.rank) // 2), (n, mine)
             # every rank computes on its slice; gather gives the whole batch back, in order
-            back = g.gather(mine * 10 + g.rank * (n < 2), n)
+            back = g.gather(mine * 10 + g.rank * (n < 4), n)
             assert back.tolist() == (batch * 10).tolist(), (n, back)
             flags = g.gather(mine % 2 == 0, n)
             assert flags.dtype == torch.bool and flags.tolist() == (batch % 2 == 0).tolist()
         # a batch smaller than the world is not split: rank 0's own values reach everyone
-        assert g.gather(torch.tensor([float(g.rank)]), 1).tolist() == [0.0]
+        assert g.gather(torch.tensor([float(g.rank)] * 3), 3).tolist() == [0.0] * 3
         bn = torch.nn.BatchNorm1d(2)
         bn.running_mean.fill_(float(g.rank))
         g.average_buffers(bn)
@@ -258,3 +259,21 @@ def test_worker_arguments_drop_nproc():
     assert worker_args(["train", "a.npz", "--nproc", "2", "--out", "r"]) == ["train", "a.npz", "--out", "r"]
     assert worker_args(["train", "--nproc=4", "--resume"]) == ["train", "--resume"]
     assert worker_threads(2, {"OMP_NUM_THREADS": "3"}) == "3" and int(worker_threads(64, {})) >= 1
+
+
+def test_run_and_demo_refuse_torchrun(runner, cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    result = runner.invoke(cli, ["demo", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 1 and "under torchrun use `coreg-edge train`" in result.output
+    assert not (tmp_path / "demo").exists()
+
+
+def test_workers_stop_when_their_launcher_is_gone(tmp_path):
+    """`train --nproc` workers run in their own sessions: a SIGKILLed launcher could not stop them."""
+    code = "from coreg_edge.training.launch import watch_launcher; import time; watch_launcher(interval=0.05); time.sleep(3)"
+    orphan = subprocess.run([sys.executable, "-c", code], env={**_env(), "COREG_EDGE_LAUNCHER_PID": "1"}, timeout=60)
+    assert orphan.returncode == -9  # its "launcher" (pid 1) is not its parent: it stops at once
+    child = subprocess.run([sys.executable, "-c", code.replace("sleep(3)", "sleep(0.3)")],
+                           env={**_env(), "COREG_EDGE_LAUNCHER_PID": str(os.getpid())}, timeout=60)  # fmt: skip
+    assert child.returncode == 0  # its launcher (this test) lives on

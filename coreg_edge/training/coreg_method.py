@@ -45,5 +45,5 @@ def coreg_phase(inputs: EpochInputs) -> dict[str, Any]:
     }
     on_device = rows.to(ctx.device)
     collapse = {k: detect_collapse(d.predictions[on_device], ctx.num_classes) for k, d in divisions.items()}
-    warn_collapse(epoch, collapse)
+    warn_collapse(epoch + 1, collapse)  # counted from 1, as the epoch lines count
     return {"phase": "coreg", "loss": loss, "collapse": collapse}

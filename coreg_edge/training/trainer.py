@@ -53,7 +53,7 @@ from coreg_edge.training.evaluation import (
 from coreg_edge.training.guard import BestEpochGuard
 from coreg_edge.training.methods import EpochInputs, get_method
 from coreg_edge.training.views import ViewConfig, Views
-from coreg_edge.utils import json_safe, one_line, rank_device, resolve_device
+from coreg_edge.utils import json_safe, rank_device, resolve_device
 
 
 class Interrupted(UserError):
@@ -536,8 +536,8 @@ def _fit(out: Path, run: _Run, settings: TrainSettings, start: int, quiet: bool)
             if not run.group.is_main:
                 raise FollowerExit(1) from exc
             raise TrainingError(
-                f"another process of the run stopped during epoch {epoch + 1} ({one_line(exc)[:120]}); the "
-                f"{epoch} finished epoch(s) are saved: coreg-edge train --resume --out {out}"
+                f"another process of the run stopped during epoch {epoch + 1} (killed, or out of memory: see its "
+                f"output); the {epoch} finished epoch(s) are saved: coreg-edge train --resume --out {out}"
             ) from exc
         raise
     except Diverged as exc:  # every rank sees it (FiniteWatch and the division agree across ranks)

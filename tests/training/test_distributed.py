@@ -277,3 +277,11 @@ def test_workers_stop_when_their_launcher_is_gone(tmp_path):
     child = subprocess.run([sys.executable, "-c", code.replace("sleep(3)", "sleep(0.3)")],
                            env={**_env(), "COREG_EDGE_LAUNCHER_PID": str(os.getpid())}, timeout=60)  # fmt: skip
     assert child.returncode == 0  # its launcher (this test) lives on
+
+
+def test_a_lost_process_is_told_apart_from_a_bug():
+    from coreg_edge.training.trainer import _lost_a_process
+
+    assert _lost_a_process(RuntimeError("[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]"))
+    assert _lost_a_process(torch.distributed.DistBackendError("NCCL communicator was aborted"))
+    assert not _lost_a_process(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x2)"))

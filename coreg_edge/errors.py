@@ -9,6 +9,16 @@ class UserError(Exception):
     exit_code = 1
 
 
+class FollowerExit(UserError):
+    """A torchrun rank other than 0 stops with the run: rank 0 prints the one line, this rank prints nothing."""
+
+    quiet = True
+
+    def __init__(self, exit_code: int = 1) -> None:
+        super().__init__("stopped with rank 0")
+        self.exit_code = exit_code
+
+
 class MissingExtraError(UserError):
     """A host-only feature was used on a device install (no torch & co.)."""
 

@@ -144,8 +144,8 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except UserError as exc:
-            if getattr(exc, "quiet", False) or os.environ.get("RANK", "0") != "0":
-                sys.exit(exc.exit_code)  # a torchrun rank other than 0: rank 0 says what failed, for all ranks
+            if getattr(exc, "quiet", False):
+                sys.exit(exc.exit_code)  # a torchrun rank other than 0 stopping with the run: rank 0 said why
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except ImportError as exc:

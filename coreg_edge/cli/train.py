@@ -38,6 +38,17 @@ Examples:
 @handle_errors
 def train(annotation, out, overrides, resume, as_json, nproc, device, seed, quiet, **options) -> None:
     """Train a Co-Reg pair (or a baseline) on ANNOTATION (an annotate output) and pick one peer."""
+    from coreg_edge.errors import FollowerExit, UserError
+
+    try:
+        _train(annotation, out, overrides, resume, as_json, nproc, device, seed, quiet, options)
+    except UserError as exc:
+        if distributed_rank() not in (None, 0):  # every rank meets the same error: rank 0 alone prints it
+            raise FollowerExit(exc.exit_code) from exc
+        raise
+
+
+def _train(annotation, out, overrides, resume, as_json, nproc, device, seed, quiet, options) -> None:
     from coreg_edge.errors import UserError
 
     if nproc > 1 and distributed_rank() is not None:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import torch
 from torch import distributed as dist
 
-from coreg_edge.errors import UserError
+from coreg_edge.errors import FollowerExit, UserError
 from coreg_edge.utils import one_line
 
 T = TypeVar("T")
@@ -33,16 +33,6 @@ T = TypeVar("T")
 #: How long a rank waits for the others at a collective (rank 0 may be decoding a large folder into the disk
 #: cache meanwhile); COREG_EDGE_DIST_TIMEOUT_MIN overrides it.
 TIMEOUT_MINUTES = 180
-
-
-class FollowerExit(UserError):
-    """A rank other than 0 stops because rank 0 did: rank 0 prints the one line, this rank prints nothing."""
-
-    quiet = True
-
-    def __init__(self, exit_code: int = 1) -> None:
-        super().__init__("stopped with rank 0")
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)

@@ -101,4 +101,3 @@ class PredictionTable:
             raise ValueError(f"table shape {tuple(state['table'].shape)} != {tuple(self.table.shape)}")
         self.table.copy_(state["table"])
         self._tracked, self._sum, self._count = None, None, 0  # track() again before tracked_mean()
-        self._tracked, self._sum, self._count = None, None, 0  # track() again before tracked_mean()

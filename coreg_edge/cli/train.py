@@ -82,11 +82,13 @@ def _train(annotation, out, overrides, resume, as_json, nproc, device, seed, qui
 
 
 def distributed_rank() -> int | None:
-    """This process's RANK under torchrun (None outside it)."""
+    """This process's RANK under torchrun (None outside it: no WORLD_SIZE above 1, whatever RANK says)."""
     import os
 
-    rank = os.environ.get("RANK")
-    return int(rank) if rank is not None and rank.isdigit() else None
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE", "1")
+    if rank is None or not rank.isdigit() or not world.isdigit() or int(world) < 2:
+        return None
+    return int(rank)
 
 
 def _typed(ctx: click.Context) -> set[str]:

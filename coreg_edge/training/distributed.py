@@ -164,7 +164,7 @@ class Group:
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (it may download a dataset or weights, or build the disk cache), then
         the others, which find what it made. A failure anywhere stops every rank: rank 0 raises its own
-        error, or one naming the rank that failed (which itself stays silent: rank 0 speaks for the run)."""
+        error, or one naming the rank that failed, which itself stops without a word (rank 0 speaks)."""
         if not self.active:
             yield
             return
@@ -172,31 +172,25 @@ class Group:
             outcome, code = self.share(None)
             if outcome == "error":
                 raise FollowerExit(code)
-        failure: tuple[int, str] | None = None
         try:
             yield
-        except UserError as exc:
-            failure = (exc.exit_code, str(exc))
-            raise
         except BaseException as exc:
-            failure = (getattr(exc, "exit_code", 1), f"{type(exc).__name__}: {one_line(exc)}")
-            raise
-        finally:
+            code = getattr(exc, "exit_code", 1)
             if self.is_main:
-                self.share(("error", failure[0]) if failure else ("ok", None))
-            if not self.is_main or failure is None:
-                self._agree(failure)
-
-    def _agree(self, failure: tuple[int, str] | None) -> None:
-        """After a block every rank ran: stop all ranks when one failed (the failing rank raises its own)."""
-        failures = self.collect(failure)
-        if failure is not None:
-            return
-        for rank, other in enumerate(failures):
-            if other is not None:
-                if self.is_main:
-                    raise UserError(f"process {rank} of {self.world}: {other[1]}")
-                raise FollowerExit(other[0])
+                self.share(("error", code))
+                raise
+            message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {one_line(exc)}"
+            self.collect((code, message))
+            raise FollowerExit(code) from exc
+        if self.is_main:
+            self.share(("ok", None))
+        for rank, failure in enumerate(self.collect(None)):
+            if failure is not None:
+                if not self.is_main:
+                    raise FollowerExit(failure[0])
+                error = UserError(f"process {rank} of {self.world}: {failure[1]}")
+                error.exit_code = failure[0]
+                raise error
 
 
 ONE_PROCESS = Group()  # the default: no torchrun

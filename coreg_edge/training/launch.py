@@ -63,14 +63,29 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
 
     try:
         elastic_launch(config, sys.executable)("-m", "coreg_edge", *argv)
-    except ChildFailedError as exc:  # the failing worker said why; its exit code is the run's
-        _, first = exc.get_first_failure()
-        return first.exitcode if first.exitcode > 0 else 128 - first.exitcode  # killed by signal S: 128 + S
+    except ChildFailedError as exc:  # a worker that failed said why; one killed by a signal cannot
+        rank, first = exc.get_first_failure()
+        if first.exitcode > 0:
+            return first.exitcode
+        print(f"Error: {killed_line(rank, nproc, -first.exitcode, argv)}", file=sys.stderr, flush=True)
+        return 128 - first.exitcode
     except KeyboardInterrupt:  # Ctrl-C: the workers saved what they had and said so
         return 130
     except SignalException as exc:  # SIGTERM, SIGHUP: the workers were stopped with it
         return 128 + int(exc.sigval)
     return 0
+
+
+def killed_line(rank: int, nproc: int, signum: int, argv: Sequence[str]) -> str:
+    """What the launcher says when a worker was killed (out of memory, kill -9): the worker could not."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    out = next((argv[i + 1] for i, word in enumerate(argv[:-1]) if word in ("--out", "-o")), None)
+    out = out or next((word.split("=", 1)[1] for word in argv if word.startswith("--out=")), "RUN")
+    return (f"process {rank} of {nproc} was killed ({name}; out of memory?); the finished epochs are saved: "
+            f"coreg-edge train --resume --out {out}")  # fmt: skip
 
 
 def watch_launcher(environ: dict[str, str] | None = None, interval: float = 0.5) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 import warnings
@@ -51,6 +52,7 @@ from coreg_edge.training.evaluation import (
     select_peer,
 )
 from coreg_edge.training.guard import BestEpochGuard
+from coreg_edge.training.launch import LAUNCHER_PID
 from coreg_edge.training.methods import EpochInputs, get_method
 from coreg_edge.training.views import ViewConfig, Views
 from coreg_edge.utils import json_safe, rank_device, resolve_device
@@ -533,7 +535,7 @@ def _fit(out: Path, run: _Run, settings: TrainSettings, start: int, quiet: bool)
         ) from exc
     except RuntimeError as exc:
         if run.group.active and _lost_a_process(exc):  # another rank died (killed, out of memory, ...)
-            if not run.group.is_main:
+            if not run.group.is_main or LAUNCHER_PID in os.environ:  # `train --nproc` says which one died
                 raise FollowerExit(1) from exc
             raise TrainingError(
                 f"another process of the run stopped during epoch {epoch + 1} (killed, or out of memory: see its "
@@ -552,7 +554,7 @@ def _lost_a_process(exc: RuntimeError) -> bool:
     """Whether a collective failed because another rank went away (gloo, nccl and the store say so)."""
     text = str(exc).lower()
     return isinstance(exc, torch.distributed.DistError) or any(
-        word in text for word in ("connection closed", "connection reset", "broken pipe", "nccl", "gloo")
+        words in text for words in ("connection closed", "connection reset", "broken pipe")
     )
 
 

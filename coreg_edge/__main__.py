@@ -6,8 +6,7 @@ if "WORLD_SIZE" in os.environ:  # a torchrun worker: DDP's C++ notes (unused par
 from coreg_edge.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    if "COREG_EDGE_LAUNCHER_PID" in os.environ:  # a worker of `train --nproc`
-        from coreg_edge.training.launch import watch_launcher
+    from coreg_edge.training.launch import watch_launcher
 
-        watch_launcher()
+    watch_launcher()  # a worker of `train --nproc` stops when its launcher is gone (nothing otherwise)
     main()

@@ -63,6 +63,27 @@ def rank_device(device: str, environ: Mapping[str, str] | None = None) -> str:
     return device
 
 
+def torchrun_world(environ: Mapping[str, str] | None = None) -> int:
+    """WORLD_SIZE as torchrun sets it (1 without torchrun); a malformed value is one line."""
+    env = os.environ if environ is None else environ
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise UserError(f"WORLD_SIZE={env['WORLD_SIZE']!r} must be a whole number (torchrun sets it)") from None
+    if world < 1:
+        raise UserError(f"WORLD_SIZE must be at least 1 (got {world})")
+    return world
+
+
+def torchrun_rank(environ: Mapping[str, str] | None = None) -> int | None:
+    """This process's RANK under torchrun (None outside it: no WORLD_SIZE above 1, whatever RANK says)."""
+    env = os.environ if environ is None else environ
+    rank, world = env.get("RANK"), env.get("WORLD_SIZE", "1")
+    if rank is None or not rank.isdigit() or not world.isdigit() or int(world) < 2:
+        return None
+    return int(rank)
+
+
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, quiet: bool = False, **kw: Any):
     """A tqdm bar on stderr; silent with --quiet, and when stderr is not a terminal (clean logs)."""
     import sys

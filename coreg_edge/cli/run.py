@@ -44,9 +44,9 @@ def _overrides(ctx: click.Context, overrides: tuple[str, ...], download: bool) -
 def _run_and_show(recipe: str, out: str | None, overrides: list[str], as_json: bool, quiet: bool) -> dict:
     from coreg_edge.errors import UserError
     from coreg_edge.pipeline import format_summary, run_recipe
-    from coreg_edge.training.distributed import environment_world
+    from coreg_edge.utils import torchrun_world
 
-    if environment_world() > 1:
+    if torchrun_world() > 1:
         raise UserError("run and demo are one process; under torchrun use `coreg-edge train` (docs/SCALE.md)")
 
     def show(summary: dict) -> None:

@@ -39,19 +39,21 @@ Examples:
 def train(annotation, out, overrides, resume, as_json, nproc, device, seed, quiet, **options) -> None:
     """Train a Co-Reg pair (or a baseline) on ANNOTATION (an annotate output) and pick one peer."""
     from coreg_edge.errors import FollowerExit, UserError
+    from coreg_edge.utils import torchrun_rank
 
     try:
         _train(annotation, out, overrides, resume, as_json, nproc, device, seed, quiet, options)
     except UserError as exc:
-        if distributed_rank() not in (None, 0):  # every rank meets the same error: rank 0 alone prints it
+        if torchrun_rank() not in (None, 0):  # every rank meets the same error: rank 0 alone prints it
             raise FollowerExit(exc.exit_code) from exc
         raise
 
 
 def _train(annotation, out, overrides, resume, as_json, nproc, device, seed, quiet, options) -> None:
     from coreg_edge.errors import UserError
+    from coreg_edge.utils import torchrun_rank
 
-    if nproc > 1 and distributed_rank() is not None:
+    if nproc > 1 and torchrun_rank() is not None:
         raise UserError("--nproc starts its own processes: drop it under torchrun")
     if not resume and not annotation:
         raise UserError("ANNOTATION is required (or --resume --out RUN to continue a run)")
@@ -73,22 +75,12 @@ def _train(annotation, out, overrides, resume, as_json, nproc, device, seed, qui
         typed = _typed(click.get_current_context()) | {"coreg"}
         call = {key: value for key, value in call.items() if key in typed}
     summary = run_train(annotation, out, resume=resume, quiet=quiet, **call)
-    if distributed_rank() not in (None, 0):
+    if torchrun_rank() not in (None, 0):
         return  # rank 0 prints for the run
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         echo(f"run folder: {out} (selected peer {summary['selected']})", quiet)
-
-
-def distributed_rank() -> int | None:
-    """This process's RANK under torchrun (None outside it: no WORLD_SIZE above 1, whatever RANK says)."""
-    import os
-
-    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE", "1")
-    if rank is None or not rank.isdigit() or not world.isdigit() or int(world) < 2:
-        return None
-    return int(rank)
 
 
 def _typed(ctx: click.Context) -> set[str]:

@@ -19,6 +19,37 @@ def _state(obj: Any) -> Any:
     return None if obj is None else obj.state_dict()
 
 
+def peer_state(peer: Peer) -> dict[str, Any]:
+    """What a peer learned and remembers: the checkpoint keeps it, and every rank must hold the same."""
+    return {
+        "net": peer.net.state_dict(),
+        "optimizer": peer.optimizer.state_dict(),
+        "key_net": _state(peer.key_net),
+        "queue": _state(peer.queue),
+        "table": _state(peer.table),
+        "history": _state(peer.history),
+        "soft_targets": peer.soft_targets,
+    }
+
+
+def _nothing_to_resume(path: Path) -> UserError:
+    return UserError(
+        f"{path.parent}: nothing to resume: the run stopped before its first epoch was saved (no "
+        f"{path.name}); run the same train command without --resume to start it over"
+    )
+
+
+def checkpoint_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The checkpoint file's bytes (rank 0 reads them for every rank of a resumed torchrun run)."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise _nothing_to_resume(path) from None
+    except OSError as exc:
+        raise UserError(f"{path}: unreadable checkpoint ({exc.strerror or exc})") from None
+
+
 def rank_state(ctx: Context) -> dict[str, Any]:
     """What differs between the ranks of a torchrun run: their augmentation and MixUp draws, torch's RNG."""
     return {"views": ctx.views.state_dict(), "step_generator": ctx.step_generator.get_state(),
@@ -33,18 +64,7 @@ def save_checkpoint(
     each rank's draws exactly; everything else is rank 0's, the same on every rank."""
     state = {
         "epoch": epoch,
-        "peers": {
-            p.name: {
-                "net": p.net.state_dict(),
-                "optimizer": p.optimizer.state_dict(),
-                "key_net": _state(p.key_net),
-                "queue": _state(p.queue),
-                "table": _state(p.table),
-                "history": _state(p.history),
-                "soft_targets": p.soft_targets,
-            }
-            for p in peers
-        },
+        "peers": {p.name: peer_state(p) for p in peers},
         "bank": _state(bank),
         "views": ctx.views.state_dict(),
         "generator": ctx.generator.get_state(),
@@ -68,10 +88,7 @@ def load_checkpoint(
         source = path if data is None else io.BytesIO(data)  # `data`: the file's bytes, read by rank 0
         state = torch.load(source, map_location=ctx.device, weights_only=True)
     except FileNotFoundError as exc:
-        raise UserError(
-            f"{path.parent}: nothing to resume: the run stopped before its first epoch was saved (no "
-            f"{path.name}); run the same train command without --resume to start it over"
-        ) from exc
+        raise _nothing_to_resume(path) from exc
     except pickle.UnpicklingError as exc:  # never relay PyTorch's advice to load it with weights_only=False
         raise UserError(
             f"{path}: not a checkpoint this program wrote (it holds Python objects other than tensors and "

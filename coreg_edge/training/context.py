@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from coreg_edge.errors import UserError
-from coreg_edge.training.distributed import Group
+from coreg_edge.training.distributed import ONE_PROCESS, Group
 
 
 class TrainingError(UserError):
@@ -54,7 +54,7 @@ class Context:
     generator: torch.Generator  # batch order (CPU, so CPU and CUDA runs draw the same)
     rng: np.random.Generator  # MixUp lambdas
     amp_dtype: torch.dtype | None = None
-    group: Group = Group()  # the torchrun processes (distributed.py); one process by default
+    group: Group = ONE_PROCESS  # the torchrun processes (distributed.py); one process by default
     step_generator: torch.Generator | None = None  # draws sized by this rank's slice (MixUp's order)
 
     def __post_init__(self) -> None:
@@ -115,7 +115,7 @@ class EpochSums:
     (of each rank's mean losses; hit and item counts keep their ratio), in the same one transfer."""
 
     def __init__(self, device: torch.device, group: Group | None = None):
-        self.device, self.group = device, group or Group()
+        self.device, self.group = device, group or ONE_PROCESS
         self._sums: dict[str, torch.Tensor] = {}
 
     def add(self, key: str, value: torch.Tensor | None) -> None:
@@ -139,7 +139,7 @@ class FiniteWatch:
     torchrun every rank learns the first failing step of any rank, so all stop together."""
 
     def __init__(self, device: torch.device, epoch: int, what: str, group: Group | None = None):
-        self.epoch, self.what, self.group = epoch, what, group or Group()
+        self.epoch, self.what, self.group = epoch, what, group or ONE_PROCESS
         self.first = torch.full((), -1, dtype=torch.long, device=device)
         self.value = torch.zeros((), dtype=torch.float32, device=device)
 

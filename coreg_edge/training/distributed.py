@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ import torch
 from torch import distributed as dist
 
 from coreg_edge.errors import FollowerExit, UserError
-from coreg_edge.utils import one_line
+from coreg_edge.utils import one_line, torchrun_world
 
 T = TypeVar("T")
 
@@ -137,11 +138,6 @@ class Group:
         dist.all_gather_object(values, value)
         return values
 
-    def barrier(self) -> None:
-        """Wait until every rank gets here."""
-        if self.active:
-            dist.barrier()
-
     def decide(self, decision: Callable[[], T]) -> T:
         """Rank 0 runs `decision` (checks of the run folder, reading its config) and every rank gets its
         result; when it fails, rank 0 raises its one-line error and the other ranks stop without a word."""
@@ -196,27 +192,13 @@ class Group:
 ONE_PROCESS = Group()  # the default: no torchrun
 
 
-def environment_world(environ: dict[str, str] | None = None) -> int:
-    """WORLD_SIZE as torchrun sets it (1 without torchrun); a malformed value is one line."""
-    env = os.environ if environ is None else environ
-    try:
-        world = int(env.get("WORLD_SIZE", "1"))
-    except ValueError:
-        raise UserError(
-            f"WORLD_SIZE={env['WORLD_SIZE']!r} must be a whole number (torchrun sets it)"
-        ) from None
-    if world < 1:
-        raise UserError(f"WORLD_SIZE must be at least 1 (got {world})")
-    return world
-
-
 @contextlib.contextmanager
 def joined() -> Iterator[Group]:
     """The Group of this process: one process without torchrun; under torchrun (WORLD_SIZE > 1) the
     process group is joined here (gloo for CPU tensors, nccl for CUDA ones) and left at the end."""
-    world = environment_world()
+    world = torchrun_world()
     if world == 1:
-        yield Group()
+        yield ONE_PROCESS
         return
     env = os.environ
     local_rank = _whole(env, "LOCAL_RANK", 0)
@@ -264,8 +246,6 @@ def wrap(
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index if device.index is not None else group.local_rank] if device.type == "cuda" else None
-    import inspect
-
     # Buffers synced once at the start, not at every forward (newer torch names that forward_sync_buffers).
     newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
     no_sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}

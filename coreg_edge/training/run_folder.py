@@ -156,17 +156,3 @@ def diverged(run: str | os.PathLike[str]) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
-
-
-def checkpoint_bytes(run: str | os.PathLike[str]) -> bytes:
-    """The checkpoint file's bytes (rank 0 reads them for every rank of a resumed torchrun run)."""
-    path = Path(run) / CHECKPOINT
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(
-            f"{path.parent}: nothing to resume: the run stopped before its first epoch was saved (no "
-            f"{path.name}); run the same train command without --resume to start it over"
-        ) from None
-    except OSError as exc:
-        raise UserError(f"{path}: unreadable checkpoint ({exc.strerror or exc})") from None

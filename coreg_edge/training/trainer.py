@@ -39,7 +39,13 @@ from coreg_edge.settings.fields import build
 from coreg_edge.settings.train import RESUME_OVERRIDES, TrainSettings
 from coreg_edge.training import auto, distributed
 from coreg_edge.training import run_folder as rf
-from coreg_edge.training.checkpoint import load_checkpoint, rank_state, save_checkpoint
+from coreg_edge.training.checkpoint import (
+    checkpoint_bytes,
+    load_checkpoint,
+    peer_state,
+    rank_state,
+    save_checkpoint,
+)
 from coreg_edge.training.context import Context, Diverged, Peer, TrainingError
 from coreg_edge.training.coreg import set_lr
 from coreg_edge.training.data import load_eval_set, load_training_set, preprocess_for
@@ -430,7 +436,7 @@ def _start(
     processes = _processes(run)
     if config is not None:
         # Rank 0 reads the file; the other ranks (maybe on other machines) get its bytes.
-        blob = run.group.decide(lambda: rf.checkpoint_bytes(out)) if run.group.active else None
+        blob = run.group.decide(lambda: checkpoint_bytes(out / rf.CHECKPOINT)) if run.group.active else None
         start, extra = load_checkpoint(out / rf.CHECKPOINT, run.ctx, run.peers, run.bank, blob)
         _restore_extra(run, extra, settings)
         if not run.group.is_main:
@@ -816,22 +822,14 @@ def _identical_across_ranks(run: _Run) -> bool | None:
     slice, so they never reach an output. None in one process."""
     if not run.group.active:
         return None
-    state = {p.name: {"net": p.net.state_dict(), "key_net": _state_of(p.key_net), "queue": _state_of(p.queue),
-                      "table": _state_of(p.table), "history": _state_of(p.history), "soft_targets": p.soft_targets}
-             for p in run.peers}  # fmt: skip
-    state["bank"] = _state_of(run.bank)
+    state: dict[str, Any] = {"bank": None if run.bank is None else run.bank.state_dict()}
+    for peer in run.peers:
+        state[peer.name] = {k: v for k, v in peer_state(peer).items() if k != "optimizer"}
+        if peer.key_net is not None:  # its parameters only
+            names = {name for name, _ in peer.key_net.named_parameters()}
+            state[peer.name]["key_net"] = {k: v for k, v in state[peer.name]["key_net"].items() if k in names}
     prints = run.group.collect(distributed.weights_fingerprint(state))
     return all(fingerprint == prints[0] for fingerprint in prints)
-
-
-def _state_of(part: Any) -> Any:
-    if part is None:
-        return None
-    state = part.state_dict()
-    if isinstance(part, torch.nn.Module):  # a key encoder: its parameters
-        names = {name for name, _ in part.named_parameters()}
-        state = {k: v for k, v in state.items() if k in names}
-    return state
 
 
 REJECT_ACCEPTS = 0.95  # the share of held-out (known-class) items the rejection threshold lets through

@@ -93,34 +93,33 @@ COLLECTIVES = textwrap.dedent(
         g.broadcast_(x)
         assert x.tolist() == [1.0, 2.0]
         assert g.share({"rank": g.rank}) == {"rank": 0} and g.collect(g.rank) == [0, 1]
-        try:
-            g.decide(lambda: (_ for _ in ()).throw(UserError("bad folder")))
-        except FollowerExit as exc:
-            assert g.rank == 1 and exc.quiet and exc.exit_code == 1
-        except UserError as exc:
-            assert g.rank == 0 and str(exc) == "bad folder"
-        else:
-            raise AssertionError("decide did not fail")
-        # a block rank 0 runs first: a failure on rank 1 alone is named by rank 0, which speaks for the run
-        try:
+
+        def fails_on_every_rank(run, rank0_says):  # rank 0 with its one line, the others quietly (FollowerExit)
+            try:
+                run()
+            except FollowerExit as exc:
+                assert g.rank == 1 and exc.quiet and exc.exit_code == 1, exc
+            except UserError as exc:
+                assert g.rank == 0 and str(exc) == rank0_says, exc
+            else:
+                raise AssertionError(f"rank {g.rank}: did not fail")
+
+        fails_on_every_rank(lambda: g.decide(lambda: (_ for _ in ()).throw(UserError("bad folder"))), "bad folder")
+
+        def rank_1_alone_fails():  # a block rank 0 runs first: rank 0 names the rank that failed alone
             with g.main_first():
                 if g.rank == 1:
                     raise UserError("no such folder")
-        except FollowerExit as exc:  # rank 1 stops without a word: rank 0 names it
-            assert g.rank == 1 and exc.quiet
-        except UserError as exc:
-            assert g.rank == 0 and str(exc) == "process 1 of 2: no such folder", exc
-        else:
-            raise AssertionError("main_first did not fail")
-        try:
+
+        fails_on_every_rank(rank_1_alone_fails, "process 1 of 2: no such folder")
+
+        def rank_0_fails_first():
             with g.main_first():
                 if g.rank == 0:
                     raise UserError("bad annotation")
                 raise AssertionError("rank 1 must not run the block after rank 0 failed")
-        except FollowerExit:
-            assert g.rank == 1
-        except UserError as exc:
-            assert g.rank == 0 and str(exc) == "bad annotation"
+
+        fails_on_every_rank(rank_0_fails_first, "bad annotation")
         with g.main_first():
             pass  # and the group still works after both failures
         open(f"ok-{g.rank}", "w").close()  # stdout of two processes interleaves

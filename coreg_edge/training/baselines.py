@@ -56,7 +56,7 @@ def baseline_epoch(ctx: Context, peer: Peer, method: str, epoch: int, train_rows
     baseline = BASELINE_LOSSES[method]
     peer.net.train()
     sums, watch, steps = ctx.sums(), ctx.watch(epoch, method), 0
-    for step, batch in enumerate(ctx.batches(train_rows, ctx.batch_size)):
+    for step, batch in enumerate(ctx.batches(train_rows, ctx.batch_size, min_size=2)):
         mine = ctx.local(batch)  # this rank's slice (the whole batch in one process)
         idx = mine.to(ctx.device)
         with ctx.autocast():

@@ -92,16 +92,17 @@ class Context:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def batches(
-        self, indices: torch.Tensor, batch_size: int, drop_last: bool = False
-    ) -> Iterator[torch.Tensor]:
-        """Shuffled mini-batches of `indices` (a CPU tensor), from the run's own generator."""
+    def batches(self, indices: torch.Tensor, batch_size: int, min_size: int = 1) -> Iterator[torch.Tensor]:
+        """Shuffled mini-batches of `indices` (a CPU tensor), from the run's own generator. A last batch of
+        fewer than `min_size` items joins the one before it: a network's own batch in train mode passes
+        `min_size=2`, as BatchNorm cannot normalise a batch of one image (N % batch == 1 failed there)."""
         order = indices[torch.randperm(len(indices), generator=self.generator)]
-        stop = len(order) - (len(order) % batch_size if drop_last and len(order) >= batch_size else 0)
-        for start in range(0, stop, batch_size):
-            batch = order[start : start + batch_size]
-            if len(batch):
-                yield batch
+        starts = list(range(0, len(order), batch_size))
+        if len(starts) > 1 and len(order) - starts[-1] < min_size:
+            starts.pop()
+        bounds = [*starts, len(order)]
+        for start, stop in zip(bounds, bounds[1:], strict=False):
+            yield order[start:stop]
 
 
 class Diverged(TrainingError):

@@ -54,7 +54,7 @@ def warmup_epoch(ctx: Context, peer: Peer, epoch: int, config: CoRegConfig, trai
     peer.net.train()
     view = ctx.views.strong if config.warmup_view == "strong" else ctx.views.weak
     sums, watch, steps = ctx.sums(), ctx.watch(epoch, f"peer {peer.name} warm-up"), 0
-    for step, batch in enumerate(ctx.batches(train_rows, 2 * ctx.batch_size)):
+    for step, batch in enumerate(ctx.batches(train_rows, 2 * ctx.batch_size, min_size=2)):
         mine = ctx.local(batch)  # this rank's slice (the whole batch in one process)
         images = ctx.fetch(mine)
         candidates = ctx.candidates[mine.to(ctx.device)]

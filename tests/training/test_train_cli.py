@@ -92,6 +92,47 @@ def test_baselines_train_one_network(runner, cli, digits_annotation, tmp_path, m
     assert rf.peer_file(run, "a").exists() and not rf.peer_file(run, "b").exists()
 
 
+@pytest.mark.parametrize("method,batch", [("coreg", "22"), ("proden", "44")])
+def test_a_last_batch_of_one_image_joins_the_one_before(runner, cli, digits_annotation, tmp_path, monkeypatch, method, batch):
+    """1365 training items: the warm-up (batch 2 x 22) and a baseline (batch 44) end on one item, which
+    BatchNorm cannot normalise in train mode (this failed before); it joins the batch before it."""
+    from coreg_edge.training.context import Context
+
+    sizes, batches = [], Context.batches
+
+    def recording(self, indices, batch_size, min_size=1):
+        for rows in batches(self, indices, batch_size, min_size):
+            if min_size > 1:
+                sizes.append(len(rows))
+            yield rows
+
+    monkeypatch.setattr(Context, "batches", recording)
+    run = tmp_path / method
+    args = [str(digits_annotation), "--out", str(run), "--epochs", "2", "--warmup", "1", "--method", method, *TINY]
+    result = _train(runner, cli, *args, "--batch-size", batch)
+    assert result.exit_code == 0, result.output
+    assert 45 in sizes and min(sizes) > 1 and sum(sizes) % 1365 == 0  # each epoch sees every item once
+
+
+def test_context_batches_fold_a_short_last_batch():
+    from types import SimpleNamespace
+
+    from coreg_edge.training.context import Context
+
+    def split(n: int, batch_size: int, min_size: int) -> list[int]:
+        ctx = SimpleNamespace(generator=torch.Generator().manual_seed(0))
+        rows = list(Context.batches(ctx, torch.arange(n), batch_size, min_size))
+        assert sorted(torch.cat(rows).tolist()) == list(range(n)) if n else rows == []
+        return [len(r) for r in rows]
+
+    assert split(5, 2, 1) == [2, 2, 1] and split(5, 2, 2) == [2, 3]
+    assert split(4, 2, 2) == [2, 2] and split(1, 2, 2) == [1] and split(0, 2, 2) == []
+    assert split(7, 3, 3) == [3, 4]
+    first = torch.cat(list(Context.batches(SimpleNamespace(generator=torch.Generator().manual_seed(3)), torch.arange(9), 4)))
+    again = torch.cat(list(Context.batches(SimpleNamespace(generator=torch.Generator().manual_seed(3)), torch.arange(9), 4, 2)))
+    assert torch.equal(first, again)  # the same shuffle: only the cut moves
+
+
 def test_nan_loss_stops_with_clear_error_naming_the_real_option(runner, cli, digits_annotation, tmp_path):
     run = tmp_path / "nan"
     args = [

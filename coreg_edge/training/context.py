@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -100,8 +101,7 @@ class Context:
         starts = list(range(0, len(order), batch_size))
         if len(starts) > 1 and len(order) - starts[-1] < min_size:
             starts.pop()
-        bounds = [*starts, len(order)]
-        for start, stop in zip(bounds, bounds[1:], strict=False):
+        for start, stop in itertools.pairwise([*starts, len(order)]):
             yield order[start:stop]
 
 

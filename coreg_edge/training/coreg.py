@@ -154,7 +154,8 @@ def coreg_epoch(
     watch = ctx.watch(epoch, f"peer {peer.name} Co-Reg")
     peer.net.train()
     other.net.eval()  # the partner only predicts (reference: net2.eval()); its BatchNorm statistics stay its own
-    for step, batch_p in enumerate(ctx.batches(rows_p, b)):
+    # With U empty a step's batches are P's alone, and the key encoder (train mode) would get one image.
+    for step, batch_p in enumerate(ctx.batches(rows_p, b, min_size=1 if len(rows_u) else 2)):
         batch_u = next(u_batches) if len(rows_u) else batch_p[:0]
         mine_p, mine_u = ctx.local(batch_p), ctx.local(batch_u)  # this rank's slices of the global batches
         idx_p = mine_p.to(ctx.device)

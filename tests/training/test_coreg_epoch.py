@@ -1,5 +1,7 @@
 """One division and one Co-Reg epoch on a tiny random problem: what each step may and may not touch."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,15 @@ def test_coreg_epoch_trains_the_peer_and_leaves_the_partner_untouched():
     assert all(torch.equal(x, y) for x, y in zip(b_params, b.net.parameters(), strict=True))
     assert all(torch.equal(x, y) for x, y in zip(b_stats, _bn_stats(b.net), strict=True))
     assert float(bank.prototypes.abs().sum()) > 0 and len(a.queue) > 0
+
+
+def test_a_coreg_epoch_with_every_item_in_p_makes_no_batch_of_one():
+    """U empty and |P| % batch == 1: the last step would feed one image to the key encoder, which runs in
+    train mode (BatchNorm: 'Expected more than 1 value per channel'); it joins the batch before it."""
+    ctx, (a, b), config = _setup()
+    rows = torch.arange(41)  # batch 8: five batches of 8, then one of 1
+    division = divide_items(ctx, b, config, rows, prior=None)
+    everything = dataclasses.replace(division, in_p=torch.ones_like(division.in_p))
+    schedule = config.resolve(epochs=4, warmup_epochs=1)
+    result = coreg_epoch(ctx, a, b, everything, 2, config, schedule, PrototypeBank(C, config.proj_dim), rows)
+    assert result["p_share"] == 1.0 and np.isfinite(result["total"])

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from coreg_edge.runtime.cpu import describe_machine
 
 try:
     import tomllib
@@ -29,17 +29,6 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "digits.toml"
-
-
-def cpu_name() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    isa = "+".join(f for f in ("avx2", "avx512_vnni") if f" {f}" in flags)
-    return f"{model}, {os.cpu_count()} cores, {isa}"
 
 
 def train_args(recipe: dict, batch: int) -> list[str]:
@@ -110,7 +99,7 @@ def main() -> None:
                 rows.append(run(annotation, Path(tmp) / f"n{nproc}-s{seed}", nproc, per_process, seed, recipe))
                 print(f"seed {seed}, {nproc} process(es): {rows[-1]['test_accuracy']}", file=sys.stderr, flush=True)
     text = table(rows)
-    cpu = cpu_name()
+    cpu = describe_machine()
     print(f"CPU: {cpu}\n{text}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"cpu": cpu, "command": " ".join(["python", *sys.argv]), "rows": rows}, indent=2) + "\n")

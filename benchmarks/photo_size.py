@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from coreg_edge.runtime.cpu import describe_machine
 
 CLASSES = ("circle", "square", "triangle", "cross")
 
@@ -87,21 +88,6 @@ def stage(name: str, argv: list[str], work: Path, may_fail: bool = False) -> dic
             "stderr_tail": [line for line in lines if not line.startswith("PEAK_RSS_KIB")][-3:]}  # fmt: skip
 
 
-def cpu_name() -> str:
-    """'AMD EPYC ..., 2 cores, avx2 + avx512_vnni': the model, the cores and the int8-relevant flags."""
-    import os
-
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                 platform.machine())  # fmt: skip
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    named = " + ".join(f for f in ("avx2", "avx512_vnni") if f in flags) or "no avx2"
-    return f"{model}, {os.cpu_count()} cores, {named}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="mobilenetv3_large_100")
@@ -128,7 +114,7 @@ def main() -> None:
     for record in metrics:
         per_phase.setdefault(record["phase"], []).append(record["seconds"])
     config = json.loads((work / "run" / "config.json").read_text())
-    result = {"cpu": cpu_name(), "args": vars(args), "stages": rows, "epoch_seconds": per_phase,
+    result = {"cpu": describe_machine(), "args": vars(args), "stages": rows, "epoch_seconds": per_phase,
               "preprocess": config["preprocess"], "chosen": config.get("chosen")}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -1,6 +1,7 @@
 """Seconds per epoch: Co-Reg (warm-up and Co-Reg epochs) vs supervised, same backbone, batch and data.
 
     python benchmarks/train_cost.py [--backbone test_resnet] [--image-size 8] [--batch-size 32] [--warmup 10]
+                                    [--out benchmarks/results/train_cost_test_resnet_8px.json]
 
 Trains on digits with synthetic candidate sets (q=0.3, eta=0.2) through the library's `train()`, one method
 after the other in this one process, and prints a table with the ratio and the passes that explain it.
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from coreg_edge.annotate import annotate
+from coreg_edge.runtime.cpu import describe_machine
 from coreg_edge.training import run_folder as rf
 from coreg_edge.training.trainer import train
 
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=10, help="warm-up epochs before the two Co-Reg epochs")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--out", default=None, help="also write the table as JSON here (with the CPU)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="coreg-cost-"))
     ann = work / "digits.npz"
@@ -61,11 +64,16 @@ def main() -> None:
          "8 no-grad fwd (own 2 weak P+U, peer 2 weak U, key strong 2 P+U), + 1 eval fwd (division)"),
         ("Co-Reg epoch, all losses", coreg_full, "as above + 2 fwd+bwd (strong view 1 of P and U: contrastive queries)"),
     ]  # fmt: skip
+    result = {"cpu": describe_machine(), "args": vars(args), "p_share": p_share,
+              "rows": [{"what": r[0], "seconds": r[1], "x_supervised": r[1] / supervised_s} for r in rows]}  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
     if args.json:
-        print(json.dumps({"rows": [{"what": r[0], "seconds": r[1]} for r in rows], "p_share": p_share}))
+        print(json.dumps(result))
         return
-    print(f"backbone {args.backbone}, {args.image_size} px, batch {args.batch_size}, digits train (1,365 items), "
-          f"P share {p_share:.0%}")  # fmt: skip
+    print(f"CPU: {result['cpu']}; backbone {args.backbone}, {args.image_size} px, batch {args.batch_size}, "
+          f"digits train (1,365 items), P share {p_share:.0%}")  # fmt: skip
     print("| epoch | seconds | x supervised | passes |")
     print("|---|---|---|---|")
     for what, seconds, passes in rows:

@@ -119,3 +119,10 @@ def default_threads() -> int:
             cores = int(value)
     per_core = siblings // cores if siblings and cores and siblings >= cores else 1
     return max(1, available_cpus() // per_core)
+
+
+def describe_machine() -> str:
+    """'AMD EPYC, 2 CPUs, AVX2 + AVX512-VNNI': the line every benchmark prints beside its numbers (the int8
+    kernels, and so speed and even trained weights, depend on these flags)."""
+    flags = " + ".join(cpu_flags()) or "no AVX2 or dot-product flags"
+    return f"{cpu_name()}, {available_cpus()} CPUs, {flags}"

@@ -139,3 +139,14 @@ def test_cpu_flags() -> None:
     assert parse_cpuinfo("") == []
     assert has_int8_dot_product(["AVX-VNNI"]) and not has_int8_dot_product(["AVX2"])
     assert default_threads() >= 1
+
+
+def test_describe_machine_names_the_cpu_and_its_flags(monkeypatch) -> None:
+    from coreg_edge.runtime import cpu
+
+    monkeypatch.setattr(cpu, "cpu_name", lambda: "AMD EPYC")
+    monkeypatch.setattr(cpu, "available_cpus", lambda: 2)
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: ("AVX2",))
+    assert cpu.describe_machine() == "AMD EPYC, 2 CPUs, AVX2"
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: ())
+    assert cpu.describe_machine() == "AMD EPYC, 2 CPUs, no AVX2 or dot-product flags"

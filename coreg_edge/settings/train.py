@@ -74,7 +74,9 @@ class TrainSettings:
                       choices=ON_OFF, on_resume=True)  # fmt: skip
     channels_last: str = option("auto", help="channels_last memory format (auto = on for CUDA).",
                                 choices=ON_OFF, execution=True)  # fmt: skip
-    workers: int = option(0, help="Threads decoding images into the cache (large folders).", low=0,
+    # Threads, as timm's and ultralytics' loaders default to several workers: PIL decodes without the GIL, and
+    # a folder of full-size photos decoded on one thread takes hours. The bytes are the same for any count.
+    workers: int = option(4, help="Threads decoding images into the cache (0: the main thread only).", low=0,
                           execution=True)  # fmt: skip
     cache: str = option("auto", help="Where the decoded training images wait: memory, or a file on disk read "
                         "batch by batch (bounded memory); auto: memory up to 2 GB of images.",

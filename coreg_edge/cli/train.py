@@ -60,9 +60,11 @@ def _train(annotation, out, overrides, resume, as_json, nproc, device, seed, qui
     if resume:
         _refuse_changes_on_resume(click.get_current_context(), out)
     coreg = parse_overrides(overrides)
-    if nproc > 1:  # the command line is checked here once, then each worker runs it
+    if nproc > 1:  # the command line, the folder and the annotation are checked here once, then each worker runs it
         from coreg_edge.training.launch import launch, worker_args
+        from coreg_edge.training.trainer import check_before_launch
 
+        check_before_launch(annotation, out, resume)
         raise SystemExit(launch(nproc, worker_args(click.get_current_context().find_root().obj["argv"])))
     from coreg_edge.training.trainer import train as run_train
 

@@ -170,6 +170,30 @@ def _diverged(out: Path, exc: Diverged, epoch: int, settings: TrainSettings) -> 
     return TrainingError(f"training diverged: {exc}; lower the learning rate (now {lr:g}){amp}; {then}")
 
 
+def _refuse_used_out(out: Path) -> None:
+    """A new run goes into a new or empty folder, or one whose run saved nothing (it starts over)."""
+    if _saved_nothing(out):
+        return
+    if (out / rf.CONFIG).exists():
+        raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    if out.is_dir() and any(not is_lock_file(p) for p in out.iterdir()):
+        raise UserError(f"--out {out}: exists and is not a run folder; choose a new or empty folder")
+
+
+def check_before_launch(annotation: str | Path | None, out: str | Path, resume: bool) -> None:
+    """What a run refuses first (its folder in use or taken, an unreadable annotation), checked once by
+    `train --nproc` before it starts its processes: each would load torch and meet the same error seconds later.
+    Rank 0 checks again (and acts) when the run starts."""
+    out = Path(out)
+    with exclusive(out, "run folder"):
+        if resume:
+            rf.read_config(out)
+        else:
+            _refuse_used_out(out)
+    if not resume and annotation is not None:
+        load_annotation(annotation)
+
+
 def _saved_nothing(out: Path) -> bool:
     """A run folder of ours whose training stopped before the first checkpoint: it holds only config.json
     (written by coreg-edge), metrics and a divergence record, so starting over loses nothing."""
@@ -266,12 +290,7 @@ def _settings_for_call(
             _log(f"the run in {out} stopped before its first epoch was saved: starting it over", quiet)
             for name in (rf.CONFIG, rf.METRICS, rf.DIVERGED):
                 (out / name).unlink(missing_ok=True)
-        if (out / rf.CONFIG).exists():
-            raise UserError(
-                f"{out} already holds a run; pass --resume to continue it, or choose another --out"
-            )
-        if out.is_dir() and any(not is_lock_file(p) for p in out.iterdir()):
-            raise UserError(f"--out {out}: exists and is not a run folder; choose a new or empty folder")
+        _refuse_used_out(out)
     # Folders are stored absolute: --resume and export from another working directory find them.
     settings = dataclasses.replace(
         settings,

@@ -247,6 +247,27 @@ def test_errors_under_two_processes_are_one_line_from_rank_0(two_runs, digits_an
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "already holds a run" in lines[0], again.stderr
 
 
+def test_nproc_refuses_a_bad_annotation_or_a_used_folder_before_starting_processes(
+    runner, cli, digits_annotation, tmp_path, monkeypatch
+):
+    """The parent checks what rank 0 would refuse first: one line at once, no processes started."""
+    from coreg_edge.training import launch
+
+    monkeypatch.setattr(launch, "launch", lambda *args, **kwargs: pytest.fail("processes were started"))
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not an archive")
+    result = runner.invoke(cli, ["train", str(bad), "--nproc", "2", "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "not a readable .npz annotation file" in result.output
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    result = runner.invoke(cli, ["train", str(digits_annotation), "--nproc", "2", "--out", str(used)])
+    assert result.exit_code != 0 and "exists and is not a run folder" in result.output
+    assert (used / "notes.txt").read_text() == "mine"
+    result = runner.invoke(cli, ["train", "--resume", "--nproc", "2", "--out", str(tmp_path / "nothing")])
+    assert result.exit_code != 0 and "Error" in result.output
+
+
 def test_sync_bn_needs_cuda(runner, cli, digits_annotation, tmp_path):
     result = runner.invoke(cli, ["train", str(digits_annotation), *TINY, "--sync-bn", "--out", str(tmp_path / "r")])
     assert result.exit_code != 0 and "--sync-bn needs CUDA" in result.output

@@ -79,7 +79,7 @@ class TrainSettings:
     workers: int = option(4, help="Threads decoding images into the cache (0: the main thread only).", low=0,
                           execution=True)  # fmt: skip
     cache: str = option("auto", help="Where the decoded training images wait: memory, or a file on disk read "
-                        "batch by batch (bounded memory); auto: memory up to 2 GB of images.",
+                        "batch by batch (bounded memory); auto: memory up to 2 GiB of images.",
                         choices=IMAGE_CACHES, execution=True)  # fmt: skip
     eval_data: str | None = option(
         help="Labelled DATA to report test accuracy on (e.g. digits:test); never used to choose.",

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -187,10 +188,14 @@ def choose_cache(cache: str, count: int, config: PreprocessConfig) -> tuple[str,
     """(memory | disk, why): `auto` keeps up to MEMORY_LIMIT bytes in memory."""
     size = count * int(np.prod(config.shape))
     if cache != "auto":
-        return cache, "asked for"
+        return cache, f"--cache {cache}"
     if size <= MEMORY_LIMIT:
-        return "memory", f"{size / 1e6:.0f} MB of images fit in memory (<= {MEMORY_LIMIT / 1e9:.1f} GB)"
-    return "disk", f"{size / 1e9:.1f} GB of images is above {MEMORY_LIMIT / 1e9:.1f} GB: read from disk"
+        return "memory", f"{_gib(size)}, within the {_gib(MEMORY_LIMIT)} kept in memory"
+    return "disk", f"{_gib(size)}, above the {_gib(MEMORY_LIMIT)} kept in memory"
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.1f} GiB" if size >= 1024**3 else f"{size / 1024**2:.1f} MiB"
 
 
 def build_store(
@@ -198,12 +203,20 @@ def build_store(
     quiet: bool = False, what: str = "images", workers: int = 0,
 ) -> ImageStore:  # fmt: skip
     """The images of `indices` behind fetch(), in memory or on disk (choose_cache)."""
-    kind, _ = choose_cache(cache, len(indices), config)
+    kind, why = choose_cache(cache, len(indices), config)
     if kind == "memory":
         images = decode_to_memory(source, indices, config, quiet=quiet, what=what, workers=workers)
+        _say(f"{what}: {len(indices)} in memory ({why})", quiet)
         return MemoryStore(images.to(device))
     path = decode_to_disk(source, indices, config, quiet=quiet, what=what, workers=workers)
+    _say(f"{what}: {len(indices)} on disk, read batch by batch from {path} ({why})", quiet)
     return DiskStore(path, len(indices), config.shape, device)
+
+
+def _say(line: str, quiet: bool) -> None:
+    """Where the images wait: the user sees it (a disk cache is a file of their disk)."""
+    if not quiet:
+        print(line, file=sys.stderr, flush=True)
 
 
 def iterate_rows(rows: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:

@@ -78,8 +78,21 @@ def test_auto_keeps_small_data_in_memory_and_large_on_disk(monkeypatch):
     assert choose_cache("auto", 1000, config)[0] == "memory"
     monkeypatch.setattr(image_store, "MEMORY_LIMIT", 256 * 999)
     kind, why = choose_cache("auto", 1000, config)
-    assert kind == "disk" and "read from disk" in why
-    assert choose_cache("memory", 10**9, config) == ("memory", "asked for")
+    assert kind == "disk" and "above the" in why
+    assert choose_cache("memory", 10**9, config) == ("memory", "--cache memory")
+
+
+def test_the_user_is_told_where_the_images_wait(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COREG_EDGE_CACHE", str(tmp_path))
+    source, config, indices = _digits()
+    build_store(source, indices, config, CPU, quiet=True, what="training images")
+    assert capsys.readouterr().err == ""
+    build_store(source, indices, config, CPU, quiet=False, what="training images")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"training images: {len(indices)} in memory (") and "MiB, within the 2.0 GiB kept in memory" in line
+    disk = build_store(source, indices, config, CPU, cache="disk", quiet=False, what="training images")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"on disk, read batch by batch from {disk.path} (--cache disk)" in line
 
 
 def test_an_unwritable_cache_is_one_line(tmp_path, monkeypatch):

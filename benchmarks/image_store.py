@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="folder for the generated images and caches (kept)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
-    from coreg_edge.runtime.cpu import cpu_flags, cpu_name
+    from coreg_edge.runtime.cpu import describe_machine
 
     work = Path(args.work or tempfile.mkdtemp(prefix="coreg-edge-store-bench-"))
     rows = []
@@ -90,7 +90,7 @@ def main() -> None:
             result = measure(folder, kind, args.image_size, args.batch_size, work / f"cache-{count}")
             rows.append({"n": count, "cache": kind, **result})
             print(f"  {kind}: {result}", file=sys.stderr)
-    cpu = f"{cpu_name()} ({', '.join(sorted(cpu_flags())) or 'no int8 flags'}), {os.cpu_count()} cores"
+    cpu = describe_machine()
     print(f"image stores, {args.image_size} px, batch {args.batch_size}, on {cpu}")
     print(f"{'N':>8} {'cache':>7} {'build s':>8} {'epoch s':>8} {'peak RSS MB':>12} {'epoch vs memory':>16}")
     for row in rows:

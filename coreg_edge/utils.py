@@ -7,6 +7,7 @@ import importlib
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
@@ -82,6 +83,12 @@ def torchrun_rank(environ: Mapping[str, str] | None = None) -> int | None:
     if rank is None or not rank.isdigit() or not world.isdigit() or int(world) < 2:
         return None
     return int(rank)
+
+
+def log(message: str, quiet: bool = False) -> None:
+    """A progress line for the user on stderr (stdout stays scriptable), unless quiet."""
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
 
 
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, quiet: bool = False, **kw: Any):

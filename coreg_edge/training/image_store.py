@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,7 @@ from coreg_edge.data import ImageSource
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import ImageDecodeError
 from coreg_edge.runtime.preprocess import PreprocessConfig, resize_and_crop
-from coreg_edge.utils import progress
+from coreg_edge.utils import log, progress
 
 #: `--cache auto` keeps the images in memory up to this many bytes (uint8 at the input size), else on disk.
 MEMORY_LIMIT = 2 * 1024**3
@@ -206,17 +205,11 @@ def build_store(
     kind, why = choose_cache(cache, len(indices), config)
     if kind == "memory":
         images = decode_to_memory(source, indices, config, quiet=quiet, what=what, workers=workers)
-        _say(f"{what}: {len(indices)} in memory ({why})", quiet)
+        log(f"{what}: {len(indices)} in memory ({why})", quiet)
         return MemoryStore(images.to(device))
     path = decode_to_disk(source, indices, config, quiet=quiet, what=what, workers=workers)
-    _say(f"{what}: {len(indices)} on disk, read batch by batch from {path} ({why})", quiet)
+    log(f"{what}: {len(indices)} on disk, read batch by batch from {path} ({why})", quiet)
     return DiskStore(path, len(indices), config.shape, device)
-
-
-def _say(line: str, quiet: bool) -> None:
-    """Where the images wait: the user sees it (a disk cache is a file of their disk)."""
-    if not quiet:
-        print(line, file=sys.stderr, flush=True)
 
 
 def iterate_rows(rows: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:

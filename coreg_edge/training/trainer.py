@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -61,16 +60,11 @@ from coreg_edge.training.guard import BestEpochGuard
 from coreg_edge.training.launch import LAUNCHER_PID
 from coreg_edge.training.methods import EpochInputs, get_method
 from coreg_edge.training.views import ViewConfig, Views
-from coreg_edge.utils import json_safe, rank_device, resolve_device
+from coreg_edge.utils import json_safe, log, rank_device, resolve_device
 
 
 class Interrupted(UserError):
     exit_code = 130
-
-
-def _log(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
 
 
 def _forward_fns(net: torch.nn.Module, module: torch.nn.Module, input_shape: tuple[int, ...],
@@ -185,10 +179,8 @@ def check_before_launch(annotation: str | Path | None, out: str | Path, resume: 
     `train --nproc` before it starts its processes: each would load torch and meet the same error seconds later.
     Rank 0 checks again (and acts) when the run starts."""
     out = Path(out)
-    with exclusive(out, "run folder"):
-        if resume:
-            rf.read_config(out)
-        else:
+    with exclusive(out, "run folder"):  # in use by another run? (a resumed run's config: the CLI read it)
+        if not resume:
             _refuse_used_out(out)
     if not resume and annotation is not None:
         load_annotation(annotation)
@@ -278,16 +270,16 @@ def _settings_for_call(
         settings = resume_settings(config["settings"], options)
         new_lr = _resume_lr(out, options.get("coreg") or {}, settings)
         if new_lr is not None:
-            _log(f"resuming a diverged run with lr {new_lr:g} (was {settings.coreg.lr:g})", quiet)
+            log(f"resuming a diverged run with lr {new_lr:g} (was {settings.coreg.lr:g})", quiet)
             settings = dataclasses.replace(settings, coreg={**settings.coreg.to_dict(), "lr": new_lr})
         annotation = config["annotation"]
-        _log(
+        log(
             f"resuming {out} with its stored settings ({settings.method}, {settings.backbone}, {settings.epochs} epochs)",
             quiet,
         )
     else:
         if _saved_nothing(out):
-            _log(f"the run in {out} stopped before its first epoch was saved: starting it over", quiet)
+            log(f"the run in {out} stopped before its first epoch was saved: starting it over", quiet)
             for name in (rf.CONFIG, rf.METRICS, rf.DIVERGED):
                 (out / name).unlink(missing_ok=True)
         _refuse_used_out(out)
@@ -472,7 +464,7 @@ def _start(
             )
         if before != run.group.world:
             config.setdefault("world_changes", []).append({"epoch": start, **processes})
-            _log(f"resuming on {run.group.world} process(es) (the run had {before}): the global batch stays "
+            log(f"resuming on {run.group.world} process(es) (the run had {before}): the global batch stays "
                  f"{processes['global_batch']}, {processes['batch_per_process']} per process", quiet)  # fmt: skip
         rf.write_json(out / rf.CONFIG, config)
         return start
@@ -490,13 +482,13 @@ def _start(
     })  # fmt: skip
     n_train, n_hold = len(run.train_rows), len(run.holdout_rows)
     if run.chosen:
-        _log(auto.describe(run.chosen), quiet)
+        log(auto.describe(run.chosen), quiet)
     warmup = f"auto, {run.warmup_end.low}-{run.warmup_end.high}" if run.warmup_end else run.warmup
     batch = f"batch {settings.batch_size}"
     if run.group.active:
         batch += (f" per process x {run.group.world} processes ({run.group.backend}; global batch "
                   f"{processes['global_batch']})")  # fmt: skip
-    _log(f"training {settings.method} on {n_train} items ({n_hold} held out), {settings.backbone} at "
+    log(f"training {settings.method} on {n_train} items ({n_hold} held out), {settings.backbone} at "
          f"{run.pre.input_size[0]} px, {settings.epochs} epochs (warm-up {warmup}), {batch}, {device}",
          quiet)  # fmt: skip
     return 0
@@ -548,9 +540,9 @@ def _fit(out: Path, run: _Run, settings: TrainSettings, start: int, quiet: bool)
                 with open(out / rf.METRICS, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
                 save_checkpoint(out / rf.CHECKPOINT, epoch + 1, run.ctx, run.peers, run.bank, _extra(run), ranks)
-            _log(_epoch_line(record, settings.epochs), quiet)
+            log(_epoch_line(record, settings.epochs), quiet)
             for line in record.get("events", []):
-                _log(line, quiet)
+                log(line, quiet)
     except KeyboardInterrupt as exc:
         if not run.group.is_main:
             raise FollowerExit(Interrupted.exit_code) from exc
@@ -826,8 +818,8 @@ def _finish(out: Path, run: _Run, settings: TrainSettings, quiet: bool) -> dict:
     rf.write_json(out / rf.SELECTION, summary)
     acc = summary["test_accuracy"]["selected"]
     if kept and kept[selected]["source"] == "best":
-        _log(f"peer {selected} keeps epoch {kept[selected]['epoch'] + 1}: {kept[selected]['why']}", quiet)
-    _log(
+        log(f"peer {selected} keeps epoch {kept[selected]['epoch'] + 1}: {kept[selected]['why']}", quiet)
+    log(
         f"selected peer {selected}: {reason}" + (f"; test accuracy {acc:.4f}" if acc is not None else ""),
         quiet,
     )

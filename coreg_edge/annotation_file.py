@@ -124,10 +124,17 @@ class Annotation:
         return path
 
 
-def check_output_name(out: str | os.PathLike[str]) -> None:
-    """An annotation file's name ends in .npz (the one check annotate and annotate --merge make)."""
-    if Path(out).suffix != ".npz":
+def check_output_name(out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+    """The one check annotate and annotate --merge make of --out, before any work: a name ending in .npz, and
+    no earlier file under it (an hours-long annotation is never replaced by a typo; `overwrite=True` is
+    for the pipeline re-annotating its own folder)."""
+    path = Path(out)
+    if path.suffix != ".npz":
         raise UserError(f"--out {out}: an annotation file ends in .npz (did you mean {out}.npz?)")
+    if path.is_dir():
+        raise UserError(f"--out {out}: is a folder; give the annotation file's name (e.g. {path / 'ann.npz'})")
+    if path.exists() and not overwrite:
+        raise UserError(f"--out {out}: exists; choose a new name, or delete it first (nothing was overwritten)")
 
 
 def validate(ann: Annotation, source: str = "annotation") -> None:
@@ -181,7 +188,7 @@ def load(path: str | os.PathLike[str]) -> Annotation:
                 raise AnnotationFormatError(
                     f"{path}: not a coreg-edge annotation file (missing {', '.join(missing)})"
                 )
-            arrays = {key: npz[key] for key in ARRAY_KEYS}
+            arrays = {key: _plain_array(npz, key, path) for key in ARRAY_KEYS}
     except AnnotationFormatError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
@@ -232,6 +239,19 @@ def load(path: str | os.PathLike[str]) -> Annotation:
     )
     validate(ann, source=str(path))
     return ann
+
+
+def _plain_array(npz: Any, key: str, path: Path) -> np.ndarray:
+    """One array of the archive; an array of pickled Python objects is refused by name (never unpickled)."""
+    try:
+        return npz[key]
+    except ValueError as exc:
+        if "pickle" not in str(exc):
+            raise
+        raise AnnotationFormatError(
+            f"{path}: its '{key}' array holds pickled Python objects; an annotation file holds plain arrays "
+            "only, and coreg-edge never unpickles a file"
+        ) from None
 
 
 def describe(ann: Annotation) -> dict[str, Any]:

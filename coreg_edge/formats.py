@@ -15,11 +15,14 @@ target's, else an emulator's, exporters/int8.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
+from coreg_edge.utils import read_json_object
 
 _BUILD = "coreg_edge.exporters.builders"
 
@@ -61,6 +64,9 @@ FORMATS: tuple[ExportFormat, ...] = (
 FORMAT_NAMES: tuple[str, ...] = tuple(row.name for row in FORMATS)
 FILE_NAMES: tuple[str, ...] = tuple(row.file_name for row in FORMATS)
 SIDE_FILES: dict[str, tuple[str, ...]] = {row.file_name: row.side_files for row in FORMATS}
+# A file that failed its parity check is kept beside the published ones under this suffix
+# (model.int8.onnx.rejected; exporters/staging.py): the runtime warns when one is run.
+REJECTED_SUFFIX = ".rejected"
 ORT_STYLES = ("fixed", "runtime")  # convert_onnx_models_to_ort's optimisation styles
 ORT_PLATFORMS = ("arm", "amd64")  # its target platforms (fixed style only)
 
@@ -87,8 +93,13 @@ def resolve_formats(names: list[str] | tuple[str, ...], int8: bool | None = None
     for name in list(chosen):
         chosen.update(_sources(get_format(name)))
     if int8 is False:
-        chosen = {name for name in chosen if "int8" not in {name, *_sources(get_format(name))}}
+        chosen = {name for name in chosen if not needs_int8(name)}
     return tuple(row for row in FORMATS if row.name in chosen)
+
+
+def needs_int8(name: str) -> bool:
+    """Whether the format is int8 or made from it (what int8=False leaves out)."""
+    return "int8" in {name, *_sources(get_format(name))}
 
 
 def _sources(row: ExportFormat) -> list[str]:
@@ -107,6 +118,55 @@ def file_passed(parity: Mapping[str, Any], file_name: str) -> bool | None:
     if not isinstance(checks, dict) or not checks:
         return None
     return all(isinstance(c, dict) and c.get("ok") for c in checks.values()) and not parity.get("problems")
+
+
+def failed_check(checks: Mapping[str, Any]) -> str | None:
+    """The first failed check of one file as "check = value (needs op threshold)"; None when all passed."""
+    for check, result in checks.items():
+        if isinstance(result, Mapping) and not result.get("ok"):
+            value = result.get("value")
+            shown = f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
+            threshold = result.get("threshold")
+            limit = f"{threshold:g}" if isinstance(threshold, (int, float)) else str(threshold)
+            return f"{check} = {shown} (needs {result.get('op')} {limit})"
+    return None
+
+
+def rejection_reason(parity: Mapping[str, Any], file_name: str) -> str | None:
+    """Why parity.json says this export's `file_name` failed: its first failed check, or the error that
+    stopped it being made or checked; None when parity.json does not say."""
+    block = parity.get("checks")
+    checks = block.get(file_name) if isinstance(block, Mapping) else None
+    failed = failed_check(checks) if isinstance(checks, Mapping) else None
+    if failed is not None:
+        return failed
+    files = parity.get("files")
+    entry = files.get(file_name) if isinstance(files, Mapping) else None
+    if isinstance(entry, Mapping) and isinstance(entry.get("error"), str):
+        return entry["error"]
+    problems = parity.get("problems")
+    if isinstance(problems, list) and problems and isinstance(checks, Mapping):
+        return str(problems[0])  # checks passed, the export as a whole did not (class names, preprocessing)
+    return None
+
+
+def published_name(path: str | os.PathLike[str]) -> str:
+    """The name a file had before export set it aside: model.int8.onnx for model.int8.onnx.rejected."""
+    name = Path(path).name
+    return name[: -len(REJECTED_SUFFIX)] if name.endswith(REJECTED_SUFFIX) else name
+
+
+def rejected_note(path: str | os.PathLike[str]) -> str | None:
+    """One line for a model export set aside because it failed its parity check (NAME.rejected), with
+    why when the parity.json beside it says; None for any other file. Running it is allowed (to inspect
+    it), never silent: its answers differ from the network's beyond that format's limits."""
+    path = Path(path)
+    if not path.name.endswith(REJECTED_SUFFIX):
+        return None
+    why = rejection_reason(read_json_object(path.parent / "parity.json"), published_name(path))
+    return (f"{path.name} is a rejected export: it failed its parity check against PyTorch"
+            f"{f' ({why})' if why else ' (no parity.json beside it says why)'}; its answers are not the "
+            "trained network's. Deploy the file export published instead.")  # fmt: skip
 
 
 def table() -> str:

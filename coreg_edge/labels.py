@@ -5,7 +5,8 @@ item's evaluation view, with the softmax probability as its confidence. From an 
 the annotator's zero-shot argmax (confidence: its probability), or the single candidate of a set of one
 (confidence 1) when the file has no zero-shot probabilities (the synthetic annotator); other items are
 unlabelled. Written as CSV, JSON Lines or an ImageFolder of links (or copies); the user's files never move.
-The output folder is built under a temporary name and renamed when complete.
+The output folder is built under a temporary name and renamed when complete; it may not lie inside the
+image folder it labels (annotating that folder again would take its files for more items).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from coreg_edge.errors import UserError
 from coreg_edge.locks import locks_output
 from coreg_edge.settings.fields import build
 from coreg_edge.settings.labels import LabelsSettings
-from coreg_edge.utils import check_new_folder, new_folder
+from coreg_edge.utils import check_new_folder, check_outside, new_folder
 
 MANIFEST = {"csv": "labels.csv", "jsonl": "labels.jsonl", "imagefolder": "labels.csv"}
 COLUMNS = ("item", "path", "label", "confidence")
@@ -82,8 +84,16 @@ def labels_of_annotation(ann: Annotation, source: ImageSource) -> LabelTable:
     return LabelTable(list(ann.item_ids), labels, confidence, list(ann.class_names), source, origin, indices)
 
 
-def labels_of_run(run: Path, settings: LabelsSettings, quiet: bool) -> LabelTable:
-    """The run's network (settings.peer) on every annotated item's evaluation view."""
+def check_out_outside(out: Path | None, source: ImageSource) -> None:
+    """An output folder inside the labelled image folder would be read back as more items: refuse it."""
+    if out is not None and source.kind == "folder":
+        check_outside(out, source.root, "the image folder")
+
+
+def labels_of_run(run: Path, settings: LabelsSettings, quiet: bool, out: Path | None = None) -> LabelTable:
+    """The run's network (settings.peer) on every annotated item's evaluation view. The images are where
+    training found them (the run's config), unless settings.data says where they are now; `out`, the
+    folder to be written, is refused (before the network runs) when it lies inside them."""
     from coreg_edge.exporters.onnx_export import resolve_peer
     from coreg_edge.training import run_folder as rf
 
@@ -94,7 +104,8 @@ def labels_of_run(run: Path, settings: LabelsSettings, quiet: bool) -> LabelTabl
             f"{config['annotation']}: its classes ({', '.join(ann.class_names[:4])}, ...) are not the ones {run} "
             f"was trained on ({', '.join(config['class_names'][:4])}, ...); the annotation file changed since"
         )
-    source, _ = reopen(ann.data, settings.data or config["settings"].get("data"))
+    source, _ = reopen({**ann.data, **(config.get("data") or {})}, settings.data)  # recorded: pass --data
+    check_out_outside(out, source)
     peer = resolve_peer(run, settings.peer)
     indices = source.indices_of(ann.item_ids)
     table = network_probs(run, peer, source, indices, settings.batch_size, settings.device, quiet)
@@ -141,7 +152,7 @@ def _link_or_copy(src: Path, dst: Path, copy: bool) -> None:
 
 
 def _write_images(table: LabelTable, rows: list[dict[str, Any]], folder: Path, copy: bool) -> None:
-    """One sub-folder per class; files keep their names (sub-folders joined by '__', so none collide)."""
+    """One sub-folder per class of flat files named by flat_name(item): distinct items, distinct files."""
     folders = dict(zip(table.class_names, class_folders(table.class_names), strict=True))
     for name in folders.values():
         (folder / name).mkdir()
@@ -150,16 +161,27 @@ def _write_images(table: LabelTable, rows: list[dict[str, Any]], folder: Path, c
             place_image(table, i, folder / folders[row["label"]], copy)
 
 
+def flat_name(item: str) -> str:
+    """An item id as one file name, distinct items never sharing one: '%' -> '%25', '/' -> '%2F' (and
+    ':' -> '%3A'), as in URLs. Each character maps to a code word and no code word begins another (only the
+    escapes start with '%'), so the map is injective; it is also readable back (urllib.parse.unquote).
+    Flat, not nested, because readers such as fastai's parent_label and Hugging Face's imagefolder take the
+    class from an image's own parent folder. The extension stays last; a name never starts with '.'."""
+    return item.replace("%", "%25").replace("/", "%2F").replace(":", "%3A")
+
+
 def place_image(table: LabelTable, row: int, folder: Path, copy: bool) -> str:
     """Put item `row`'s image into `folder` (a link to the original, or a copy; in-memory built-ins have no
-    file, so their pixels are written as PNG) under its item id with '/' as '__'; returns the file name."""
+    file, so their pixels are written as PNG) as flat_name(item id); returns the file name. A name that
+    exists already is an error, never a silent overwrite."""
     item = table.item_ids[row]
     path_of = getattr(table.source, "path", None)
+    name = flat_name(item) + ("" if path_of is not None else ".png")
+    if os.path.lexists(folder / name):  # impossible with distinct item ids: a bug, said loudly
+        raise RuntimeError(f"two items would share the file {folder.name}/{name}")
     if path_of is not None:
-        name = item.replace("/", "__")
         _link_or_copy(Path(path_of(int(table.indices[row]))), folder / name, copy)
     else:
-        name = item.replace("/", "__").replace(":", "_") + ".png"
         table.source.load(int(table.indices[row])).save(folder / name)
     return name
 
@@ -177,11 +199,18 @@ def export_labels(
     Returns the summary (also printed by the CLI): counts per class, unlabelled items, where it went."""
     s = build(LabelsSettings, settings, options)
     path, out = Path(path), check_new_folder(out)  # before any work
+    if s.copy and s.format != "imagefolder":
+        warnings.warn(f"--copy is for --format imagefolder; a {s.format} file has no images to copy (ignored)",
+                      stacklevel=2)  # fmt: skip
     if _is_run(path):
-        table = labels_of_run(path, s, quiet)
+        table = labels_of_run(path, s, quiet, out)
     elif path.is_file():
+        if s.peer != "selected":
+            warnings.warn(f"--peer {s.peer} is for a run folder; an annotation file has no peers (ignored)",
+                          stacklevel=2)  # fmt: skip
         ann = load_annotation(path)
         source, _ = reopen(ann.data, s.data)
+        check_out_outside(out, source)
         table = labels_of_annotation(ann, source)
     else:
         raise UserError(f"{path}: neither an annotation file (.npz) nor a run folder (with config.json)")

@@ -188,10 +188,10 @@ def _check_value(value: Any, spec: Key, where: str) -> Any:
             raise bad(f"{value!r} is not {spec.describe()}")
     elif kind == "templates":
         if isinstance(value, list):
-            if not value or any(not isinstance(v, str) or v.count("{}") != 1 for v in value):
-                raise RecipeError(
-                    f"{where}: every template must be a string with exactly one {{}} (got {value!r})"
-                )
+            from coreg_edge.annotate.templates import TEMPLATE_RULE, is_template
+
+            if not value or any(not isinstance(v, str) or not is_template(v) for v in value):
+                raise RecipeError(f"{where}: every template must be a string with {TEMPLATE_RULE} (got {value!r})")
         elif not isinstance(value, str):
             raise bad(f"{value!r} is neither a string nor a list")
     allowed = spec.allowed()
@@ -378,8 +378,11 @@ def _check_ranges(tree: Mapping[str, Any], source: str) -> None:
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup is not None:
             fail("classes.names", f"lists {dup!r} twice")
-    if "wording" in classes and classes["wording"].count("{}") != 1:
-        fail("classes.wording", f"{classes['wording']!r} needs exactly one {{}} where the class name goes")
+    if "wording" in classes:
+        from coreg_edge.annotate.templates import TEMPLATE_RULE, is_template
+
+        if not isinstance(classes["wording"], str) or not is_template(classes["wording"]):
+            fail("classes.wording", f"{classes['wording']!r} needs {TEMPLATE_RULE}")
     train = dict(tree.get("train", {}))
     coreg = train.pop("coreg", {})
     try:

@@ -1,10 +1,14 @@
 """The review loop (`coreg-edge review`): a person checks a sample of a run's labels, and the corrected sample
-becomes a labelled `--val` set that selects the peer by accuracy and reports it honestly.
+becomes a labelled `--val` set that selects the peer by accuracy on it.
 
 The sample is stratified: about `sample / C` items per predicted class, the least confident first (where the
 run is most likely wrong). It is written as one folder per predicted class holding copies of the images (move
 a wrong one into its right folder) and a self-contained `index.html` (thumbnails embedded) to look at them.
 `review.json` records what was sampled. `train ANN --val review/` then reads the folder as labelled data.
+
+What that accuracy is: the sample is drawn from the training items (the annotated ones the run learnt from),
+the least confident first, so accuracy on it is a pessimistic, biased check of the labels, not an unbiased
+held-out estimate of accuracy on new images (one from a held-out random sample is a later issue's work).
 """
 
 from __future__ import annotations
@@ -85,8 +89,10 @@ small {{ color: #666; font-weight: normal; }}
 <h1>Review of {html.escape(run)}</h1>
 <p>{len(entries)} items labelled by {html.escape(origin)}, per predicted class, the least confident first (the
 number under each image is the network's confidence). Move each wrongly labelled image into the folder of its
-true class, then select and score with your corrected set:
+true class, then select with your corrected set:
 <code>coreg-edge train ANNOTATION --val {html.escape(str(out))} ...</code></p>
+<p>These are training items, the least confident first: accuracy on them is a pessimistic, biased check of the
+labels, not an unbiased held-out estimate of accuracy on new images.</p>
 {"".join(sections)}
 <script>
 window.addEventListener("load", () => {{
@@ -113,7 +119,7 @@ def write_review(
     run, out = Path(run), check_new_folder(out)  # before any work
     if not (run / "config.json").exists():
         raise UserError(f"{run}: not a run folder (no config.json); review needs a trained run")
-    table = labels_of_run(run, s, quiet)
+    table = labels_of_run(run, s, quiet, out)  # refuses an `out` inside the run's images
     folders = dict(zip(table.class_names, class_folders(table.class_names), strict=True))
     picked = stratified_sample(table, s.sample)
     entries = []

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from coreg_edge.data import ImageSource, reopen
+from coreg_edge.data.sources import class_positions
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import ImageDecodeError
 
@@ -87,12 +88,12 @@ def data_block(config: dict[str, Any], run: str | os.PathLike[str]) -> dict[str,
 
 
 def run_labels(source: ImageSource, class_names: Sequence[str]) -> np.ndarray:
-    """The source's labels mapped by class NAME onto the run's class order; -1 where unknown."""
+    """The source's labels mapped by class name (or its folder name) onto the run's class order; -1 where
+    unknown."""
     labels = np.full(len(source), -1, dtype=np.int64)
     if source.class_names is None or not len(source.labels):
         return labels
-    position = {name: i for i, name in enumerate(class_names)}
-    mapping = np.asarray([position.get(name, -1) for name in source.class_names], dtype=np.int64)
+    mapping = class_positions(source.class_names, class_names)
     known = source.labels >= 0
     labels[known] = mapping[source.labels[known]]
     return labels

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from coreg_edge.exporters.images import Subset, iter_batches
-from coreg_edge.formats import ExportFormat
+from coreg_edge.formats import ExportFormat, failed_check
 from coreg_edge.runtime.classifier import Classifier
 from coreg_edge.utils import progress
 
@@ -215,15 +215,6 @@ def first_failure(report: Mapping[str, Any]) -> str | None:
         failed = failed_check(checks)
         if failed is not None:
             return f"parity failed: {name} {failed}"
-    return None
-
-
-def failed_check(checks: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """The first failed check of one file as "check = value (needs op threshold)"; None when all passed."""
-    for check, result in checks.items():
-        if not result["ok"]:
-            value = "n/a" if result["value"] is None else f"{result['value']:.6g}"
-            return f"{check} = {value} (needs {result['op']} {result['threshold']:g})"
     return None
 
 

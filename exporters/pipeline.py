@@ -30,7 +30,7 @@ from coreg_edge.exporters.int8 import Route
 from coreg_edge.exporters.metadata import get_metadata
 from coreg_edge.exporters.onnx_export import load_peer_module, resolve_peer
 from coreg_edge.exporters.parity import Logits, Thresholds, collect_logits, evaluate, first_failure
-from coreg_edge.exporters.staging import FP32_NAME, PARITY_NAME, Staging
+from coreg_edge.exporters.staging import FP32_NAME, PARITY_NAME, Staging, check_export_out
 from coreg_edge.exporters.targets import AUTO, TARGETS, apply_overrides, resolve_target
 from coreg_edge.formats import FORMAT_NAMES, FORMATS, ExportFormat, file_passed, format_of_file, get_format
 from coreg_edge.locks import locks_output
@@ -135,6 +135,7 @@ def export_run(
     its name is kept.
     """
     s = build(ExportSettings, settings, options)
+    check_export_out(out)  # before any work
     rows = s.chosen_formats()
     config = read_config(run)
     resolved = resolve_peer(run, s.peer)

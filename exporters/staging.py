@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
-from coreg_edge.formats import FILE_NAMES, SIDE_FILES, get_format
+from coreg_edge.formats import FILE_NAMES, REJECTED_SUFFIX, SIDE_FILES, get_format
 from coreg_edge.utils import read_json_object, write_json
 
 FP32_NAME, PARITY_NAME = get_format("fp32").file_name, "parity.json"
 MODEL_NAMES = FILE_NAMES  # every format's file (coreg_edge/formats.py)
-REJECTED_SUFFIX = ".rejected"
 STAGING_PREFIX = ".export-"
 
 
@@ -36,6 +35,21 @@ def remove_abandoned(out: Path) -> list[Path]:
     for folder in removed:
         shutil.rmtree(folder, ignore_errors=True)
     return removed
+
+
+def check_export_out(out: str | os.PathLike[str]) -> None:
+    """--out is new, empty, or an earlier export folder (it has parity.json): an export refreshes its own
+    folder, but never writes model files among someone else's (README: no command replaces a user's output)."""
+    from coreg_edge.locks import is_lock_file
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; give a folder for model.onnx and parity.json")
+    if out.is_dir() and not (out / PARITY_NAME).is_file():
+        others = sorted(p.name for p in out.iterdir() if not is_lock_file(p) and not p.name.startswith(STAGING_PREFIX))
+        if others:
+            raise UserError(f"--out {out}: holds other files ({others[0]}, ...) and is no export folder (no "
+                            f"{PARITY_NAME}); choose a new or empty folder (nothing was overwritten)")  # fmt: skip
 
 
 def _earlier_checks(earlier: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -52,8 +66,7 @@ class Staging:
 
     def __init__(self, out: str | os.PathLike[str]):
         self.out = Path(out)
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out {self.out}: is a file; give a folder for model.onnx and parity.json")
+        check_export_out(self.out)
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             remove_abandoned(self.out)

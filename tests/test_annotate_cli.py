@@ -158,3 +158,29 @@ def test_wording_changes_prompts_not_class_names(runner, cli, tiny_clip, class_f
     assert ann.extra["prompt_names"] == ["a bird animal", "a cat animal", "a dog animal"]
     bad = runner.invoke(cli, [*args[:2], "--wording", "no slot", "--out", str(tmp_path / "x.npz"), *args[6:]])
     assert bad.exit_code == 1 and "exactly one {}" in bad.stderr
+
+
+@pytest.mark.parametrize("bad", ["a {x} of {}", "{}{}", "a {0}", "a } {}", "{!r}"])
+def test_a_template_with_a_stray_field_is_refused_before_the_model_loads(runner, cli, tiny_clip, class_folder,
+                                                                         tmp_path, monkeypatch, bad):  # fmt: skip
+    import coreg_edge.annotate.clip as clip
+
+    monkeypatch.setattr(clip, "load_clip", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    templates = tmp_path / "templates.txt"
+    templates.write_text(f"a photo of a {{}}\n{bad}\n")
+    for option in (["--templates", str(templates)], ["--wording", bad]):
+        result = runner.invoke(cli, ["annotate", str(class_folder), *option, "--out", str(tmp_path / "a.npz"),
+                                     *_clip_args(tiny_clip)])  # fmt: skip
+        line = result.stderr.strip().splitlines()[-1]
+        assert result.exit_code == 1 and "exactly one {}" in line and "unexpected" not in line, result.stderr
+
+
+def test_escaped_braces_in_a_template_or_wording_are_literal(runner, cli, tiny_clip, class_folder, tmp_path):
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a {{}} photo of a {}\n")
+    out = tmp_path / "ann.npz"
+    result = runner.invoke(cli, ["annotate", str(class_folder), "--templates", str(templates), "--wording",
+                                 "{{number}} {}", "--out", str(out), "-q", *_clip_args(tiny_clip)])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert load(out).voters == ["a {{}} photo of a {}"]
+    assert load(out).extra["prompt_names"][0] == "{number} bird"

@@ -126,20 +126,21 @@ def test_resume_and_shard_refusals_are_one_line(runner, cli, tiny_clip, folder, 
     (tmp_path / "ann.npz.partial").mkdir()
     (tmp_path / "ann.npz.partial" / "identity.json").write_text(json.dumps({"settings": {"templates": "imagenet"}}))
     cases = [
-        ([str(folder), *_clip(tiny_clip), "--out", str(out), "--resume"], "was made by another call (changed:"),
-        ([str(folder), *_clip(tiny_clip), "--out", str(tmp_path / "new.npz"), "--resume"], "no interrupted annotation to continue"),
+        ([str(folder), *_clip(tiny_clip), "--out", str(out), "--resume"], "was made by another call (changed:", 1),
+        ([str(folder), *_clip(tiny_clip), "--out", str(tmp_path / "new.npz"), "--resume"], "no interrupted annotation to continue", 1),
         (["digits", "--annotator", "simulated", "--shard", "1/2", "--out", str(tmp_path / "s.npz")],
-         "--shard and --resume need a streaming annotator (clip)"),
+         "--shard needs a streaming annotator (clip); the simulated annotator", 1),
+        (["digits", "--annotator", "simulated", "--resume", "--out", str(tmp_path / "s.npz")],
+         "--resume needs a streaming annotator (clip)", 1),
         (["digits", "--annotator", "synthetic", "--shard", "1/2", "--out", str(tmp_path / "s.npz")],
-         "the synthetic annotator has no voters to share out"),
-        ([str(folder), *_clip(tiny_clip), "--shard", "3/2", "--out", str(tmp_path / "s.npz")], "K must be between 1 and N"),
-        ([str(folder), *_clip(tiny_clip), "--shard", "1/9", "--out", str(tmp_path / "s.npz")], "use at most 7 shards"),
-        ([str(folder), str(folder), *_clip(tiny_clip), "--out", str(tmp_path / "s.npz")], "give one DATA"),
+         "the synthetic annotator has no voters to share out", 1),
+        ([str(folder), *_clip(tiny_clip), "--shard", "1/9", "--out", str(tmp_path / "s.npz")], "use at most 7 shards", 1),
+        ([str(folder), str(folder), *_clip(tiny_clip), "--out", str(tmp_path / "s.npz")], "give one DATA", 1),
     ]
-    for args, expected in cases:
+    for args, expected, code in cases:
         result = runner.invoke(cli, ["annotate", *args])
         lines = result.stderr.strip().splitlines()
-        assert result.exit_code == 1 and expected in lines[-1], (args, result.stderr)
+        assert result.exit_code == code and expected in lines[-1], (args, result.stderr)
         assert not any(line.startswith("Traceback") for line in lines)
 
 
@@ -252,3 +253,110 @@ def test_chunks_continue_after_the_highest_number(tmp_path):
     for n in (1, 3):  # a gap left by an interrupted flush
         (tmp_path / f"chunk-{n:06d}.npz").write_bytes(b"")
     assert _last_chunk(tmp_path) == 3 and _last_chunk(tmp_path / "none") == 0
+
+
+def test_shard_usage_errors_exit_2_before_any_work(runner, cli, tmp_path):
+    """A malformed --shard is a usage error (exit 2, as click's own), refused by the settings before DATA opens."""
+    for value, expected in (("3/2", "K must be between 1 and N"), ("0/2", "K must be between 1 and N"),
+                            ("half", "give K/N"), ("1/0", "K must be between 1 and N")):  # fmt: skip
+        result = runner.invoke(cli, ["annotate", "no-such-folder", "--shard", value, "--out", str(tmp_path / "s.npz")])
+        assert result.exit_code == 2, (value, result.stderr)
+        assert result.stderr.strip().splitlines()[-1].startswith(f"Error: --shard {value}: {expected}"), result.stderr
+
+
+def test_shard_auto_without_shard_placeholder_is_refused_before_any_work(runner, cli, tiny_clip, folder, tmp_path,
+                                                                         monkeypatch):  # fmt: skip
+    """Every torchrun rank would write (and replace) the same file: refused, naming {shard}, before DATA opens."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "ann.npz"
+    result = runner.invoke(cli, ["annotate", str(tmp_path / "missing"), *_clip(tiny_clip), "--shard", "auto",
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 1 and "{shard}" in result.stderr.strip().splitlines()[-1], result.stderr
+    assert not out.exists() and not (tmp_path / "ann.npz.partial").exists()
+
+
+def test_resume_refuses_renamed_or_edited_images(runner, cli, tiny_clip, folder, tmp_path, killed_at):
+    """The resume identity holds the items themselves (ids, size, mtime), not their count: a renamed image with
+    the same count took another image's votes."""
+    killed_at(5)
+    out = tmp_path / "ann.npz"
+    assert runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--out", str(out), "-q"]).exit_code == 130
+    first = sorted((folder / "dog").glob("*.png"))[0]
+    first.rename(first.with_name("zz_" + first.name))  # same count, other items
+    result = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--out", str(out), "--resume"])
+    assert result.exit_code == 1, result.stderr
+    assert "the images (renamed, replaced or edited since)" in result.stderr.strip().splitlines()[-1]
+    first.with_name("zz_" + first.name).rename(first)  # back as they were: resumes
+    assert runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--out", str(out), "--resume", "-q"]).exit_code == 0
+
+
+def test_resume_and_merge_identify_weights_by_content(runner, cli, tiny_clip, folder, tmp_path, killed_at):
+    """Other weights behind the same --pretrained path: shards are not merged, a killed call does not resume."""
+    import torch
+
+    config, checkpoint = tiny_clip
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(checkpoint.read_bytes())
+    args = ["--clip-model", str(config), "--pretrained", str(weights), "--classes", "cat,dog,bird", "--batch-size", "2"]
+    _annotate(runner, cli, [str(folder), *args, "--shard", "1/2", "--out", str(tmp_path / "s1.npz")])
+    state = torch.load(checkpoint, weights_only=True)
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, weights)  # other weights, same path
+    _annotate(runner, cli, [str(folder), *args, "--shard", "2/2", "--out", str(tmp_path / "s2.npz")])
+    assert load(tmp_path / "s1.npz").annotator["pretrained_sha256"] != load(tmp_path / "s2.npz").annotator["pretrained_sha256"]
+    result = runner.invoke(cli, ["annotate", "--merge", str(tmp_path / "s1.npz"), str(tmp_path / "s2.npz"),
+                                 "--out", str(tmp_path / "m.npz")])  # fmt: skip
+    assert result.exit_code == 1 and "pretrained_sha256" in result.stderr, result.stderr
+
+    killed_at(3)
+    out = tmp_path / "ann.npz"
+    assert runner.invoke(cli, ["annotate", str(folder), *args, "--out", str(out), "-q"]).exit_code == 130
+    weights.write_bytes(checkpoint.read_bytes())
+    result = runner.invoke(cli, ["annotate", str(folder), *args, "--out", str(out), "--resume"])
+    assert result.exit_code == 1 and "the weights' content" in result.stderr, result.stderr
+
+
+def test_merge_warns_about_the_options_it_ignores(runner, cli, tiny_clip, folder, tmp_path):
+    paths = []
+    for k in (1, 2):
+        paths.append(str(tmp_path / f"s{k}.npz"))
+        _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--shard", f"{k}/2", "--out", paths[-1]])
+    result = runner.invoke(cli, ["annotate", "--merge", *paths, "--out", str(tmp_path / "m.npz"), "--reject", "0.5",
+                                 "--classes", "a,b,c"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 1 and "ignores --classes, --reject" in warnings[0], result.stderr
+    result = runner.invoke(cli, ["annotate", "--merge", *paths, "--out", str(tmp_path / "m2.npz")])
+    assert result.exit_code == 0 and "Warning" not in result.stderr
+
+
+def test_every_item_rejected_keeps_the_votes_for_a_resume_with_a_lower_reject(runner, cli, tiny_clip, folder,
+                                                                               tmp_path, monkeypatch):  # fmt: skip
+    """--reject filters finished votes only: after "every item was rejected" the votes stay in OUT.partial/ and
+    --resume --reject LOWER reuses them (nothing is encoded again); --reject 1 is refused before any work."""
+    from coreg_edge.annotate.clip import ClipEmbedder
+
+    out = tmp_path / "ann.npz"
+    result = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--reject", "1", "--out", str(out)])
+    assert result.exit_code == 2 and "--reject" in result.stderr and not (tmp_path / "ann.npz.partial").exists()
+    result = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--reject", "0.99", "--out", str(out)])
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.exit_code == 1 and "every item was rejected" in line and "--resume" in line, result.stderr
+    assert (tmp_path / "ann.npz.partial").is_dir() and not out.exists()
+    encoded = []
+    monkeypatch.setattr(ClipEmbedder, "encode", lambda self, batch: encoded.append(len(batch)))
+    _annotate(runner, cli, [str(folder), *_clip(tiny_clip), "--reject", "0.0", "--out", str(out), "--resume"])
+    assert encoded == [] and load(out).num_items == 13  # 14 images, one unreadable
+
+
+def test_annotate_bounds_workers_by_the_cores_with_one_warning(runner, cli, tiny_clip, folder, tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    result = runner.invoke(cli, ["annotate", str(folder), *_clip(tiny_clip), "--workers", "32", "--out",
+                                 str(tmp_path / "a.npz")])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "--workers" in line or "DataLoader" in line] == [
+        "Warning: --workers 32: this machine has 2 CPU core(s) for this process; using 2"
+    ]

@@ -109,7 +109,7 @@ def test_the_python_api_refuses_an_empty_array_and_names_topk(tmp_path):
         to_pil(np.zeros((0, 0, 3), np.uint8))
     from coreg_edge.runtime.classifier import Classifier
 
-    with pytest.raises(UserError, match=r"^topk must be >= 1"):
+    with pytest.raises(UserError, match=r"^topk=0: must be a whole number >= 1"):
         Classifier.top(object.__new__(Classifier), np.zeros((1, 2)), topk=0)
 
 

@@ -111,6 +111,6 @@ def test_a_classes_table_through_the_cli(runner, cli, tiny_clip, class_folder, t
     assert load(out).extra["prompt_names"] == [["bird", "sparrow"], "cat", ["dog", "puppy"]]
     bad = tmp_path / "bad.json"
     bad.write_text('{"bird": [], "cat": "cat"}')
-    args[3] = str(bad)
+    args[3], args[-2] = str(bad), str(tmp_path / "bad.npz")
     result = runner.invoke(cli, args)
     assert result.exit_code == 1 and result.stderr.strip().startswith("Error: --classes") and "Traceback" not in result.output

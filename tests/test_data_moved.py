@@ -58,3 +58,22 @@ def test_a_run_trained_on_moved_images_exports_and_export_takes_data(
     assert result.exit_code == 1 and "pass --data" in result.stderr and "Traceback" not in result.output
     result = _export(runner, cli, run, tmp_path / "dist2", "--data", str(again))
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("case", ["images deleted", "another folder"])
+def test_given_data_that_lacks_images_is_not_told_to_pass_data(
+    class_folder, flat_folder, runner, cli, tmp_path, case
+):
+    from coreg_edge.annotate import annotate
+
+    ann = tmp_path / "ann.npz"
+    annotate(str(class_folder), ann, annotator="synthetic", quiet=True)
+    (class_folder / "cat" / "img_000.png").unlink()
+    data = class_folder if case == "images deleted" else flat_folder
+    result = runner.invoke(cli, ["labels", str(ann), "--data", str(data), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "pass --data" not in result.stderr  # it was passed: was "did the data move? pass --data ..."
+    assert f"--data {data} does not hold all the annotated images" in result.stderr
+    # not passed: there the advice fits
+    recorded = runner.invoke(cli, ["labels", str(ann), "--out", str(tmp_path / "o")])
+    assert recorded.exit_code == 1 and "pass --data" in recorded.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -50,18 +51,21 @@ def test_the_simulator_adds_one_voter_whose_vote_is_always_in_the_set(tmp_path):
     assert accuracy > 0.5  # a nearest-mean classifier on 5 examples per class of 8 px digits
 
 
-def test_clip_examples_alone_or_with_templates(tiny_clip, class_folder, tmp_path):
+def test_clip_examples_alone_or_with_templates_and_a_warning_for_classes_without_examples(tiny_clip, class_folder, tmp_path):
     config, checkpoint = tiny_clip
     examples = tmp_path / "examples"
     for name in ("bird", "cat"):  # a subset of the classes is enough
         (examples / name).mkdir(parents=True)
         Image.new("RGB", (20, 20), (40, 200, 90) if name == "cat" else (200, 30, 30)).save(examples / name / "a.png")
     common = {"clip_model": str(config), "pretrained": str(checkpoint), "quiet": True}
-    both = annotate(str(class_folder), templates="imagenet", examples=str(examples), **common)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with templates voting too, a class without examples is no problem
+        both = annotate(str(class_folder), templates="imagenet", examples=str(examples), **common)
     assert both.voters[-1] == VOTER and both.votes.shape[1] == 81
     assert set(np.unique(both.votes[:, -1])) <= {0, 1}  # bird and cat only: dog has no examples
     assert both.candidates[np.arange(both.num_items), both.votes[:, -1]].all()
-    alone = annotate(str(class_folder), templates="none", examples=str(examples), **common)
+    with pytest.warns(UserWarning, match=r"examples are the only voter .* 1 class\(es\) \(dog\): no item can have them"):
+        alone = annotate(str(class_folder), templates="none", examples=str(examples), **common)
     assert alone.voters == [VOTER] and (alone.candidates.sum(1) == 1).all()
     assert np.array_equal(alone.votes[:, 0], both.votes[:, -1])
     assert np.allclose(alone.zero_shot_probs.sum(1), 1.0) and (alone.zero_shot_probs[:, 2] == 0).all()

@@ -12,6 +12,7 @@ import torch
 
 from coreg_edge.annotate import annotate
 from coreg_edge.annotation_file import load
+from coreg_edge.labels import flat_name
 from coreg_edge.training import run_folder as rf
 
 
@@ -94,7 +95,7 @@ def test_an_imagefolder_links_the_originals_and_copy_copies_them(runner, cli, tm
     assert {p: p.read_bytes() for p in class_folder.rglob("*") if p.is_file()} == before  # nothing moved
     rows = _csv(linked / "labels.csv")
     for row in rows:
-        assert (linked / row["label"] / row["item"].replace("/", "__")).is_symlink()
+        assert (linked / row["label"] / flat_name(row["item"])).is_symlink()
 
 
 def test_min_confidence_leaves_items_unlabelled(tmp_path):
@@ -119,7 +120,7 @@ def test_an_earlier_output_is_never_replaced(runner, cli, digits_annotation, tmp
         (out / "mine.txt").write_text("keep me")
     result = runner.invoke(cli, ["labels", str(digits_annotation), "--out", str(out)])
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
-    assert "exists and is not empty" in result.stderr
+    assert ("is a file" if existing == "file" else "exists and is not empty") in result.stderr
     assert (out.read_text() if existing == "file" else (out / "mine.txt").read_text()) == "keep me"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -134,3 +135,75 @@ def test_bad_inputs_are_one_line(runner, cli, tmp_path):
         assert result.exit_code != 0 and fragment in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.output
     assert not os.path.exists(tmp_path / "o")
+
+
+def _colliding_folder(root):
+    """Two classes; `x/a/b.png` and `x/a__b.png` (and `x/a%2Fb.png`) were one file name under '/' -> '__'."""
+    from PIL import Image
+
+    for i, rel in enumerate(["x/a/b.png", "x/a__b.png", "x/a%2Fb.png", "x/c.png", "y/a/b.png", "y/d.png"]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(i).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / rel)  # each its own bytes: an overwritten one shows
+    return root
+
+
+@pytest.mark.parametrize("mode", ["link", "copy"])
+def test_imagefolder_names_never_collide(runner, cli, tmp_path, mode):
+    data = _colliding_folder(tmp_path / "data")
+    ann = tmp_path / "ann.npz"
+    # every item labelled with its own class: the colliding pair shares a class folder
+    annotate(str(data), ann, annotator="synthetic", partial_rate=0.0, noise_rate=0.0, quiet=True)
+    out = tmp_path / "out"
+    copy = ["--copy"] if mode == "copy" else []
+    result = runner.invoke(cli, ["labels", str(ann), "--format", "imagefolder", "--out", str(out), *copy])
+    # link mode was: "cannot write the labels folder ([Errno 17] File exists: .../.out.PID.tmp/x/x__a__b.png)"
+    assert result.exit_code == 0, result.stderr
+    rows = _csv(out / "labels.csv")
+    assert len(rows) == 6 and all(row["label"] for row in rows)
+    for row in rows:  # every item its own file, holding its own image
+        placed = out / row["label"] / flat_name(row["item"])
+        assert placed.read_bytes() == (data / row["item"]).read_bytes()
+        assert placed.is_symlink() == (mode == "link")
+    assert sum(1 for p in out.rglob("*.png")) == 6  # was 5 with --copy: one image silently overwritten
+    from coreg_edge.data import open_source
+
+    assert len(open_source(str(out))) == 6  # and read back as 6 labelled items
+
+
+def test_flat_name_is_injective_and_reads_back():
+    from urllib.parse import unquote
+
+    items = ["x/a/b.png", "x/a__b.png", "x/a%2Fb.png", "x/a%252Fb.png", "x:a/b.png", "x%3Aa/b.png", "a_b.png"]
+    names = [flat_name(item) for item in items]
+    assert len(set(names)) == len(items) and not any("/" in name or ":" in name for name in names)
+    assert [unquote(name) for name in names] == items
+
+
+def test_out_dot_writes_into_the_empty_current_folder(runner, cli, digits_annotation, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = runner.invoke(cli, ["labels", str(digits_annotation), "--out", "."])
+    # was: "unexpected ValueError: PosixPath('.') has an empty name"
+    assert result.exit_code == 0, result.stderr
+    assert (here / "labels.csv").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("where", ["inside a class folder", "a new class folder"])
+def test_out_inside_the_image_folder_is_refused(runner, cli, tmp_path, class_folder, where):
+    ann = tmp_path / "ann.npz"
+    annotate(str(class_folder), ann, annotator="synthetic", quiet=True)
+    out = class_folder / "cat" / "labels" if where == "inside a class folder" else class_folder / "new"
+    result = runner.invoke(cli, ["labels", str(ann), "--format", "imagefolder", "--out", str(out)])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "inside the image folder" in result.stderr and not out.exists()
+
+
+def test_contradicting_options_are_warned_about(runner, cli, digits_annotation, tmp_path):
+    options = ["--peer", "a", "--copy", "--format", "jsonl"]
+    result = runner.invoke(cli, ["labels", str(digits_annotation), *options, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert any("--peer a" in line and "no peers" in line for line in warned), result.stderr
+    assert any("--copy" in line and "imagefolder" in line for line in warned), result.stderr

@@ -137,11 +137,10 @@ def test_an_unwritable_output_fails_before_any_work(runner, cli, tmp_path, monke
 
     monkeypatch.setattr(locks.tempfile, "mkstemp", refuse)  # as root, permissions cannot be taken away
     out = tmp_path / "run"
-    began = time.perf_counter()
     result = runner.invoke(cli, ["train", str(ann), "--out", str(out), "-q"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr.strip().splitlines()[-1] == f"Error: {out}: not writable (Permission denied)"
-    assert time.perf_counter() - began < 30 and not (out / "config.json").exists()
+    assert not (out / "config.json").exists()
     assert not lock_path(out).exists()
 
 

@@ -42,10 +42,12 @@ def test_reject_from_the_cli_warnings_and_ranges(runner, cli, tmp_path):
     assert result.exit_code == 0 and "the synthetic annotator ignores --reject" in result.stderr
     assert load(out).rejected == []  # no zero-shot probabilities: nothing to reject on
     bad = runner.invoke(cli, ["annotate", "digits", "--annotator", "simulated", "--reject", "1.5", "--out", str(out)])
-    assert bad.exit_code == 2 and bad.stderr.strip() == "Error: --reject must be a number within [0, 1] (got 1.5)"
-    everything = runner.invoke(cli, ["annotate", "digits", "--annotator", "simulated", "--reject", "1",
+    assert bad.exit_code == 2 and bad.stderr.strip() == "Error: --reject must be a number within [0, 1) (got 1.5)"
+    one = runner.invoke(cli, ["annotate", "digits", "--annotator", "simulated", "--reject", "1", "--out", str(out)])
+    assert one.exit_code == 2 and "[0, 1)" in one.stderr  # a probability is never above 1: refused up front
+    everything = runner.invoke(cli, ["annotate", "digits", "--annotator", "simulated", "--reject", "0.99999",
                                      "--out", str(tmp_path / "none.npz")])  # fmt: skip
-    assert everything.exit_code == 1 and "every item was rejected" in everything.stderr
+    assert everything.exit_code == 1 and "every item was rejected" in everything.stderr, everything.stderr
 
 
 def test_files_without_rejections_load_as_before(tmp_path, digits_annotation):

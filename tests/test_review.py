@@ -126,3 +126,77 @@ def test_stratified_sample_by_hand():
     assert stratified_sample(table, 3) == [1, 4, 6]  # one per class, each its least confident
     assert stratified_sample(table, 5) == [1, 3, 4, 6, 5]  # class b ran out: a and c give more
     assert stratified_sample(table, 100) == [1, 3, 2, 0, 4, 6, 5]  # everything, grouped by class
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A 1-epoch run on an image folder whose items `x/a/b.png` and `x/a__b.png` were one file name under the
+    old '/' -> '__' naming (written once for this module; read only)."""
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from coreg_edge.annotate import annotate
+    from coreg_edge.cli import cli
+
+    folder = tmp_path_factory.mktemp("review_folder")
+    data = folder / "data"
+    names = ["x/a/b.png", "x/a__b.png", "x/c.png", "x/e.png", "y/a/b.png", "y/a__b.png", "y/d.png", "y/f.png"]
+    for i, rel in enumerate(names):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(i).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(data / rel)  # each its own bytes: an overwritten one shows
+    ann = folder / "ann.npz"
+    annotate(str(data), ann, annotator="simulated", preset="easy", shots=2, quiet=True)
+    run = folder / "run"
+    tiny = ["--method", "supervised", "--epochs", "1", "--batch-size", "4", *TINY]
+    args = ["train", str(ann), "--out", str(run), *tiny]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    return data, ann, run
+
+
+def test_review_names_never_collide(runner, cli, folder_run, tmp_path):
+    from coreg_edge.data import open_source
+
+    data, _, run = folder_run
+    out = tmp_path / "review"
+    result = runner.invoke(cli, ["review", str(run), "--sample", "100", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.stderr
+    items = json.loads((out / "review.json").read_text())["items"]
+    assert len(items) == 8 == sum(1 for _ in out.rglob("*.png"))  # was fewer files than items: overwritten
+    for entry in items:
+        assert (out / entry["file"]).read_bytes() == (data / entry["item"]).read_bytes()
+    source = open_source(str(out))  # as `train --val` reads it: every item, under its predicted class
+    assert len(source) == 8
+    assert sorted(source.item_ids) == sorted(entry["file"] for entry in items)
+
+
+def test_review_out_dot_in_an_empty_current_folder(runner, cli, folder_run, tmp_path, monkeypatch):
+    _, _, run = folder_run
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = runner.invoke(cli, ["review", str(run), "--out", "."])
+    assert result.exit_code == 0, result.stderr  # was: "unexpected ValueError: ... has an empty name"
+    assert (here / "index.html").exists() and (here / "review.json").exists()
+
+
+def test_review_out_inside_the_images_is_refused(runner, cli, folder_run):
+    data, _, run = folder_run
+    result = runner.invoke(cli, ["review", str(run), "--out", str(data / "review")])
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "inside the image folder" in result.stderr and not (data / "review").exists()
+
+
+def test_review_says_its_accuracy_is_a_biased_check_not_a_held_out_estimate(
+    runner, cli, folder_run, tmp_path
+):
+    _, _, run = folder_run
+    help_text = " ".join(runner.invoke(cli, ["review", "--help"]).output.split())
+    assert "honest" not in help_text and "not an unbiased held-out estimate" in help_text
+    assert "drawn from the training items" in help_text
+    out = tmp_path / "review"
+    assert runner.invoke(cli, ["review", str(run), "--out", str(out)]).exit_code == 0
+    page = " ".join((out / "index.html").read_text().split())
+    assert "training items" in page and "not an unbiased held-out estimate" in page

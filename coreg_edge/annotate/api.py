@@ -43,6 +43,7 @@ def annotate(
     *,
     quiet: bool = False,
     resume: bool = False,
+    overwrite: bool = False,
     **options: Any,
 ) -> Annotation:
     """Annotate DATA with candidate-label sets and (when `out` is given) write the file atomically.
@@ -58,16 +59,19 @@ def annotate(
     "hard"), each knob (`shots`, `sim_templates`, `template_bias`, `item_noise`, `temperature`,
     `feature_size`) overriding the preset's value unless None.
     `wording` ("number {}") is how a class name reads in prompts; the file keeps the plain names.
+    An existing `out` is refused unless `overwrite=True`.
     """
     s = build(AnnotateSettings, settings, options)
-    return _annotate(data, _shard_out(out, s), s, quiet=quiet, resume=resume)
+    return _annotate(data, _shard_out(out, s), s, quiet=quiet, resume=resume, overwrite=overwrite)
 
 
 @locks_output("out", "annotation file")
-def _annotate(data: str, out: str | Path | None, s: AnnotateSettings, *, quiet: bool, resume: bool) -> Annotation:
+def _annotate(
+    data: str, out: str | Path | None, s: AnnotateSettings, *, quiet: bool, resume: bool, overwrite: bool
+) -> Annotation:
     with pixel_limit(s.max_image_pixels):  # restored afterwards: the limit is this call's, not the process's
         if out is not None:
-            check_output_name(out)
+            check_output_name(out, overwrite=overwrite)
         source = open_source(data, download=s.download, data_dir=s.data_dir, channels=s.channels)
         class_names, prompt_names, labels = resolve_classes(s.classes, source, s.wording)
         skips = Skips(s.strict)
@@ -78,6 +82,7 @@ def _annotate(data: str, out: str | Path | None, s: AnnotateSettings, *, quiet: 
                 f"the {annotator.name} annotator needs ground truth, and {data} has none "
                 "(use a folder with one sub-folder per class, or a built-in dataset)"
             )
+        s = _bounded_workers(s)
         rows, shard = _shard(s, len(source), annotator)
         journal = _journal(out, s, source, class_names, prompt_names, shard, resume, annotator)
         job = AnnotateJob(data, source, class_names, prompt_names, labels, s, skips, quiet, rows, journal)
@@ -89,9 +94,14 @@ def _annotate(data: str, out: str | Path | None, s: AnnotateSettings, *, quiet: 
         keep = np.asarray([i for i in job.item_rows if i not in skips.indices], dtype=np.int64)
         if len(keep) == 0 and shard is None:  # a shard may be empty: the merge still needs its file
             raise UserError(f"{data}: no readable images")
+        before = keep
         keep, rejected = _reject(keep, result, s.reject if "reject" in annotator.options else None, source)
         if len(keep) == 0 and shard is None:
-            raise UserError(f"--reject {s.reject}: every item was rejected; lower it")
+            best = float(result.probs[before - result.first_row].max())
+            kept = (f" (the votes are kept in {journal.folder}: the same command with --resume and a lower --reject "
+                    "reuses them)") if journal is not None else ""  # fmt: skip
+            raise UserError(f"--reject {s.reject}: every item was rejected (the best zero-shot probability of any "
+                            f"item is {best:.3f}); lower it{kept}")  # fmt: skip
         at = keep - result.first_row  # positions in the result's arrays
         annotation = Annotation(
             candidates=result.candidates[at],
@@ -119,8 +129,26 @@ def _annotate(data: str, out: str | Path | None, s: AnnotateSettings, *, quiet: 
         return annotation
 
 
+def _bounded_workers(s: AnnotateSettings) -> AnnotateSettings:
+    """--workers at most this machine's cores, said once (torch's DataLoader warns about more in 300 characters,
+    once per loader, and the extra processes only compete for the same cores)."""
+    import dataclasses
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if s.workers <= cores:
+        return s
+    warnings.warn(f"--workers {s.workers}: this machine has {cores} CPU core(s) for this process; using {cores}",
+                  stacklevel=3)  # fmt: skip
+    return dataclasses.replace(s, workers=cores)
+
+
 def _shard_out(out: str | Path | None, s: AnnotateSettings) -> str | Path | None:
-    """--out with {shard} filled in (one file per rank under torchrun: --shard auto --out 'ann-{shard}.npz')."""
+    """--out with {shard} filled in (one file per rank under torchrun: --shard auto --out 'ann-{shard}.npz').
+    --shard auto without {shard} is refused before any work: every rank would write the one file."""
+    if out is not None and s.shard and s.shard.strip() == "auto" and "{shard}" not in str(out):
+        raise UserError(f"--shard auto --out {out}: every rank would write this one file; put {{shard}} in the "
+                        "name (e.g. --out 'ann-{shard}.npz') so each rank writes its own")  # fmt: skip
     if out is None or "{shard}" not in str(out):
         return out
     if not s.shard:
@@ -139,8 +167,8 @@ def _shard(s: AnnotateSettings, total: int, annotator: Any) -> tuple[np.ndarray 
     if annotator.protocol is not None:
         raise UserError(f"--shard: the {annotator.name} annotator has no voters to share out; annotate it in one go")
     if not annotator.streaming:
-        raise UserError("--shard and --resume need a streaming annotator (clip); this one fits its voters on the "
-                        "whole set at once")  # fmt: skip
+        raise UserError(f"--shard needs a streaming annotator (clip); the {annotator.name} annotator fits its "
+                        "voters on the whole set at once")  # fmt: skip
     index, count = parse_shard(s.shard)
     rows = shard_rows(total, index, count, s.batch_size)
     return rows, shard_block(index, count, rows, total, s.batch_size, s.reject if "reject" in annotator.options else None)
@@ -153,17 +181,23 @@ def _journal(
     """OUT.partial/'s journal for a voting annotator writing a file; None otherwise."""
     if out is None or annotator.panel is None or not annotator.streaming:
         if resume:
-            raise UserError("--shard and --resume need a streaming annotator (clip) writing --out; this one "
-                            "fits or draws on the whole set at once")  # fmt: skip
+            raise UserError(f"--resume needs a streaming annotator (clip) writing --out; the {annotator.name} "
+                            "annotator fits or draws on the whole set at once, so there is nothing to resume: "
+                            "run it again without --resume")  # fmt: skip
         return None
     import dataclasses
 
-    from coreg_edge.annotate.journal import Journal
+    from coreg_edge.annotate.clip import weights_identity
+    from coreg_edge.annotate.journal import Journal, items_fingerprint
     from coreg_edge.settings.fields import execution_keys
 
-    settings = {k: v for k, v in dataclasses.asdict(s).items() if k not in execution_keys(AnnotateSettings)}
+    # --reject only filters the finished votes: a resumed call may change it (after "every item was rejected")
+    settings = {k: v for k, v in dataclasses.asdict(s).items()
+                if k not in execution_keys(AnnotateSettings) and k != "reject"}  # fmt: skip
+    shard = None if shard is None else {k: v for k, v in shard.items() if k != "reject"}
     # batch size and device too: other batch boundaries or another arithmetic would change the last digits
-    identity = {"settings": settings, "data": source.describe(), "items": len(source), "classes": class_names,
+    identity = {"settings": settings, "data": source.describe(), "items": len(source),
+                "item_files": items_fingerprint(source), "weights": weights_identity(s), "classes": class_names,
                 "prompt_names": prompt_names, "shard": shard, "batch_size": s.batch_size,
                 "device": resolve_device(s.device).split(":")[0], "coreg_edge_version": __version__}  # fmt: skip
     return Journal(out, identity, resume=resume)

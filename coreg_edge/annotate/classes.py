@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from coreg_edge.annotate.templates import TEMPLATE_RULE, is_template
 from coreg_edge.data import ImageSource, dataset_info
 from coreg_edge.errors import UserError
 
@@ -117,8 +118,8 @@ def resolve_classes(
     For a labelled folder, the names must be the sub-folders' (in any order: labels follow them).
     For a built-in dataset, given names replace its wording and must match its class count.
     """
-    if wording is not None and wording.count("{}") != 1:
-        raise UserError(f"--wording {wording!r} needs exactly one {{}} where the class name goes")
+    if wording is not None and not is_template(wording):
+        raise UserError(f"--wording {wording!r} needs {TEMPLATE_RULE}")
     given, synonyms = parse_classes(classes)
     names, prompts, labels = _resolve(given, source)
     said: list[str | list[str]] = list(prompts if wording is None else names)  # wording words the plain names

@@ -15,6 +15,7 @@ import pickle
 import re
 import socket
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from coreg_edge.annotate.examples import ExampleVoters, load_examples
 from coreg_edge.annotate.job import AnnotateJob
 from coreg_edge.annotate.templates import load_templates
 from coreg_edge.annotate.voters import LOGIT_SCALE, Ballot, Embedder, Panel, Voters
+from coreg_edge.digests import content_id
 from coreg_edge.errors import UserError, require
-from coreg_edge.settings.annotate import DEFAULT_CLIP_MODEL, DEFAULT_PRETRAINED
+from coreg_edge.settings.annotate import DEFAULT_CLIP_MODEL, DEFAULT_PRETRAINED, AnnotateSettings
 from coreg_edge.utils import one_line, resolve_device
 
 
@@ -258,6 +260,13 @@ def _autocast(device: str):
     return contextlib.nullcontext()
 
 
+def weights_identity(s: AnnotateSettings) -> dict[str, str]:
+    """The content digests of --pretrained and --clip-model where they are files: shards and a resumed call
+    must come from the same weights, not the same path (merge and --resume compare them)."""
+    digests = {"pretrained_sha256": content_id(s.pretrained), "model_config_sha256": content_id(s.clip_model)}
+    return {key: value for key, value in digests.items() if value is not None}
+
+
 def clip_panel(job: AnnotateJob) -> Panel:
     """The clip annotator: CLIP's image encoder, one voter per template and (with --examples) the examples'."""
     s = job.settings
@@ -265,6 +274,12 @@ def clip_panel(job: AnnotateJob) -> Panel:
     if not templates and not s.examples:
         raise UserError("--templates none leaves no voter: give --examples EXAMPLES/ (or a template set)")
     examples = load_examples(s.examples, job.class_names, job.source.channels, job.folder_root) if s.examples else None
+    missing = examples.missing(job.class_names) if examples is not None and not templates else []
+    if missing:
+        warnings.warn(f"--templates none: the examples are the only voter and {s.examples} has no sub-folder for "
+                      f"{len(missing)} class(es) ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): "
+                      "no item can have them as a candidate; add their examples or keep a template set",
+                      stacklevel=2)  # fmt: skip
     device = resolve_device(s.device)
     if s.shard is not None and s.shard.strip() == "auto":  # one GPU per rank under torchrun
         from coreg_edge.utils import rank_device
@@ -277,7 +292,8 @@ def clip_panel(job: AnnotateJob) -> Panel:
     embedder = ClipEmbedder(load_clip(s.clip_model, s.pretrained, device))
     groups: list[Voters] = [TextPromptVoters(embedder.bundle, templates, job.prompt_names)] if templates else []
     identity = {"model": s.clip_model, "pretrained": s.pretrained, "mode": s.mode,
-                "k": s.k if s.mode != "union-top1" else None, "ratio": s.ratio if s.mode == "ratio" else None}
+                "k": s.k if s.mode != "union-top1" else None, "ratio": s.ratio if s.mode == "ratio" else None,
+                **weights_identity(s)}
     if examples is not None:
         groups.append(ExampleVoters(examples, embedder, job.class_names, metric="cosine"))
         identity["examples"] = examples.describe(job.class_names)

@@ -37,6 +37,10 @@ class Examples:
     def load(self, i: int) -> Any:
         return self.source.load(i)
 
+    def missing(self, class_names: list[str]) -> list[str]:
+        """The classes without an example: with no other voter, never a candidate of any item."""
+        return [name for c, name in enumerate(class_names) if not (self.classes == c).any()]
+
     def describe(self, class_names: list[str]) -> dict[str, Any]:
         counts = {name: int((self.classes == c).sum()) for c, name in enumerate(class_names)}
         return {"folder": self.folder, "per_class": {k: v for k, v in counts.items() if v}}

@@ -9,7 +9,9 @@ finished annotation removes the folder; a new call without --resume starts over.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
 import zipfile
@@ -21,6 +23,9 @@ import numpy as np
 from coreg_edge.errors import UserError
 from coreg_edge.utils import atomic_path, read_json_object
 
+# how _changes names an identity key that is no option
+CHANGE_NAMES = {"items": "the item count", "item_files": "the images (renamed, replaced or edited since)",
+                "weights": "the weights' content (another file behind the same path)"}
 CHUNK_ITEMS = 4096  # items per chunk file, at least (a whole number of batches)
 CHUNK_SECONDS = 60.0  # or this long since the last chunk, whichever comes first
 IDENTITY_FILE = "identity.json"
@@ -120,6 +125,23 @@ class Journal:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def items_fingerprint(source: Any) -> str:
+    """sha256 of every item's id and, for an image file, its size and modification time: what --resume must
+    find unchanged. A count alone let a renamed image (same count) take another image's votes."""
+    digest = hashlib.sha256()
+    path_of = getattr(source, "path", None)
+    for index, item in enumerate(source.item_ids):
+        digest.update(item.encode("utf-8", "surrogateescape") + b"\0")
+        if path_of is not None:
+            try:
+                stat = os.stat(path_of(index))
+                digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+            except OSError:
+                digest.update(b"missing")
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
 def _last_chunk(folder: Path) -> int:
     """The highest chunk number on disk (0: none); the next chunk is one more, never one that exists."""
     numbers = [int(p.stem.split("-")[1]) for p in folder.glob("chunk-*.npz") if p.stem.split("-")[1].isdigit()]
@@ -132,6 +154,6 @@ def _changes(recorded: dict[str, Any] | None, now: dict[str, Any]) -> str:
         return "its identity.json is unreadable"
     old_settings, new_settings = recorded.get("settings") or {}, now.get("settings") or {}
     names = sorted(k for k in {*old_settings, *new_settings} if old_settings.get(k) != new_settings.get(k))
-    names += sorted(k for k in {*recorded, *now} if k != "settings" and recorded.get(k) != now.get(k))
+    names += sorted(CHANGE_NAMES.get(k, k) for k in {*recorded, *now} if k != "settings" and recorded.get(k) != now.get(k))
     return f"changed: {', '.join(names)}" if names else "changed: nothing readable"
 

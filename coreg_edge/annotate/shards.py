@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,8 +18,7 @@ import numpy as np
 
 from coreg_edge.annotation_file import Annotation, AnnotationFormatError, load
 from coreg_edge.errors import UserError
-
-SHARD_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+from coreg_edge.settings.annotate import SHARD_PATTERN
 
 
 def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
@@ -144,3 +142,19 @@ def merge_shards(paths: Sequence[str | os.PathLike[str]]) -> Annotation:
         rejected=[item for a in ordered for item in a.rejected],
         extra={**extra, "merged_from": [shards[k][0] for k in range(1, count + 1)]},
     )
+
+
+def merge_into(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Annotation:
+    """Merge the shard files into the new annotation file `out` (refused when it exists or is a shard)."""
+    from pathlib import Path
+
+    from coreg_edge.annotation_file import check_output_name
+    from coreg_edge.locks import exclusive
+
+    if any(Path(shard).resolve() == Path(out).resolve() for shard in paths):
+        raise UserError(f"--out {out}: is one of the shards to merge; write the merged file elsewhere")
+    check_output_name(out)
+    with exclusive(out, "annotation file"):
+        annotation = merge_shards(paths)
+        annotation.save(out)
+    return annotation

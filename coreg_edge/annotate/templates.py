@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
 from coreg_edge.errors import UserError
+
+TEMPLATE_RULE = "exactly one {} where the class name goes, and any other brace doubled ({{ or }})"
 
 # docs/ALGORITHM.md#annotation: the 27 templates the paper's annotation uses.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -119,7 +122,19 @@ def load_templates(spec: str = "default") -> list[str]:
     templates = [line for line in lines if line and not line.startswith("#")]
     if not templates:
         raise UserError(f"{path}: no templates (one per line, each with {{}} where the class name goes)")
-    bad = [t for t in templates if t.count("{}") != 1]
+    bad = [t for t in templates if not is_template(t)]
     if bad:
-        raise UserError(f"{path}: every template needs exactly one {{}} for the class name (bad: {bad[0]!r})")
+        raise UserError(f"{path}: every template needs {TEMPLATE_RULE} (bad: {bad[0]!r})")
     return templates
+
+
+def is_template(text: str) -> bool:
+    """Whether `text.format(name)` puts the name in exactly one place and nothing else: one bare `{}`, no
+    named or numbered field (`{x}` would fail with a KeyError once the model is loaded), escaped braces
+    (`{{`, `}}`) allowed. The one check for templates files, inline recipe templates and --wording."""
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(text)
+                  if name is not None]  # fmt: skip
+    except ValueError:  # a lone { or }
+        return False
+    return fields == [("", "", None)]

@@ -47,21 +47,13 @@ def annotate(data: tuple[str, ...], out: str, resume: bool, merge: bool, as_json
     DATA is a folder (flat: unlabeled; one sub-folder per class: labels kept for evaluation), or
     digits, digits:test, cifar10[:train|:test], cifar100, svhn, fmnist, eurosat, gtsrb.
     """
-    from pathlib import Path
-
     from coreg_edge.errors import UserError
 
     if merge:
-        from coreg_edge.annotate.shards import merge_shards
-        from coreg_edge.annotation_file import check_output_name
-        from coreg_edge.locks import exclusive
+        from coreg_edge.annotate.shards import merge_into
 
-        check_output_name(out)
-        if any(Path(shard).resolve() == Path(out).resolve() for shard in data):
-            raise UserError(f"--out {out}: is one of the shards to merge; write the merged file elsewhere")
-        with exclusive(out, "annotation file"):
-            annotation = merge_shards(data)
-            annotation.save(out)
+        _warn_ignored_by_merge(options, device=device, seed=seed, resume=resume)
+        annotation = merge_into(data, out)
     else:
         if len(data) != 1:
             raise UserError("give one DATA (a folder or a built-in dataset), or --merge SHARD... to join shard files")
@@ -81,3 +73,18 @@ def annotate(data: tuple[str, ...], out: str, resume: bool, merge: bool, as_json
         + (f", {stats['skipped_items']} unreadable skipped" if stats["skipped_items"] else ""),
         quiet,
     )
+
+
+def _warn_ignored_by_merge(options: dict, **common) -> None:
+    """--merge joins the shards as they were made: one warning naming every option it ignores."""
+    import dataclasses
+    import warnings
+
+    from coreg_edge.settings.fields import cli_flag
+
+    defaults = {f.name: f.default for f in dataclasses.fields(AnnotateSettings)}
+    given = [cli_flag(name) for name, value in options.items() if value != defaults.get(name)]
+    given += [f"--{name}" for name, value in common.items() if value not in (defaults.get(name), False)]
+    if given:
+        warnings.warn(f"--merge joins the shards as they were made; it ignores {', '.join(sorted(given))}",
+                      stacklevel=2)  # fmt: skip

@@ -55,7 +55,8 @@ def bench(model: str, vs: str | None, as_json: bool, device: str, seed: int, qui
 
         if vs is not None or settings.input_size:
             raise UserError("--vs and --input-size time single models; an export folder times its own formats")
-        folder = bench_formats(model, settings, providers=providers, progress=not quiet and not as_json)
+        folder = bench_formats(model, settings, providers=providers, progress=not quiet and not as_json,
+                               caller="cli")  # fmt: skip
         click.echo(json.dumps(folder.to_dict(), indent=2) if as_json else format_formats(folder))
         return
     report = run_bench(
@@ -63,7 +64,8 @@ def bench(model: str, vs: str | None, as_json: bool, device: str, seed: int, qui
         settings,
         vs=vs,
         providers=providers,
-        input_size=parse_size(settings.input_size) if settings.input_size else None,
+        input_size=parse_size(settings.input_size, "cli") if settings.input_size else None,
         progress=not quiet and not as_json,
+        caller="cli",
     )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))

@@ -25,7 +25,7 @@ probabilities. ImageFolder links the original files (--copy copies them); they n
 """
 )
 @click.argument("path", type=click.Path(path_type=str))
-@click.option("--out", "-o", required=True, help="Folder to write (new or empty).")
+@click.option("--out", "-o", required=True, help="Folder to write: new or empty (. too), outside the images.")
 @settings_options(LabelsSettings)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @common_options

@@ -141,6 +141,7 @@ def predict(model: str, inputs: tuple[str, ...], device: str, seed: int, quiet: 
         mean=s.mean,
         std=s.std,
         batch_size=batch_size,
+        caller="cli",
     )
     k = min(topk, classifier.num_classes)
     threshold = _threshold(s, classifier, model)

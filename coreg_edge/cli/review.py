@@ -19,18 +19,20 @@ Examples:
   coreg-edge train ann.npz --val photos-review/ --out runs/photos-checked
 
 \b
-With --val the peer is chosen by accuracy on the corrected sample, and the run reports that accuracy:
-an honest number on your own data.
+With --val the peer is chosen by accuracy on the corrected sample, and the run reports that accuracy.
+The sample is drawn from the training items, the least confident first: accuracy on it is a pessimistic,
+biased check of the labels, not an unbiased held-out estimate of accuracy on new images.
 """
 )
 @click.argument("run", type=click.Path(path_type=str))
-@click.option("--out", "-o", required=True, help="Folder to write (new or empty).")
+@click.option("--out", "-o", required=True, help="Folder to write: new or empty (. too), outside the images.")
 @settings_options(ReviewSettings)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @common_options
 @handle_errors
 def review(run: str, out: str, as_json: bool, device: str, seed: int, quiet: bool, **options) -> None:
-    """Write a review folder for RUN: one sub-folder per predicted class and a self-contained index.html."""
+    """Write a review folder for RUN: a sample of its training items (the least confident first), one
+    sub-folder per predicted class and a self-contained index.html."""
     from coreg_edge.review import write_review
 
     summary = write_review(run, out, ReviewSettings(device=device, **options), quiet=quiet)

@@ -57,15 +57,19 @@ def _train(annotation, out, overrides, resume, as_json, nproc, device, seed, qui
         raise UserError("--nproc starts its own processes: drop it under torchrun")
     if not resume and not annotation:
         raise UserError("ANNOTATION is required (or --resume --out RUN to continue a run)")
-    if resume:
-        _refuse_changes_on_resume(click.get_current_context(), out)
+    stored = _refuse_changes_on_resume(click.get_current_context(), out) if resume else None
     coreg = parse_overrides(overrides)
     if nproc > 1:  # the command line, the folder and the annotation are checked here once, then each worker runs it
-        from coreg_edge.training.launch import launch, worker_args
+        from coreg_edge.training.launch import check_nproc, launch, worker_args
         from coreg_edge.training.trainer import check_before_launch
 
+        # the device the workers will use: typed now, else a resumed run's own
+        if stored is not None and "device" not in _typed(click.get_current_context()):
+            device = str(stored.get("settings", {}).get("device") or device)
+        check_nproc(nproc, device)
         check_before_launch(annotation, out, resume)
-        raise SystemExit(launch(nproc, worker_args(click.get_current_context().find_root().obj["argv"])))
+        argv = worker_args(click.get_current_context().find_root().obj["argv"])
+        raise SystemExit(launch(nproc, argv, device))
     from coreg_edge.training.trainer import train as run_train
 
     call = {"device": device, "seed": seed, "coreg": coreg, **options}
@@ -94,13 +98,13 @@ def _typed(ctx: click.Context) -> set[str]:
     }
 
 
-def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
+def _refuse_changes_on_resume(ctx: click.Context, out: str) -> dict:
     """--resume continues the stored run exactly: options that would change what it computes are an error
-    (silently ignoring them would train something else than the user asked for)."""
+    (silently ignoring them would train something else than the user asked for). Returns the run's config."""
     from coreg_edge.errors import UserError
     from coreg_edge.training import run_folder
 
-    run_folder.read_config(out)  # first: is there a run to resume at all?
+    config = run_folder.read_config(out)  # first: is there a run to resume at all?
 
     allowed = RESUME_OVERRIDES | {"resume", "out", "quiet", "as_json", "nproc"}
     typed = _typed(ctx)
@@ -120,6 +124,7 @@ def _refuse_changes_on_resume(ctx: click.Context, out: str) -> None:
             f"--resume continues the run with its stored settings; drop {', '.join(given)} "
             f"(only {', '.join(may)} may change; after a divergence also --set lr=...)"
         )
+    return config
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict:

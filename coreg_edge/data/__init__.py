@@ -79,11 +79,19 @@ def reopen(
         if not data:
             raise UserError(f"the recorded data names no images; pass {option}")
     try:
-        return open_source(str(data), download=download, channels=block.get("channels")), str(data)
+        source = open_source(str(data), download=download, channels=block.get("channels"))
     except UserError as exc:
         if not recorded:
             raise
         raise UserError(f"{exc} (the images recorded earlier; if they moved, pass {option})") from exc
+    if recorded:
+        source.missing_advice = f"did the images move? pass {option} with their new location"
+    else:  # the user's own answer to "where are they now": telling them to pass it again would not help
+        source.missing_advice = (
+            f"{option} {data} does not hold all the annotated images: some were deleted or renamed, "
+            "or it is another folder"
+        )
+    return source, str(data)
 
 
 def absolute_data(data: str | None) -> str | None:

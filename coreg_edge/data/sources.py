@@ -37,6 +37,17 @@ def class_folders(class_names: Sequence[str]) -> list[str]:
     return folders
 
 
+def class_positions(folder_names: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
+    """Each of a labelled source's class names -> its index in `class_names`, -1 for none: the name itself,
+    else the folder name `labels --format imagefolder` and `review` write for a class (class_folder_name:
+    `cat/dog` -> `cat_dog`), when exactly one class has that folder name. The one remap every reader of
+    labelled folders uses (training's --eval/--val, export parity, the report)."""
+    folders = [class_folder_name(name) for name in class_names]
+    by_folder = {folder: i for i, folder in enumerate(folders) if folders.count(folder) == 1}
+    position = {name: i for i, name in enumerate(class_names)}
+    return np.asarray([position.get(name, by_folder.get(name, -1)) for name in folder_names], dtype=np.int64)
+
+
 class ImageSource:
     """Base class: `item_ids`, `labels` (int64, -1 unknown), `class_names` (None when unlabeled)."""
 
@@ -49,6 +60,9 @@ class ImageSource:
     split: str | None
     #: True when reading an item may fail (files on disk); in-memory arrays never do.
     can_fail: bool = False
+    #: What indices_of() advises when annotated items are missing: reopen() sets it to fit how the source was
+    #: found (where it was recorded: pass --data; where --data said: that folder is not the one, or lost some).
+    missing_advice: str = "did the data move? pass --data with its new location"
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -71,7 +85,7 @@ class ImageSource:
         if missing:
             raise UserError(
                 f"{len(missing)} annotated item(s) are not in {self.root} (first: {missing[0]}); "
-                "did the data move? pass --data with its new location"
+                f"{self.missing_advice}"
             )
         return np.asarray([lookup[item] for item in item_ids], dtype=np.int64)
 

@@ -10,20 +10,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from coreg_edge.digests import file_sha256
 from coreg_edge.errors import UserError
 from coreg_edge.pipeline.layout import STATE_FILE, STATE_FORMAT_VERSION
 from coreg_edge.recipe import Recipe
 from coreg_edge.utils import write_json
 
 _BIG_INPUT = 64 * 1024 * 1024  # user files above this are fingerprinted by size + mtime, not content
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _digest_json(value: Any) -> str:
@@ -49,7 +42,7 @@ def input_fingerprint(spec: str | os.PathLike[str] | None) -> str | None:
         stat = path.stat()
         if stat.st_size > _BIG_INPUT:
             return f"stat:{stat.st_size}:{stat.st_mtime_ns}"
-        return f"sha256:{_sha256_file(path)}"
+        return f"sha256:{file_sha256(path)}"
     listing = []
     for root, dirs, files in os.walk(path):
         dirs.sort()
@@ -101,7 +94,7 @@ class StageState:
             return None
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._digests:
-            self._digests[key] = _sha256_file(path)
+            self._digests[key] = file_sha256(path)
         return self._digests[key]
 
     def outputs_intact(self, run: Path, record: Mapping[str, Any]) -> bool:

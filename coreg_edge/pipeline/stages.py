@@ -105,7 +105,8 @@ class _Run:
         if isinstance(templates, list):
             with atomic_path(self.out / TEMPLATES_FILE) as tmp:
                 tmp.write_text("".join(t + "\n" for t in templates), encoding="utf-8")
-        annotate(recipe.data["train"], self.out / ANNOTATION_FILE, AnnotateSettings(**call), quiet=self.quiet)
+        annotate(recipe.data["train"], self.out / ANNOTATION_FILE, AnnotateSettings(**call), quiet=self.quiet,
+                 overwrite=True)  # the run's own file, whose inputs or settings changed
         self.finish("annotate", [ANNOTATION_FILE], time.perf_counter() - began, "ran")
 
     # -- train (and select) ------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ import base64
 import html
 import json
 import os
+import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,10 @@ import numpy as np
 
 from coreg_edge import __version__
 from coreg_edge.errors import MissingExtraError, UserError
-from coreg_edge.formats import FORMATS, file_passed
+from coreg_edge.formats import FORMATS, REJECTED_SUFFIX, file_passed
+from coreg_edge.locks import check_writable
 from coreg_edge.report.sources import ReportSources, find_sources
-from coreg_edge.utils import atomic_path
+from coreg_edge.utils import atomic_path, one_line
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1100px;
@@ -71,8 +74,15 @@ def _training(sources: ReportSources, plots: Any, quiet: bool) -> list[str]:
 
     parts = ["<h2>Training</h2>"]
     if sources.run is None:
+        if sources.export is not None and not (sources.export / "parity.json").is_file():
+            return [*parts, _missing("no training run here (without parity.json, an export folder does not say "
+                                     "which run it came from)")]  # fmt: skip
         return [*parts, _missing("no training run here (its folder, named in parity.json, is gone)")]
-    metrics = [row for row in _metrics(sources.run) if isinstance(row, dict)]
+    metrics, skipped = read_metrics(sources.run / "metrics.jsonl")
+    if skipped:
+        note = f"{sources.run / 'metrics.jsonl'}: left out {describe_skipped(skipped)}"
+        warnings.warn(note, UserWarning, stacklevel=2)
+        parts.append(_missing(note))
     config = sources.read("config") or {}
     selection = sources.read("selection") or {}
     peers = sorted(k for k in (metrics[-1].get("holdout") or {}) if k != "ensemble") if metrics else []
@@ -98,19 +108,62 @@ def _training(sources: ReportSources, plots: Any, quiet: bool) -> list[str]:
     return parts
 
 
-def _metrics(run: Path) -> list[Any]:
-    """metrics.jsonl's rows; a torn last line (a killed run) or a bad line is left out, not fatal."""
-    rows = []
+# Marks a page as this command's: a report rewrites its own page, never another file (README: outputs).
+GENERATOR = '<meta name="generator" content="coreg-edge report">'
+CUT_SHORT = "cut short: the last line of a run still training, or of one stopped mid-write"
+
+
+def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """metrics.jsonl's rows, and the (line number, why) of each line left out: the report shows what it can
+    (a torn last line is normal while a run trains), and says what it skipped (never silently)."""
     try:
-        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return [], [(0, f"unreadable ({exc.strerror or type(exc).__name__})")]
+    lines = text.splitlines()
+    last = max((number for number, line in enumerate(lines, 1) if line.strip()), default=0)
+    rows, skipped = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
-    return rows
+        try:
+            row = json.loads(line)
+        except ValueError:
+            cut = number == last and not text.endswith("\n")
+            skipped.append((number, CUT_SHORT if cut else "not JSON"))
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            skipped.append((number, "not a JSON object"))
+    return rows, skipped
+
+
+def describe_skipped(skipped: list[tuple[int, str]]) -> str:
+    """'line 3 (not JSON), line 9 (cut short: ...)', lines with the same reason grouped."""
+    reasons: dict[str, list[int]] = {}
+    for number, why in skipped:
+        reasons.setdefault(why, []).append(number)
+    parts = []
+    for why, numbers in reasons.items():
+        if numbers == [0]:
+            parts.append(f"the whole file ({why})")
+            continue
+        shown = ", ".join(map(str, numbers[:10])) + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+        parts.append(f"line{'s' if len(numbers) > 1 else ''} {shown} ({why})")
+    return "; ".join(parts)
+
+
+def _deployable(sources: ReportSources, summary: dict[str, Any]) -> list[str]:
+    """The pipeline's deployable model, claimed only while its file is there."""
+    named = summary.get("deployable")
+    if not isinstance(named, str) or not named:
+        return []
+    if (sources.path / named).is_file():
+        return [f"<p>Deployable model: <b>{_e(named)}</b></p>"]
+    note = f"summary.json names {named} as the deployable model, but {sources.path / named} is not there"
+    warnings.warn(note, UserWarning, stacklevel=2)
+    return [_missing(f"No deployable model: {note} (export again: coreg-edge run with the same --out)")]
 
 
 def _annotation(sources: ReportSources, plots: Any) -> list[str]:
@@ -146,14 +199,13 @@ def _formats(sources: ReportSources, plots: Any) -> list[str]:
     if parity is None:
         if sources.export is not None and (sources.export / "parity.json").is_file():
             return [*parts, _missing(f"{sources.export / 'parity.json'} is unreadable (not a JSON object)")]
+        if sources.export is not None:  # the model files without their parity report: show what is there
+            return [*parts, *_files_without_parity(sources, plots)]
         return [*parts, _missing("no export here: coreg-edge export RUN --out DIR --formats all")]
     if not all(isinstance(parity.get(key) or {}, dict) for key in ("checks", "files", "test_accuracy", "images")):
         return [*parts, _missing("parity.json is not in the layout coreg-edge export writes")]
     bench = sources.read("bench") or {}
-    rows_timed = [row for row in bench.get("formats") or [] if isinstance(row, dict)] if isinstance(bench.get("formats"), list) else []
-    p50 = {row.get("format"): {r["batch_size"]: r["p50_ms"] for r in row.get("results") or []
-                               if isinstance(r, dict) and "batch_size" in r and "p50_ms" in r}
-           for row in rows_timed}  # fmt: skip
+    p50 = _latency_table(bench)
     sizes = sorted({size for times in p50.values() for size in times})
     accuracy = parity.get("test_accuracy") or {}
     rows = []
@@ -170,16 +222,7 @@ def _formats(sources: ReportSources, plots: Any) -> list[str]:
                      *[_num((p50.get(row.name) or {}).get(b), ".3f") for b in sizes]])  # fmt: skip
     header = ["format", "file", "MB", "test acc", "parity", *[f"p50 ms b{b}" for b in sizes]]
     parts.append(_table(header, rows, left=2))
-    if any(p50.values()):
-        cpu = bench.get("cpu") or "this CPU"
-        parts.append(f'<p class="meta">latency on {_e(cpu)}, {_e(bench.get("provider"))}, '
-                     f"{_e(bench.get('threads'))} threads, all formats interleaved</p>")  # fmt: skip
-        timed = [{"format": name, "results": [{"batch_size": b, "p50_ms": ms} for b, ms in sorted(times.items())]}
-                 for name, times in p50.items() if times]  # fmt: skip
-        parts.append(_figure("latency", plots.latency(timed, cpu), "latency against batch size, per format"))
-    else:
-        parts.append(_missing("no latencies: bench.json (a pipeline run's, or coreg-edge bench EXPORT_DIR --json > "
-                              "EXPORT_DIR/bench.json) is missing or in the single-model layout"))  # fmt: skip
+    parts += _latency(bench, p50, plots)
     parts.append("<h2>Parity against PyTorch</h2>")
     images = parity.get("images") or {}
     parts.append(f"<p>{_e(images.get('count'))} images ({_e(', '.join(images.get('sources') or []))}), "
@@ -196,6 +239,56 @@ def _formats(sources: ReportSources, plots: Any) -> list[str]:
     return parts
 
 
+def _latency_table(bench: dict[str, Any]) -> dict[Any, dict[int, float]]:
+    """bench.json's p50 per format and batch size ({} when it has none, or is in another layout)."""
+    formats = bench.get("formats")
+    rows_timed = [row for row in formats if isinstance(row, dict)] if isinstance(formats, list) else []
+    return {row.get("format"): {r["batch_size"]: r["p50_ms"] for r in row.get("results") or []
+                                if isinstance(r, dict) and "batch_size" in r and "p50_ms" in r}
+            for row in rows_timed}  # fmt: skip
+
+
+def _latency(bench: dict[str, Any], p50: dict[Any, dict[int, float]], plots: Any) -> list[str]:
+    if not any(p50.values()):
+        return [_missing("no latencies: bench.json (a pipeline run's, or coreg-edge bench EXPORT_DIR --json > "
+                         "EXPORT_DIR/bench.json) is missing or in the single-model layout")]  # fmt: skip
+    cpu = bench.get("cpu") or "this CPU"
+    timed = [{"format": name, "results": [{"batch_size": b, "p50_ms": ms} for b, ms in sorted(times.items())]}
+             for name, times in p50.items() if times]  # fmt: skip
+    return [f'<p class="meta">latency on {_e(cpu)}, {_e(bench.get("provider"))}, '
+            f"{_e(bench.get('threads'))} threads, all formats interleaved</p>",
+            _figure("latency", plots.latency(timed, cpu), "latency against batch size, per format")]  # fmt: skip
+
+
+def _files_without_parity(sources: ReportSources, plots: Any) -> list[str]:
+    """An export folder with its model files but no parity.json: each file's size and the test accuracy its
+    own metadata records, parity unknown."""
+    from coreg_edge.exporters.describe import describe_onnx
+
+    folder = sources.export
+    assert folder is not None
+    bench = sources.read("bench") or {}
+    p50 = _latency_table(bench)
+    sizes = sorted({size for times in p50.values() for size in times})
+    rows = []
+    for row in FORMATS:
+        for name in (row.file_name, row.file_name + REJECTED_SUFFIX):
+            path = folder / name
+            if not path.is_file():
+                continue
+            try:
+                accuracy = _num(describe_onnx(path).get("test_accuracy"))
+            except UserError as exc:
+                accuracy = f'<span class="fail">unreadable: {_e(exc)}</span>'
+            mark = '<span class="fail">rejected</span>' if name.endswith(REJECTED_SUFFIX) else "unknown"
+            rows.append([_e(row.name), _e(name), _num(path.stat().st_size / 1e6, ".2f"), accuracy, mark,
+                         *[_num((p50.get(row.name) or {}).get(b), ".3f") for b in sizes]])  # fmt: skip
+    header = ["format", "file", "MB", "test acc (its metadata)", "parity", *[f"p50 ms b{b}" for b in sizes]]
+    return [_missing(f"no parity.json in {folder}: these files' parity against PyTorch is unknown here "
+                     "(coreg-edge export RUN --out DIR --check-only checks them again and writes it)"),
+            _table(header, rows, left=2), *_latency(bench, p50, plots)]  # fmt: skip
+
+
 def build_page(sources: ReportSources, quiet: bool = True) -> str:
     """The whole HTML text."""
     try:
@@ -209,12 +302,11 @@ def build_page(sources: ReportSources, quiet: bool = True) -> str:
     body = [f"<h1>{_e(title)}</h1>",
             f'<p class="meta">{_e(sources.kind)} {_e(sources.path.resolve())}; '
             f"coreg-edge {_e(__version__)}; {_e(time.strftime('%Y-%m-%d %H:%M %Z'))}</p>"]  # fmt: skip
-    if summary.get("deployable"):
-        body.append(f"<p>Deployable model: <b>{_e(summary['deployable'])}</b></p>")
+    body += _deployable(sources, summary)
     body += _annotation(sources, plots)
     body += _training(sources, plots, quiet)
     body += _formats(sources, plots)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{GENERATOR}<title>{_e(title)}</title>'
             f"<style>{CSS}</style></head><body>{''.join(body)}{COUNT_LOADED}</body></html>\n")  # fmt: skip
 
 
@@ -224,18 +316,48 @@ def write_report(
     """Report RUN_OR_EXPORT_OR_PIPELINE_RUN to `out` (default: report.html inside it), atomically."""
     sources = find_sources(path)
     target = Path(out) if out is not None else sources.path / "report.html"
+    shown = f"--out {target}" if out is not None else str(target)
     if target.is_dir():
-        raise UserError(f"--out {target}: is a folder; give a file name such as {target / 'report.html'}")
+        raise UserError(f"{shown}: is a folder; give a file name such as {target / 'report.html'}")
     if target.suffix.lower() not in (".html", ".htm"):
-        raise UserError(f"--out {target}: a report is an .html file (did you mean {target}.html?)")
+        raise UserError(f"{shown}: a report is an .html file (did you mean {target}.html?)")
+    if target.is_file() and not _is_our_report(target):
+        raise UserError(f"{shown}: exists and is not a coreg-edge report; choose a new name, or delete it first "
+                        "(nothing was overwritten)")  # fmt: skip
+    _probe_writable(target, shown)  # before any rendering: an unwritable place must not cost the evaluation pass
     page = build_page(sources, quiet=quiet)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             Path(tmp).write_text(page, encoding="utf-8")
-    except (PermissionError, FileExistsError, NotADirectoryError) as exc:
-        raise UserError(f"--out {target}: cannot be written there ({exc.strerror or type(exc).__name__})") from None
+    except OSError as exc:  # full disk, read-only file system, a folder gone meanwhile: one line, no temp name
+        raise UserError(f"{shown}: cannot be written there ({exc.strerror or one_line(exc)})") from None
     return target
+
+
+def _is_our_report(path: Path) -> bool:
+    """A page this command wrote (its generator tag near the top; before the tag, the version line under its
+    title): the one file a report may replace."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return False
+    return GENERATOR.encode() in head or re.search(rb'<p class="meta">[^<]*; coreg-edge [0-9]', head) is not None
+
+
+def _probe_writable(target: Path, shown: str) -> None:
+    """Fail in one line, creating nothing, when `target` cannot be written: its nearest existing folder
+    gets the probe every output uses (locks.check_writable: a real temporary file, made and removed)."""
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{shown}: cannot be written there ({folder} is a file)")
+    try:
+        check_writable(folder)
+    except UserError as exc:
+        raise UserError(f"{shown}: cannot be written there ({exc})") from None
 
 
 def figure_ids(page: str) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
+from coreg_edge.formats import FILE_NAMES, REJECTED_SUFFIX
 from coreg_edge.utils import read_json_object
 
 
@@ -53,6 +54,13 @@ def _is_run(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "metrics.jsonl").is_file()
 
 
+def is_export(folder: Path) -> bool:
+    """An export folder: its parity.json, or only its model files (parity.json lost or never copied)."""
+    return (folder / "parity.json").is_file() or any(
+        (folder / name).is_file() or (folder / f"{name}{REJECTED_SUFFIX}").is_file() for name in FILE_NAMES
+    )
+
+
 def find_sources(path: str | os.PathLike[str]) -> ReportSources:
     """Recognise RUN_OR_EXPORT_OR_PIPELINE_RUN; one clear error when it is none of them."""
     folder = Path(path)
@@ -60,14 +68,14 @@ def find_sources(path: str | os.PathLike[str]) -> ReportSources:
         raise UserError(f"{path}: not a folder (give a training run, an export folder or a pipeline run)")
     if (folder / "stages.json").is_file() or (folder / "summary.json").is_file():
         run = folder / "train" if _is_run(folder / "train") else None
-        export = folder / "export" if (folder / "export" / "parity.json").is_file() else None
+        export = folder / "export" if is_export(folder / "export") else None
         annotation = folder / "annotation.npz" if (folder / "annotation.npz").is_file() else None
         bench = folder / "bench.json" if (folder / "bench.json").is_file() else None
         summary = folder / "summary.json" if (folder / "summary.json").is_file() else None
         return ReportSources(folder, "pipeline run", run, export, annotation or (run and _annotation_of(run)), bench, summary)
     if _is_run(folder):
         return ReportSources(folder, "training run", folder, None, _annotation_of(folder), None, None)
-    if (folder / "parity.json").is_file():
+    if is_export(folder):
         run = None
         named = read_json_object(folder / "parity.json").get("run")
         if isinstance(named, str) and named and _is_run(Path(named)):
@@ -75,6 +83,6 @@ def find_sources(path: str | os.PathLike[str]) -> ReportSources:
         bench = folder / "bench.json" if (folder / "bench.json").is_file() else None
         return ReportSources(folder, "export folder", run, folder, run and _annotation_of(run), bench, None)
     raise UserError(
-        f"{path}: not a training run (config.json + metrics.jsonl), an export folder (parity.json) or a "
-        "pipeline run (stages.json)"
+        f"{path}: not a training run (config.json + metrics.jsonl), an export folder (parity.json or "
+        f"{', '.join(FILE_NAMES[:2])}, ...) or a pipeline run (stages.json)"
     )

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product, kernel_family
-from coreg_edge.runtime.metadata import MetadataOverrides
+from coreg_edge.runtime.metadata import MetadataOverrides, named_value, setting_name
 from coreg_edge.runtime.preprocess import PreprocessConfig
 from coreg_edge.runtime.session import LoadedModel, load_model
 from coreg_edge.settings.bench import BenchSettings
@@ -145,13 +145,28 @@ def random_input(config: PreprocessConfig, batch_size: int, rng: np.random.Gener
     return (pixels - mean) / std
 
 
-def _check_fixed_batch(batch_sizes: Sequence[int], models: Sequence[LoadedModel]) -> None:
+def _check_fixed_batch(batch_sizes: Sequence[int], models: Sequence[LoadedModel], caller: str = "python") -> None:
     for model in models:
         wrong = [size for size in batch_sizes if model.fixed_batch and size != model.fixed_batch]
         if wrong:
+            fixed = model.fixed_batch if caller == "cli" else (model.fixed_batch,)
             raise UserError(
-                f"{model.path} has a fixed batch size of {model.fixed_batch}; use --batch-sizes {model.fixed_batch}"
+                f"{model.path} has a fixed batch size of {model.fixed_batch}; use "
+                f"{named_value('batch_sizes', fixed, caller)}"
             )
+
+
+def bench_settings(settings: BenchSettings | None, options: dict[str, Any], caller: str = "python") -> BenchSettings:
+    """The settings from an object and/or keywords; a bad keyword's error names the keyword (threads=),
+    not the flag: the command line checked its own values when it built the object."""
+    from coreg_edge.settings.fields import SettingError
+
+    try:
+        return build(BenchSettings, settings, options)
+    except SettingError as exc:
+        if caller == "cli":
+            raise
+        raise SettingError(exc.field, exc.problem, flag=setting_name(exc.field, caller)) from None
 
 
 def run_bench(
@@ -162,14 +177,17 @@ def run_bench(
     providers: str | Sequence[str] | None = None,
     input_size: tuple[int, int] | None = None,
     progress: bool = False,
+    caller: str = "python",
     **options: Any,
 ) -> BenchReport:
     """Time `model` (and `vs`, interleaved) at each batch size; `iters` timed runs after `warmup` untimed ones.
 
-    `settings` (a BenchSettings) and/or its fields as keywords (keywords win)."""
-    s = build(BenchSettings, settings, options)
+    `settings` (a BenchSettings) and/or its fields as keywords (keywords win). `caller` ("python" or
+    "cli"): how errors name the settings."""
+    s = bench_settings(settings, options, caller)
     paths = [model] if vs is None else [model, vs]
-    opened, benches = time_models(paths, s, providers=providers, input_size=input_size, progress=progress)
+    opened, benches = time_models(paths, s, providers=providers, input_size=input_size, progress=progress,
+                                  caller=caller)  # fmt: skip
     return BenchReport(
         main=benches[0],
         vs=benches[1] if len(benches) > 1 else None,
@@ -186,24 +204,18 @@ def time_models(
     providers: str | Sequence[str] | None = None,
     input_size: tuple[int, int] | None = None,
     progress: bool = False,
+    caller: str = "python",
+    opened: Sequence[LoadedModel] | None = None,
 ) -> tuple[list[LoadedModel], list[ModelBench]]:
     """Every model timed at each batch size, interleaved when there are several (each iteration runs
-    all of them, alternating the order), so machine noise hits them alike."""
+    all of them, alternating the order), so machine noise hits them alike. `opened`: the models of
+    `paths` opened already (open_for_bench)."""
     batch_sizes, warmup, iters = s.batch_sizes, s.warmup, s.iters
-    overrides = MetadataOverrides(input_size=input_size)
-    opened = [
-        load_model(
-            path,
-            threads=s.threads,
-            providers=providers,
-            overrides=overrides,
-            need_class_names=False,
-            need_normalisation=False,
-            spinning=len(paths) == 1,
-        )
-        for path in paths
-    ]
-    _check_fixed_batch(batch_sizes, opened)
+    if opened is None:
+        opened = [open_for_bench(path, s, providers=providers, input_size=input_size, caller=caller,
+                                 spinning=len(paths) == 1) for path in paths]  # fmt: skip
+    opened = list(opened)
+    _check_fixed_batch(batch_sizes, opened, caller)
     rng = np.random.default_rng(s.seed)
     seconds: list[dict[int, list[float]]] = [{} for _ in opened]
     bar = tqdm(
@@ -219,7 +231,8 @@ def time_models(
                 inputs = [random_input(m.config, size, rng) for m in opened]
             except MemoryError as exc:
                 raise UserError(
-                    f"--batch-sizes {size}: not enough memory for one batch; use smaller batch sizes"
+                    f"{setting_name('batch_sizes', caller)}{' ' if caller == 'cli' else ''}{size}: not enough "
+                    "memory for one batch; use smaller batch sizes"
                 ) from exc
             for _ in range(warmup):
                 for m, x in zip(opened, inputs, strict=True):
@@ -250,6 +263,28 @@ def time_models(
         for j, m in enumerate(opened)
     ]
     return opened, benches
+
+
+def open_for_bench(
+    path: str | os.PathLike[str],
+    s: BenchSettings,
+    *,
+    providers: str | Sequence[str] | None = None,
+    input_size: tuple[int, int] | None = None,
+    caller: str = "python",
+    spinning: bool = False,
+) -> LoadedModel:
+    """One model opened as bench runs it: random input needs neither class names nor normalisation."""
+    return load_model(
+        path,
+        threads=s.threads,
+        providers=providers,
+        overrides=MetadataOverrides(input_size=input_size),
+        need_class_names=False,
+        need_normalisation=False,
+        spinning=spinning,
+        caller=caller,
+    )
 
 
 def model_differences(first: LoadedModel, second: LoadedModel) -> list[str]:

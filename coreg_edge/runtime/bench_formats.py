@@ -8,6 +8,7 @@ ultralytics' benchmark convention: one row per format with its file, size, the a
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +16,11 @@ from typing import Any
 
 from coreg_edge.errors import UserError
 from coreg_edge.formats import FORMATS, file_passed
-from coreg_edge.runtime.bench import ModelBench, _megabytes, time_models
+from coreg_edge.runtime.bench import ModelBench, _megabytes, bench_settings, open_for_bench, time_models
 from coreg_edge.runtime.cpu import cpu_name
+from coreg_edge.runtime.metadata import ModelError
 from coreg_edge.settings.bench import BenchSettings
-from coreg_edge.settings.fields import build
-from coreg_edge.utils import read_json_object
+from coreg_edge.utils import one_line, read_json_object
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class FormatsBench:
     rows: tuple[FormatRow, ...]
     warmup: int
     iters: int
+    # files that could not be opened, each {"format", "file", "error"}: the others were timed all the same
+    skipped: tuple[dict[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         first = self.rows[0].bench
@@ -55,6 +58,7 @@ class FormatsBench:
             "warmup": self.warmup,
             "iters": self.iters,
             "formats": [row.to_dict() for row in self.rows],
+            "skipped": list(self.skipped),
         }
 
 
@@ -80,12 +84,27 @@ def bench_formats(
     *,
     providers: str | Sequence[str] | None = None,
     progress: bool = False,
+    caller: str = "python",
     **options: Any,
 ) -> FormatsBench:
-    """Time every format's file in FOLDER, interleaved, at each batch size."""
-    s = build(BenchSettings, settings, options)
-    files = format_files(folder)
-    opened, benches = time_models([path for _, path in files], s, providers=providers, progress=progress)
+    """Time every format's file in FOLDER, interleaved, at each batch size. A file that cannot be opened
+    (corrupt, truncated, wrong metadata) is left out with one warning line naming it and why, and listed
+    under `skipped`: one bad file does not hide the others' numbers. None opening is an error."""
+    s = bench_settings(settings, options, caller)
+    files, models, skipped = [], [], []
+    found = format_files(folder)
+    for name, path in found:
+        try:  # idle threads spin only for a lone model (time_models' rule)
+            models.append(open_for_bench(path, s, providers=providers, caller=caller, spinning=len(found) == 1))
+        except ModelError as exc:
+            skipped.append({"format": name, "file": path.name, "error": one_line(exc)})
+            warnings.warn(f"bench skips {path}: {one_line(exc)}", UserWarning, stacklevel=2)
+            continue
+        files.append((name, path))
+    if not files:
+        raise UserError(f"{folder}: no model in this folder could be opened ({skipped[0]['error']})")
+    opened, benches = time_models([path for _, path in files], s, providers=providers, progress=progress,
+                                  caller=caller, opened=models)  # fmt: skip
     parity = read_json_object(Path(folder) / "parity.json")
     accuracy = parity.get("test_accuracy") if isinstance(parity.get("test_accuracy"), dict) else {}
     files_block = parity.get("files") if isinstance(parity.get("files"), dict) else {}
@@ -101,7 +120,7 @@ def bench_formats(
             earlier = entry.get("earlier_checks")
             ok = all(c.get("ok") for c in earlier.values()) if earlier else None
             rows.append(FormatRow(name, bench, None, ok))
-    return FormatsBench(str(folder), tuple(rows), s.warmup, s.iters)
+    return FormatsBench(str(folder), tuple(rows), s.warmup, s.iters, tuple(skipped))
 
 
 def format_formats(report: FormatsBench) -> str:

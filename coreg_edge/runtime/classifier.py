@@ -14,7 +14,7 @@ from PIL import Image
 
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import to_pil
-from coreg_edge.runtime.metadata import MetadataOverrides, parse_class_names, parse_floats, parse_size
+from coreg_edge.runtime.metadata import MetadataOverrides, named_value
 from coreg_edge.runtime.preprocess import ImageLike, PreprocessConfig, preprocess, preprocess_batch
 from coreg_edge.runtime.session import LoadedModel, load_model
 
@@ -95,8 +95,12 @@ class Classifier:
     The preprocessing comes from the model's `coreg_edge` metadata, so a device computes the same input
     tensor training evaluated on. For an ONNX without that metadata, pass class_names / input_size / mean /
     std (the CLI's --classes / --input-size / --mean / --std). `providers` defaults to CPU; `threads` to the
-    physical cores available.
+    physical cores available. A rejected export (NAME.rejected: it failed its parity check) opens with a
+    warning saying why. `caller` says how errors name the settings: "python" (keywords, `threads=`) or
+    "cli" (flags, `--threads`; what `coreg-edge predict` passes).
     """
+
+    caller = "python"  # how errors name the settings (the instance's, set by __init__ and from_loaded)
 
     def __init__(
         self,
@@ -109,28 +113,35 @@ class Classifier:
         mean: float | str | Sequence[float] | None = None,
         std: float | str | Sequence[float] | None = None,
         batch_size: int = 32,
+        caller: str = "python",
     ) -> None:
-        if batch_size < 1:
-            raise UserError(f"batch size must be >= 1 (got {batch_size})")
-        overrides = MetadataOverrides(
-            class_names=parse_class_names(class_names) if class_names is not None else None,
-            input_size=parse_size(input_size) if input_size is not None else None,
-            mean=parse_floats(mean, "--mean") if mean is not None else None,
-            std=parse_floats(std, "--std") if std is not None else None,
-        )
+        self.caller = caller
+        self.batch_size = self._check_batch_size(batch_size)
+        overrides = MetadataOverrides.parse(class_names, input_size, mean, std, caller=caller)
         self._model: LoadedModel = load_model(
-            model, threads=threads, providers=providers, overrides=overrides
+            model, threads=threads, providers=providers, overrides=overrides, caller=caller
         )
-        self.batch_size = batch_size
         self.class_names: tuple[str, ...] = tuple(self._model.metadata["class_names"])
 
     @classmethod
-    def from_loaded(cls, loaded: LoadedModel, batch_size: int = 32) -> Classifier:
+    def from_loaded(cls, loaded: LoadedModel, batch_size: int = 32, caller: str = "python") -> Classifier:
         """Wrap an already opened model (bench and parity checks share one session this way)."""
         self = cls.__new__(cls)
-        self._model, self.batch_size = loaded, batch_size
+        self.caller = caller
+        self._model, self.batch_size = loaded, self._check_batch_size(batch_size)
         self.class_names = tuple(loaded.metadata["class_names"])
         return self
+
+    def _check_batch_size(self, size: object) -> int:
+        """A batch size >= 1, named as the caller spells it (batch_size= or --batch-size)."""
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise UserError(f"{named_value('batch_size', size, self.caller)}: must be a whole number >= 1")
+        return int(size)
+
+    def _check_topk(self, topk: object) -> int:
+        if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
+            raise UserError(f"{named_value('topk', topk, self.caller)}: must be a whole number >= 1")
+        return int(topk)
 
     # --- what the model is ---------------------------------------------------------------------------
     @property
@@ -190,7 +201,7 @@ class Classifier:
     ) -> np.ndarray:
         """Softmax probabilities, float32 (N, num_classes), in input order."""
         items = _as_items(images)
-        size = batch_size or self.batch_size
+        size = self._check_batch_size(self.batch_size if batch_size is None else batch_size)
         chunks = [
             softmax(self.logits(self.preprocess(items[i : i + size]))) for i in range(0, len(items), size)
         ]
@@ -198,9 +209,7 @@ class Classifier:
 
     def top(self, probs: np.ndarray, topk: int = 5) -> list[Prediction]:
         """Rank each row of probabilities; ties keep the lower class index first."""
-        if topk < 1:
-            raise UserError(f"topk must be >= 1 (got {topk})")
-        k = min(topk, self.num_classes)
+        k = min(self._check_topk(topk), self.num_classes)
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [
             Prediction(tuple(TopClass(self.class_names[j], int(j), float(row[j])) for j in idx))
@@ -228,12 +237,9 @@ class Classifier:
 
         With skip_errors, an item that cannot be decoded yields Prediction(error=...) and the rest go on.
         """
-        if topk < 1:
-            raise UserError(f"topk must be >= 1 (got {topk})")
+        self._check_topk(topk)
         items = images if isinstance(images, Iterator) else iter(_as_items(images))
-        size = batch_size or self.batch_size
-        if size < 1:
-            raise UserError(f"batch size must be >= 1 (got {size})")
+        size = self._check_batch_size(self.batch_size if batch_size is None else batch_size)
         while True:
             chunk = list(itertools.islice(items, size))
             if not chunk:

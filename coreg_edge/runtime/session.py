@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,13 +13,16 @@ import numpy as np
 import onnxruntime as ort
 
 from coreg_edge.errors import UserError
+from coreg_edge.formats import published_name, rejected_note
 from coreg_edge.runtime.cpu import default_threads
 from coreg_edge.runtime.metadata import (
+    FILE_METADATA_WRONG,
     MetadataError,
     MetadataOverrides,
     ModelError,
     ModelNotFoundError,
     NotOnnxError,
+    named_value,
     parse_metadata,
     resolve_metadata,
 )
@@ -91,32 +95,36 @@ def open_session(
     threads: int | None = None,
     providers: str | Sequence[str] | None = None,
     spinning: bool = True,
+    caller: str = "python",
 ) -> ort.InferenceSession:
     """An InferenceSession with explicit threads (default: physical cores) and quiet logging.
 
     `spinning=False` stops idle worker threads from busy-waiting, so two sessions timed alternately do not
-    steal each other's cores (bench --vs).
+    steal each other's cores (bench --vs). `caller` ("python" or "cli") says how errors name the settings.
     """
     path = Path(model)
     if not path.exists():
         raise ModelNotFoundError(f"model file not found: {path}")
     if path.is_dir():
         raise NotOnnxError(f"{path} is a folder, not an ONNX file (pass e.g. {path / 'model.onnx'})")
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads must be >= 1 (got {threads})")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise UserError(f"{named_value('threads', threads, caller)}: must be a whole number >= 1")
     chosen = resolve_providers(providers)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or default_threads()
+    options.intra_op_num_threads = int(threads) if threads else default_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # errors only: no provider-fallback chatter on stderr
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    ort_format = published_name(path).endswith(".ort")
+    if ort_format and path.suffix != ".ort":  # model.ort.rejected: onnxruntime tells formats by the suffix
+        options.add_session_config_entry("session.load_model_format", "ORT")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises bare pybind exceptions
         first = one_line(exc)
-        kind = "an ORT-format model" if path.suffix == ".ort" else "an ONNX model"
+        kind = "an ORT-format model" if ort_format else "an ONNX model"
         raise NotOnnxError(f"{path}: onnxruntime cannot load it as {kind} ({first})") from exc
 
 
@@ -180,10 +188,16 @@ def load_model(
     need_class_names: bool = True,
     need_normalisation: bool = True,
     spinning: bool = True,
+    caller: str = "python",
 ) -> LoadedModel:
-    """Open `model` and resolve its metadata (file, then overrides, then static shapes)."""
+    """Open `model` and resolve its metadata (file, then overrides, then static shapes). A rejected export
+    (NAME.rejected) opens with a warning saying why it was rejected. `caller` ("python" or "cli"): how
+    errors name the settings."""
     path = Path(model)
-    session = open_session(path, threads=threads, providers=providers, spinning=spinning)
+    session = open_session(path, threads=threads, providers=providers, spinning=spinning, caller=caller)
+    note = rejected_note(path)
+    if note is not None:
+        warnings.warn(note, UserWarning, stacklevel=2)
     source = str(path)
     image_input = _pick(session.get_inputs(), "images", "input", source)
     logits_output = _pick(session.get_outputs(), "logits", "output", source)
@@ -201,11 +215,14 @@ def load_model(
         source=source,
         need_class_names=need_class_names,
         need_normalisation=need_normalisation,
+        caller=caller,
     )
     try:
         config = PreprocessConfig.from_metadata(metadata)
     except MetadataError as exc:
-        raise MetadataError(f"{source}: {exc}") from exc
+        given = overrides.given(caller) if overrides is not None else []
+        blame = f"with {', '.join(given)} given" if given else FILE_METADATA_WRONG
+        raise MetadataError(f"{source}: {blame}: {exc}") from exc
     batch_dim = image_input.shape[0]
     return LoadedModel(
         path=path,

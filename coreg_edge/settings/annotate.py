@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from coreg_edge.annotate.registry import annotator_names
 from coreg_edge.choices import CANDIDATE_MODES, SIMULATOR_PRESETS
-from coreg_edge.settings.fields import check_fields, device_field, option, seed_field
+from coreg_edge.settings.fields import SettingError, check_fields, device_field, option, seed_field
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+SHARD_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")  # --shard K/N
 
 @dataclass(frozen=True)
 class AnnotateSettings:
@@ -66,7 +68,7 @@ class AnnotateSettings:
         help="None of these: an item whose best zero-shot probability is below P is left out (listed in the "
         "file as rejected, never trained on) instead of getting a candidate set; for the folder's images of "
         "none of the classes.",
-        low=0, high=1, metavar="P", fingerprint_if_set=True,
+        low=0, high=1, high_open=True, metavar="P", fingerprint_if_set=True,
     )  # fmt: skip
     seed: int = seed_field()
     device: str = device_field(execution=True)
@@ -90,4 +92,11 @@ class AnnotateSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.shard is not None and self.shard.strip() != "auto":
+            match = SHARD_PATTERN.match(self.shard)
+            if not match:
+                raise SettingError("shard", f"{self.shard}: give K/N, e.g. 2/4 for the second of four parts, or auto")
+            index, count = int(match.group(1)), int(match.group(2))
+            if count < 1 or not 1 <= index <= count:
+                raise SettingError("shard", f"{self.shard}: K must be between 1 and N (got {index}/{count})")
 

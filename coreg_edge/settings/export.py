@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from coreg_edge.choices import ACTIVATION_TYPES, CALIBRATION_METHODS, EXPORT_PEERS, WEIGHT_TYPES
 from coreg_edge.exporters.targets import AUTO, TARGET_NAMES
-from coreg_edge.formats import FORMAT_NAMES, ORT_PLATFORMS, ORT_STYLES, ExportFormat, resolve_formats
+from coreg_edge.formats import (
+    FORMAT_NAMES,
+    ORT_PLATFORMS,
+    ORT_STYLES,
+    ExportFormat,
+    needs_int8,
+    resolve_formats,
+)
 from coreg_edge.settings.fields import check_fields, option, seed_field
 
 
@@ -79,6 +87,10 @@ class ExportSettings:
         if isinstance(self.formats, (list, str)):  # a recipe's TOML list, or one name
             object.__setattr__(self, "formats", (self.formats,) if isinstance(self.formats, str) else tuple(self.formats))
         check_fields(self)
+        dropped = [name for name in FORMAT_NAMES if name in self.formats and needs_int8(name)]
+        if self.int8 is False and dropped:  # both asked for: say which wins, never drop a file silently
+            warnings.warn(f"int8 is off (--no-int8, int8=false), so {', '.join(dropped)}, named in the formats "
+                          f"asked for, {'is' if len(dropped) == 1 else 'are'} left out", UserWarning, stacklevel=3)  # fmt: skip
 
     def chosen_formats(self) -> tuple[ExportFormat, ...]:
         """The format rows this export writes, in table order (fp32 first)."""

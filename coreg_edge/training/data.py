@@ -7,7 +7,10 @@ cheap tensor ops on the training device (training/views.py), with no PIL in the 
 
 from __future__ import annotations
 
+import hashlib
 import math
+import warnings
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +20,7 @@ import torch
 
 from coreg_edge.annotation_file import Annotation
 from coreg_edge.data import ImageSource, dataset_info, open_source
-from coreg_edge.data.sources import class_folder_name
+from coreg_edge.data.sources import class_positions
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.preprocess import INTERPOLATIONS, PreprocessConfig
 from coreg_edge.training.image_store import TRAINING, ImageStore, build_store
@@ -146,18 +149,72 @@ def load_eval_set(
     if source.class_names is not None and list(source.class_names) != list(class_names):
         # any of the annotation's classes, by name or by its folder name (labels/review write class_folders);
         # a reviewed sample need not hold every class
-        folders = [class_folder_name(name) for name in class_names]
-        by_folder = {f: name for name, f in zip(class_names, folders, strict=True) if folders.count(f) == 1}
-        named = [n if n in class_names else by_folder.get(n, n) for n in source.class_names]
-        unknown = [n for n in named if n not in class_names]
+        positions = class_positions(source.class_names, class_names)
+        unknown = [name for name, k in zip(source.class_names, positions, strict=True) if k < 0]
         if unknown:
             raise UserError(
                 f"{option} {data}: its {len(source.class_names)} classes ({', '.join(source.class_names[:4])}, ...) "
                 f"are not the annotation's {len(class_names)} ({', '.join(class_names[:4])}, ...); "
                 f"{unknown[0]!r} is not one of them"
             )
-        remap = np.asarray([class_names.index(n) for n in named])
-        labels = remap[labels]
-    store = build_store(source, np.arange(len(source)), config, device, cache=cache, quiet=quiet, what=data,
+        labels = positions[labels]
+    # --val selects the peer by accuracy on the user's own labels: each image once, one label. --eval only
+    # reports, on test splits as published (FER2013's has copies): its accuracy stays comparable with others'.
+    keep = distinct_images(source, f"{option} {data}") if option == "--val" else np.arange(len(source))
+    store = build_store(source, keep, config, device, cache=cache, quiet=quiet, what=data,
                         workers=workers)  # fmt: skip
-    return EvalSet(data, store, torch.as_tensor(labels, dtype=torch.long))
+    return EvalSet(data, store, torch.as_tensor(labels[keep], dtype=torch.long))
+
+
+def distinct_images(source: ImageSource, what: str) -> np.ndarray:
+    """The indices of a labelled folder to evaluate on: each image once. The same image (the same file
+    content, whatever its name) in two class folders has no one true label, so it is refused, naming both
+    files; copies within one class would count the image twice in the accuracy that selects the peer, so the
+    first is kept and a warning says how many were left out (the folder stays as it is). Only files whose
+    size another file shares are read and hashed. Built-ins are the datasets as published: all kept."""
+    path_of = getattr(source, "path", None)
+    everything = np.arange(len(source))
+    if path_of is None or len(source) < 2:
+        return everything
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for index in everything:
+        try:
+            by_size[path_of(int(index)).stat().st_size].append(int(index))
+        except OSError:
+            continue  # unreadable: decoding it says so
+    by_digest: dict[str, list[int]] = defaultdict(list)
+    for same_size in by_size.values():
+        for index in same_size if len(same_size) > 1 else ():
+            digest = hashlib.sha256()
+            try:
+                with open(path_of(index), "rb") as fh:
+                    for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+            except OSError:
+                continue
+            by_digest[digest.hexdigest()].append(index)
+    copies: list[tuple[int, int]] = []  # (the copy left out, the image kept)
+    for group in by_digest.values():
+        first = min(group)
+        for index in sorted(group)[1:]:
+            if source.labels[index] != source.labels[first]:
+                raise UserError(
+                    f"{what}: {path_of(first)} and {path_of(index)} are the same image in two classes "
+                    f"({_class(source, first)}, {_class(source, index)}); keep it in the one it belongs to"
+                )
+            copies.append((index, first))
+    if not copies:
+        return everything
+    copy, kept = min(copies)
+    warnings.warn(
+        f"{what}: {len(copies)} file(s) repeat an image of the same class (e.g. {path_of(copy)} = {path_of(kept)}); "
+        "each image is counted once",
+        stacklevel=2,
+    )
+    left_out = {index for index, _ in copies}
+    return np.asarray([i for i in everything if int(i) not in left_out], dtype=np.int64)
+
+
+def _class(source: ImageSource, index: int) -> str:
+    label = int(source.labels[index])
+    return source.class_names[label] if source.class_names is not None else str(label)

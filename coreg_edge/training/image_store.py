@@ -8,7 +8,9 @@ Two backends, chosen by size (`--cache auto|memory|disk`):
   `$COREG_EDGE_CACHE/images`), written once per (data, items, preprocessing) and reused by later runs and
   by resume; a batch is read with one `pread` per row, so memory stays bounded whatever the data size (a
   memory map would count every page it touched as the process's memory). On CUDA the batch goes through
-  pinned memory with a non-blocking copy.
+  pinned memory with a non-blocking copy. The sha256 of each block of about 16 MiB of rows is computed while
+  the file is written and kept beside it (`.json`); a reuse checks them all first (`cache_problem`, by
+  `--workers` threads), so a file of the right size holding other bytes is decoded again, never trained on.
 
 Both give the same bytes, so a run trains identically with either (tests/training/test_image_store.py).
 """
@@ -20,6 +22,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,12 +36,16 @@ from coreg_edge.data import ImageSource
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import ImageDecodeError
 from coreg_edge.runtime.preprocess import PreprocessConfig, resize_and_crop
-from coreg_edge.utils import log, progress
+from coreg_edge.utils import log, progress, read_json_object
 
 #: `--cache auto` keeps the images in memory up to this many bytes (uint8 at the input size), else on disk.
 MEMORY_LIMIT = 2 * 1024**3
 TRAINING = "training images"  # the `what` of the annotated items (their decode errors say: re-run annotate)
 CACHE_FORMAT_VERSION = 1
+#: The disk cache's digests cover blocks of whole rows of about this many bytes: checked by several threads,
+#: and a mismatch names the rows it is in.
+DIGEST_BLOCK_BYTES = 16 * 1024**2
+READ_BYTES = 8 * 1024**2  # what one pread of the check reads (memory: this x --workers)
 
 
 class ImageStore(Protocol):
@@ -156,31 +163,105 @@ def decode_to_disk(
     source: ImageSource, indices: np.ndarray, config: PreprocessConfig, *, quiet: bool = False,
     what: str = "images", workers: int = 0, folder: Path | None = None,
 ) -> Path:  # fmt: skip
-    """The cache file of these items (written once, atomically; reused when it exists)."""
+    """The cache file of these items: reused when it holds the bytes written (cache_problem), else written
+    (again), atomically, with the digests of its blocks beside it."""
     folder = folder or cache_dir()
     path = folder / f"{cache_key(source, indices, config)}.u8"
+    row_bytes = int(np.prod(config.shape))
     if path.exists():
-        return path
+        problem = cache_problem(path, row_bytes, len(indices), workers=workers, quiet=quiet)
+        if problem is None:
+            return path
+        warnings.warn(f"image cache {path}: {problem}; decoding the images again", stacklevel=2)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the image cache {folder} ({exc}); set COREG_EDGE_CACHE elsewhere") from exc
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    meta_path = path.with_suffix(".json")
+    meta_tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+    per_block = block_rows(row_bytes)
+    digests: list[str] = []
     try:
         with open(tmp, "wb") as fh:
+            block, in_block = hashlib.sha256(), 0
             arrays = _decoded(source, indices, config, workers, what)
             for array in progress(arrays, desc=f"caching {what} on disk", quiet=quiet, total=len(indices)):
-                fh.write(array.tobytes())
+                data = array.tobytes()
+                fh.write(data)
+                block.update(data)
+                in_block += 1
+                if in_block == per_block:
+                    digests.append(block.hexdigest())
+                    block, in_block = hashlib.sha256(), 0
+            if in_block:
+                digests.append(block.hexdigest())
+        meta = {"items": len(indices), "shape": list(config.shape), "what": what,
+                "root": source.describe().get("root"), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "bytes": row_bytes * len(indices), "block_rows": per_block, "block_sha256": digests}  # fmt: skip
+        meta_tmp.write_text(json.dumps(meta) + "\n", encoding="utf-8")
+        os.replace(meta_tmp, meta_path)  # the digests first: a file in place always has its own beside it
         os.replace(tmp, path)
     except OSError as exc:
         raise UserError(f"cannot write the image cache {path} ({exc}); free space or set COREG_EDGE_CACHE") from exc
     finally:
         tmp.unlink(missing_ok=True)
-    meta = {"items": len(indices), "shape": list(config.shape), "what": what, "root": source.describe().get("root"),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-    with contextlib.suppress(OSError):
-        path.with_suffix(".json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+        meta_tmp.unlink(missing_ok=True)
     return path
+
+
+def block_rows(row_bytes: int) -> int:
+    """Rows per digest block: whole rows, about DIGEST_BLOCK_BYTES."""
+    return max(1, DIGEST_BLOCK_BYTES // row_bytes)
+
+
+def cache_problem(path: Path, row_bytes: int, count: int, *, workers: int = 0, quiet: bool = True) -> str | None:
+    """None when the cache file holds exactly the bytes written (its size, then every block's sha256 against
+    the digests recorded beside it, read once by `workers` threads); else what is wrong with it. A size
+    alone let a file of other bytes (a disk error, a copy gone wrong, another tool) be trained on."""
+    expected = row_bytes * count
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if size != expected:
+        return f"it is {size} bytes, not {expected}"
+    meta = read_json_object(path.with_suffix(".json"))
+    digests, per_block = meta.get("block_sha256"), meta.get("block_rows")
+    blocks = -(-count // per_block) if isinstance(per_block, int) and per_block > 0 else -1
+    if not isinstance(digests, list) or len(digests) != blocks or meta.get("bytes") != expected:
+        return "no digest of its bytes is recorded beside it (an older coreg-edge wrote it)"
+    block_bytes = per_block * row_bytes
+
+    def matches(block: int) -> bool:
+        digest, offset = hashlib.sha256(), block * block_bytes
+        end = min(offset + block_bytes, expected)
+        while offset < end:
+            data = os.pread(fd, min(READ_BYTES, end - offset), offset)
+            if not data:
+                return False
+            digest.update(data)  # hashlib lets go of the GIL: the threads read and hash in parallel
+            offset += len(data)
+        return digest.hexdigest() == digests[block]
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            checked = progress(pool.map(matches, range(blocks)), desc="checking the image cache", quiet=quiet,
+                               total=blocks)  # fmt: skip
+            bad = next((block for block, ok in enumerate(checked) if not ok), None)
+            pool.shutdown(cancel_futures=True)  # the first bad block decides: the others are not read
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    finally:
+        os.close(fd)
+    if bad is None:
+        return None
+    first, last = bad * per_block, min((bad + 1) * per_block, count) - 1
+    return f"rows {first}-{last} are not the bytes written there (sha256 of block {bad} differs)"
 
 
 def choose_cache(cache: str, count: int, config: PreprocessConfig) -> tuple[str, str]:

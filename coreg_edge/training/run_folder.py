@@ -62,7 +62,56 @@ def read_config(run: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def read_selection(run: str | os.PathLike[str]) -> dict[str, Any]:
-    return read_json(Path(run) / SELECTION, "training has not finished (resume it with --resume)")
+    return read_json(Path(run) / SELECTION, unfinished_advice(run))
+
+
+def unfinished_advice(run: str | os.PathLike[str]) -> str:
+    """What to do about a run without its final files: wait for the process still training it, else resume
+    it (advising --resume for a run that trains would only meet its lock)."""
+    holder = training_now(run)
+    if holder is not None:
+        return f"it is still training, in use by {holder}; wait for it to finish"
+    return f"training has not finished (resume it: coreg-edge train --resume --out {run})"
+
+
+def training_now(run: str | os.PathLike[str]) -> str | None:
+    """The process training `run` now ("coreg-edge train (pid 4242, since 12:00:01)"), or None: no live process
+    on this machine holds the run folder's lock. A lock file left by a killed run keeps its dead owner's pid,
+    which a new process may have taken since: where the kernel lists its locks (/proc/locks), the file must
+    be locked too."""
+    import socket
+    import time
+
+    from coreg_edge.locks import lock_path, process_alive
+    from coreg_edge.utils import read_json_object
+
+    try:
+        path = lock_path(run)
+        inode = path.stat().st_ino
+    except OSError:
+        return None
+    record = read_json_object(path)
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or record.get("host") != socket.gethostname():
+        return None
+    if not process_alive(pid) or _flock_held(inode) is False:
+        return None
+    since = record.get("since")
+    when = time.strftime(", since %H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) else ""
+    return f"{record.get('command') or 'coreg-edge train'} (pid {pid}{when})"
+
+
+def _flock_held(inode: int) -> bool | None:
+    """Whether a flock holds the file of this inode (Linux's /proc/locks); None where that cannot be read."""
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        words = line.split()
+        if "FLOCK" in words and words[-3].rsplit(":", 1)[-1] == str(inode):
+            return True
+    return False
 
 
 def read_metrics(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -100,6 +149,8 @@ def load_network(run: str | os.PathLike[str], peer: str = "a"):
     config = read_config(run)
     path = peer_file(run, peer)
     if not path.exists():
+        if not (Path(run) / SELECTION).exists():  # not finished: still training, or stopped
+            raise UserError(f"{run}: has no weights for peer {peer} yet ({path.name}); {unfinished_advice(run)}")
         raise UserError(f"{run}: has no weights for peer {peer} ({path.name}); method {config.get('method')}")
     network = network_from_config(NetworkConfig.from_dict(config["network"]))
     try:

@@ -30,6 +30,7 @@ from coreg_edge.algorithm import (
 from coreg_edge.algorithm.config import SPEC_LR
 from coreg_edge.annotation_file import load as load_annotation
 from coreg_edge.data import absolute_data, reopen
+from coreg_edge.digests import content_id
 from coreg_edge.errors import UserError
 from coreg_edge.locks import exclusive, is_lock_file
 from coreg_edge.models import NetworkConfig, network_from_config
@@ -205,6 +206,25 @@ def _check_weights(peers: list[Peer], epoch: int) -> None:
         raise Diverged(f"a network's weights became NaN or infinite during epoch {epoch}")
 
 
+def _refuse_changed_weights(out: Path, config: dict[str, Any], settings: TrainSettings) -> None:
+    """A resumed run continues from its checkpoint, never from --pretrained-backbone FILE again; but a FILE
+    whose content changed since the run started means the user now wants other weights than the run has,
+    and its config would name them: one line instead. A FILE gone is fine (the checkpoint holds the weights)."""
+    recorded = config.get("pretrained_backbone_sha256")
+    now = _weights_digest(settings.pretrained_backbone) if recorded else None
+    if now is not None and now != recorded:
+        raise UserError(
+            f"{out}: --pretrained-backbone {settings.pretrained_backbone} is not the file this run started from "
+            f"(its content changed: {str(recorded)[:19]}... when it started, now {now[:19]}...); restore that "
+            "file to resume, or start a new run to train from the new one"
+        )
+
+
+def _weights_digest(value: str | None) -> str | None:
+    """"sha256:<hex>" of a --pretrained-backbone FILE; None for timm's own weights, none, or no such file."""
+    return None if value is None or value == backbones.TIMM else content_id(value)
+
+
 def _resume_lr(out: Path, coreg: dict[str, Any], settings: TrainSettings) -> float | None:
     """The one algorithm setting a resume may change: a lower learning rate after a divergence."""
     changed = {key: value for key, value in coreg.items() if value != getattr(settings.coreg, key, None)}
@@ -268,6 +288,7 @@ def _settings_for_call(
                 "its defaults by other rules; resume it with that version, or start a new run"
             )
         settings = resume_settings(config["settings"], options)
+        _refuse_changed_weights(out, config, settings)
         new_lr = _resume_lr(out, options.get("coreg") or {}, settings)
         if new_lr is not None:
             log(f"resuming a diverged run with lr {new_lr:g} (was {settings.coreg.lr:g})", quiet)
@@ -321,6 +342,7 @@ class _Run:
     best_weights: dict[str, dict[str, torch.Tensor]]  # per peer, the best held-out epoch's state_dict
     weights_epoch: dict[str, int]  # per peer, the epoch its current weights come from (its best after a rollback)
     group: Group = ONE_PROCESS  # the torchrun processes (one by default)
+    pretrained_sha256: str | None = None  # a new run's --pretrained-backbone FILE, by content (config.json)
 
 
 def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, stored: dict | None = None,
@@ -389,6 +411,9 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, store
         generator=torch.Generator().manual_seed(settings.seed), rng=np.random.default_rng(settings.seed),
         amp_dtype=_amp_dtype(settings.amp, device), group=group, step_generator=step_generator,
     )  # fmt: skip
+    # The weights a new run starts from, by content (read just before the peers load them): a path alone
+    # would let other weights behind the same name pass as the run's, and resume checks it.
+    pretrained_sha256 = _weights_digest(settings.pretrained_backbone) if stored is None and group.is_main else None
     peers = [
         _build_peer(name, net_config, settings, device, n, c, settings.seed + i, channels_last, stored is None,
                     group)  # fmt: skip
@@ -411,7 +436,7 @@ def _prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, store
         schedule=settings.coreg.resolve(settings.epochs, warmup), warmup=warmup, train_rows=train_rows,
         holdout_rows=holdout_rows, probe_rows=probe_rows, eval_set=eval_set, val_set=val_set, prior=prior, settings=settings,
         chosen=chosen, warmup_end=warmup_end, guard=_guard(settings, method, warmup, warmup_end),
-        best_weights={}, weights_epoch={}, group=group,
+        best_weights={}, weights_epoch={}, group=group, pretrained_sha256=pretrained_sha256,
     )  # fmt: skip
 
 
@@ -479,6 +504,7 @@ def _start(
         "eval_data": settings.eval_data, "settings": settings.to_dict(), "schedule": run.schedule.describe(),
         "chosen": run.chosen, "seed": settings.seed, "device": str(device), "processes": processes,
         "coreg_edge_version": __version__,
+        **({"pretrained_backbone_sha256": run.pretrained_sha256} if run.pretrained_sha256 else {}),
     })  # fmt: skip
     n_train, n_hold = len(run.train_rows), len(run.holdout_rows)
     if run.chosen:
@@ -683,6 +709,12 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+#: The built-ins whose strong view is the reference code's crop + flip + one zero-filled Cutout (no
+#: RandAugment). FER2013 has it too, but is a folder, not a built-in: recipes/fer2013.toml sets
+#: `strong_augment = "cutout"` (a folder is not told apart by guessing from its images).
+CUTOUT_DATASETS = ("fmnist",)
+
+
 def _dataset_views(data_block: dict) -> tuple[bool, str]:
     """(horizontal flips allowed, the dataset's strong-view rule) for the annotated data
     (docs/ALGORITHM.md#views); auto.choose_strong_views applies the input-size rule on top."""
@@ -690,8 +722,7 @@ def _dataset_views(data_block: dict) -> tuple[bool, str]:
 
     info = DATASETS.get(data_block.get("root")) if data_block.get("source") == "builtin" else None
     flip = info.flip if info is not None else True
-    # Fashion-MNIST (and FER2013) use crop + flip + one zero-filled Cutout, no RandAugment.
-    return flip, "cutout" if info is not None and info.name in ("fmnist", "fer2013") else "randaugment"
+    return flip, "cutout" if info is not None and info.name in CUTOUT_DATASETS else "randaugment"
 
 
 def _evaluate(

@@ -72,3 +72,16 @@ def test_malformed_run_files_are_named(run_copy, runner, cli, tmp_path):
     (run_copy / "selection.json").unlink()
     (run_copy / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1, "lr\n')
     _fails(runner.invoke(cli, ["info", str(run_copy)]), 1, "metrics.jsonl: corrupt JSON on line 2")
+
+
+def test_export_never_writes_into_a_folder_of_other_files(trained_run, runner, cli, tmp_path):
+    """An export refreshes its own folder (one with parity.json) but never puts model files among a user's:
+    refused before any work, the user's model.onnx untouched."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"the user's own model")
+    result = runner.invoke(cli, ["export", str(trained_run), "--out", str(out)])
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.exit_code == 1 and "is no export folder (no parity.json)" in line, result.stderr
+    assert (out / "model.onnx").read_bytes() == b"the user's own model"
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]

@@ -41,3 +41,21 @@ def test_fp32_parity_does_not_need_the_training_data(tmp_path):
     assert plan.calibration is None and plan.num_parity == 360 and plan.disjoint
     with pytest.raises(UserError, match="gone"):
         plan_images({**moved, "eval_data": "digits:test"}, "run", calibrate=True)
+
+
+def test_parity_reads_an_imagefolder_eval_by_its_class_folder_names(tmp_path):
+    """`labels --format imagefolder` writes class `cat/dog` as the folder `cat_dog`: parity counts those
+    images labelled, each as its own class, as training's --eval does (class_positions)."""
+    import numpy as np
+    from PIL import Image
+
+    from coreg_edge.data.sources import class_folders
+
+    names = ["cat/dog", "bird?", "fish"]
+    for k, folder in enumerate(class_folders(names)):
+        (tmp_path / "eval" / folder).mkdir(parents=True)
+        Image.fromarray(np.full((8, 8, 3), 40 * k, dtype=np.uint8)).save(tmp_path / "eval" / folder / "x.png")
+    config = {**CONFIG, "class_names": names, "eval_data": str(tmp_path / "eval")}
+    (part,) = plan_images(config, "run", calibrate=False, parity_images=1).parity
+    by_folder = {item.split("/")[0]: int(label) for item, label in zip(part.source.item_ids, part.labels, strict=True)}
+    assert by_folder == {"cat_dog": 0, "bird_": 1, "fish": 2}

@@ -213,5 +213,22 @@ def test_no_int8_leaves_int8_out_of_a_recipe_that_lists_it(tmp_path):
 
     listed = ExportSettings(**export_call(load_recipe("digits")))
     assert [row.name for row in listed.chosen_formats()] == ["fp32", "int8", "fp16", "ort", "int8-ort"]
-    without = ExportSettings(**export_call(load_recipe("digits", ["export.int8=false"])))
+    import pytest
+
+    with pytest.warns(UserWarning, match="int8 is off"):  # the recipe lists int8: said, not silent
+        without = ExportSettings(**export_call(load_recipe("digits", ["export.int8=false"])))
     assert [row.name for row in without.chosen_formats()] == ["fp32", "fp16", "ort"] and not without.makes_int8
+
+
+def test_no_int8_with_int8_formats_asked_for_warns(runner, cli, tmp_path):
+    """`--formats int8 --no-int8`: both asked for, int8 loses, and a warning line says so (never silent)."""
+    import pytest
+
+    from coreg_edge.settings import ExportSettings
+
+    with pytest.warns(UserWarning, match="int8 is off .* so int8, int8-ort, named in the formats asked for, are left out"):
+        settings = ExportSettings(formats=("int8", "int8-ort", "fp16"), int8=False)
+    assert [row.name for row in settings.chosen_formats()] == ["fp32", "fp16"]
+    result = runner.invoke(cli, ["export", str(tmp_path / "no-run"), "--out", str(tmp_path / "d"), "--formats", "int8",
+                                 "--no-int8"])  # fmt: skip
+    assert "Warning: int8 is off" in result.stderr and "int8, named in the formats asked for, is left out" in result.stderr

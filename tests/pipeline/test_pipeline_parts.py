@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from coreg_edge.annotate import AnnotateSettings, annotate
 from coreg_edge.annotation_file import load
@@ -96,3 +97,20 @@ def test_a_run_folder_of_another_recipe_is_refused(runner, cli, tmp_path):
     assert len(lines) == 1 and "recipe 'digits', not 'other'" in lines[0], result.stderr
     assert sorted(p.name for p in run.iterdir()) == ["stages.json"]
     assert (run / "stages.json").read_text() == state
+
+
+def test_the_run_re_annotates_over_its_own_stale_annotation(tmp_path):
+    """Outputs are never replaced, except a run's own stage output whose settings or inputs changed: the
+    annotate stage replaces RUN/ann.npz (annotate() alone refuses an existing file)."""
+    from coreg_edge.errors import UserError
+    from coreg_edge.pipeline.layout import ANNOTATION_FILE
+    from coreg_edge.pipeline.stages import _Run
+
+    first = load_recipe("digits", ["annotate.partial_rate=0.1", "device=cpu"])
+    _Run(first, tmp_path, True, lambda line: None).annotate()
+    before = load(tmp_path / ANNOTATION_FILE).candidates.sum()
+    with pytest.raises(UserError, match="exists"):
+        annotate("digits", tmp_path / ANNOTATION_FILE, AnnotateSettings(**annotate_call(first, tmp_path)), quiet=True)
+    changed = load_recipe("digits", ["annotate.partial_rate=0.5", "device=cpu"])
+    _Run(changed, tmp_path, True, lambda line: None).annotate()
+    assert load(tmp_path / ANNOTATION_FILE).candidates.sum() > before

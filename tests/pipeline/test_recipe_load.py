@@ -134,6 +134,9 @@ def test_a_file_and_the_toml_suffix_work(tmp_path):
         (GOOD.replace('train = "digits"\n', ""), ["data.train", "required"]),
         (GOOD.replace("partial_rate = 0.3", "partial_rate = 1.5"), ["annotate.partial_rate", "[0, 1]"]),
         ("seeds = 3\n" + GOOD, ["'seeds'", "seed"]),
+        (GOOD.replace('partial_rate = 0.3', 'partial_rate = 0.3\ntemplates = ["a {x} of {}"]'),
+         ["annotate.templates", "exactly one {}"]),
+        (GOOD.replace('[annotate]', '[classes]\nwording = "{n} {}"\n[annotate]'), ["classes.wording", "exactly one {}"]),
         ("[data\ntrain = 1", ["not valid TOML"]),
     ],
 )

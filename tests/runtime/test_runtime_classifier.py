@@ -125,6 +125,55 @@ def test_fixed_batch_model(tiny, tmp_path: Path, color_image, class_names) -> No
     images = [color_image(k % 4, seed=k) for k in range(5)]
     clf = Classifier(fixed, batch_size=4)
     assert [p.label for p in clf.predict(images)] == [class_names[k % 4] for k in range(5)]
-    with pytest.raises(UserError, match="fixed batch size of 2; use --batch-sizes 2"):
+    with pytest.raises(UserError, match=r"fixed batch size of 2; use batch_sizes=\(2,\)"):  # the keyword
         run_bench(fixed, batch_sizes=(1, 2), warmup=0, iters=1)
     assert run_bench(fixed, batch_sizes=(2,), warmup=0, iters=1).main.results[0].batch_size == 2
+
+
+def test_python_api_errors_name_the_keyword_not_the_flag(tiny) -> None:
+    """A notebook passes keywords: its errors must name them (threads=), never a CLI flag (--threads)."""
+    from coreg_edge.runtime import run_bench
+
+    cases = [
+        (lambda: Classifier(tiny.with_metadata, threads=0), "threads=0"),
+        (lambda: Classifier(tiny.with_metadata, batch_size=0), "batch_size=0"),
+        (lambda: Classifier(tiny.with_metadata, input_size="big"), "input_size='big'"),
+        (lambda: Classifier(tiny.with_metadata, mean="x"), "mean='x'"),
+        (lambda: Classifier(tiny.with_metadata, class_names="a,,b"), "class_names='a,,b'"),
+        (lambda: Classifier(tiny.without_metadata), "class_names=[...], mean=(m, m, m), std=(s, s, s)"),
+        (lambda: Classifier(tiny.with_metadata).predict([], topk=0), "topk=0"),
+        (lambda: run_bench(tiny.with_metadata, threads=0, iters=1), "threads="),
+    ]
+    for call, keyword in cases:
+        with pytest.raises(UserError) as info:
+            call()
+        assert keyword in str(info.value) and "--" not in str(info.value), str(info.value)
+
+
+def _rejected_copy(tiny, folder: Path, parity: dict | None) -> Path:
+    import json
+    import shutil
+
+    folder.mkdir()
+    rejected = folder / "model.int8.onnx.rejected"
+    shutil.copy(tiny.with_metadata, rejected)
+    if parity is not None:
+        (folder / "parity.json").write_text(json.dumps(parity))
+    return rejected
+
+
+REJECTED_PARITY = {
+    "ok": False,
+    "checks": {"model.int8.onnx": {"top1_agreement": {"value": 0.9, "op": ">=", "threshold": 0.98, "ok": False}}},
+    "files": {"model.int8.onnx": {"published": False, "rejected_as": "model.int8.onnx.rejected"}},
+}
+
+
+def test_classifier_warns_on_a_rejected_model_naming_why(tiny, tmp_path: Path) -> None:
+    rejected = _rejected_copy(tiny, tmp_path / "dist", REJECTED_PARITY)
+    with pytest.warns(UserWarning, match=r"model.int8.onnx.rejected is a rejected export.*top1_agreement = 0.9 "
+                                         r"\(needs >= 0.98\)"):  # fmt: skip
+        Classifier(rejected)
+    bare = _rejected_copy(tiny, tmp_path / "bare", None)
+    with pytest.warns(UserWarning, match="no parity.json beside it says why"):
+        Classifier(bare)

@@ -173,3 +173,93 @@ def test_bench_vs_says_when_the_two_models_are_not_alike() -> None:
     assert model_differences(same, model((3, 32, 32), ["a", "b"])) == ["input (3, 16, 16) vs (3, 32, 32)"]
     assert model_differences(same, model((3, 16, 16), ["a", "b", "c"])) == ["2 classes vs 3"]
     assert model_differences(same, model((3, 16, 16), ["x", "y"])) == ["other class names"]
+
+
+REJECTED_PARITY = {
+    "ok": False,
+    "checks": {"model.int8.onnx": {"mean_cosine": {"value": 0.95, "op": ">=", "threshold": 0.99, "ok": False}}},
+    "files": {"model.int8.onnx": {"published": False, "rejected_as": "model.int8.onnx.rejected"}},
+}
+
+
+def test_predict_and_bench_warn_on_a_rejected_model(tiny, tmp_path: Path, image_folder: Path) -> None:
+    """A file export set aside (it failed parity) runs, but never silently: one warning line saying why."""
+    import shutil
+
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    rejected = dist / "model.int8.onnx.rejected"
+    shutil.copy(tiny.with_metadata, rejected)
+    (dist / "parity.json").write_text(json.dumps(REJECTED_PARITY))
+    for args in (["predict", rejected, image_folder, "--format", "json", "-q"],
+                 ["bench", rejected, "--batch-sizes", "1", "--warmup", "0", "--iters", "1", "--json"]):  # fmt: skip
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+        warning = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+        assert len(warning) == 1 and "rejected export" in warning[0], result.stderr
+        assert "mean_cosine = 0.95 (needs >= 0.99)" in warning[0]
+    info = json.loads(run("info", rejected, "--json").stdout)
+    assert "mean_cosine = 0.95" in info["rejected"]
+
+
+def test_cli_errors_name_the_flags(tiny, image_folder: Path) -> None:
+    """The command line checks with its own spellings: --input-size, --mean, --classes."""
+    for args, flag in (
+        (["--input-size", "big"], "--input-size big"),
+        (["--mean", "x"], "--mean x"),
+        (["--classes", "a,b,c"], "--classes gives 3 class names"),
+    ):
+        result = run("predict", tiny.with_metadata, image_folder, *args)
+        assert result.exit_code == 1 and flag in result.stderr and "=" not in result.stderr, result.stderr
+    result = run("predict", tiny.without_metadata, image_folder)
+    assert "pass --classes a,b,c|FILE --mean M[,M,M] --std S[,S,S]" in result.stderr
+
+
+def test_bench_dir_times_the_good_files_and_names_the_corrupt_one(tiny, tmp_path: Path) -> None:
+    import shutil
+
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    shutil.copy(tiny.with_metadata, dist / "model.onnx")
+    shutil.copy(tiny.with_metadata, dist / "model.fp16.onnx")
+    (dist / "model.int8.onnx").write_bytes(tiny.with_metadata.read_bytes()[:200])  # cut short in a copy
+    result = run("bench", dist, "--batch-sizes", "1", "--warmup", "0", "--iters", "2", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [row["format"] for row in report["formats"]] == ["fp32", "fp16"]
+    assert [(s["format"], s["file"]) for s in report["skipped"]] == [("int8", "model.int8.onnx")]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 1 and "model.int8.onnx" in warnings[0], result.stderr
+    (dist / "model.onnx").write_bytes(b"junk")
+    (dist / "model.fp16.onnx").write_bytes(b"junk")
+    none = run("bench", dist, "--batch-sizes", "1", "--iters", "1")
+    assert none.exit_code == 1 and "no model in this folder could be opened" in none.stderr
+
+
+def test_info_describes_export_and_pipeline_folders(tiny, tmp_path: Path) -> None:
+    """info on an export folder or a pipeline run says what it is, never "train one with coreg-edge train"."""
+    import shutil
+
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    shutil.copy(tiny.with_metadata, dist / "model.onnx")
+    shutil.copy(tiny.with_metadata, dist / "model.int8.onnx.rejected")
+    result = run("info", dist, "--json")
+    assert result.exit_code == 0, result.output
+    described = json.loads(result.stdout)
+    assert described["kind"] == "export folder" and described["parity_json"] is False
+    assert described["files"]["model.onnx"]["parity"] == "unknown"
+    assert described["files"]["model.int8.onnx.rejected"]["parity"] == "failed"
+    pipeline = tmp_path / "run"
+    pipeline.mkdir()
+    (pipeline / "stages.json").write_text(json.dumps({"format_version": 1, "stages": {"annotate": {}}}))
+    (pipeline / "summary.json").write_text(json.dumps({"stages": {"annotate": {"status": "ran"}},
+                                                       "deployable": "export/model.int8.onnx"}))  # fmt: skip
+    result = run("info", pipeline)
+    assert result.exit_code == 0, result.output
+    assert "pipeline run" in result.stdout and "train one" not in result.output
+    described = json.loads(run("info", pipeline, "--json").stdout)
+    assert described["deployable"] is None  # summary.json names it, but it is not there
+    (tmp_path / "other").mkdir()
+    other = run("info", tmp_path / "other")
+    assert other.exit_code == 1 and "train one" not in other.stderr and "export folder" in other.stderr

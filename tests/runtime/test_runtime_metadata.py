@@ -44,10 +44,10 @@ def test_no_metadata_message_and_overrides(tiny, color_image) -> None:
         Classifier(tiny.without_metadata)
     message = str(info.value)
     assert "no coreg_edge metadata" in message and "\n" not in message
-    for word in ("class names", "mean", "std", "--classes", "--mean", "--std"):
+    for word in ("class names", "mean", "std", "class_names=", "mean=", "std="):  # the Python API's keywords
         assert word in message
     # The graph fixes 3x16x16, so the input size is not missing.
-    assert "--input-size" not in message
+    assert "input_size" not in message and "--" not in message
     clf = Classifier(tiny.without_metadata, class_names="r,g,b,k", mean=0.5, std="0.25,0.25,0.25")
     reference = Classifier(tiny.with_metadata)
     # Without metadata the resize rule defaults to shorter_side (aspect kept) at the input size.
@@ -72,7 +72,7 @@ def test_override_contradicting_model(tiny) -> None:
 
 def test_resolve_dynamic_shapes_need_input_size(class_names, contract_metadata) -> None:
     shape = ["batch", 3, "height", "width"]
-    with pytest.raises(MissingMetadataError, match="input size.*--input-size N"):
+    with pytest.raises(MissingMetadataError, match="input size.*input_size=N"):
         resolve_metadata(None, MetadataOverrides(class_names, None, (0.5,), (0.5,)), input_shape=shape)
     meta = resolve_metadata(None, MetadataOverrides(class_names, (32, 24), (0.5,), (0.5,)), input_shape=shape)
     config = PreprocessConfig.from_metadata(meta)
@@ -85,7 +85,7 @@ def test_resolve_dynamic_shapes_need_input_size(class_names, contract_metadata) 
 
 def test_partial_metadata_names_missing_keys(contract_metadata) -> None:
     found = {k: v for k, v in contract_metadata().items() if k not in ("class_names", "std")}
-    with pytest.raises(MissingMetadataError, match=r"metadata lacks class names, std; .*--classes .*--std"):
+    with pytest.raises(MissingMetadataError, match=r"metadata lacks class names, std; .*class_names=.*std="):
         resolve_metadata(found, input_shape=["n", 3, 16, 16])
     # Bench needs neither class names nor normalisation.
     meta = resolve_metadata(
@@ -126,7 +126,7 @@ def test_parsers(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="duplicate"):
         parse_class_names("a,a")
     assert parse_size("224") == (224, 224) and parse_size("160x224") == (160, 224)
-    with pytest.raises(UserError, match="--input-size"):
+    with pytest.raises(UserError, match="input_size='big'"):
         parse_size("big")
     assert MetadataOverrides.from_strings(mean="0.5", std="1,2,3").std == (1.0, 2.0, 3.0)
 
@@ -150,3 +150,31 @@ def test_describe_machine_names_the_cpu_and_its_flags(monkeypatch) -> None:
     assert cpu.describe_machine() == "AMD EPYC, 2 CPUs, AVX2"
     monkeypatch.setattr(cpu, "cpu_flags", lambda: ())
     assert cpu.describe_machine() == "AMD EPYC, 2 CPUs, no AVX2 or dot-product flags"
+
+
+def test_wrong_file_metadata_blames_the_file_not_a_flag(contract_metadata) -> None:
+    """Metadata inside the model that contradicts its graph is the file's fault: no --classes or
+    --input-size the user never gave."""
+    for found, words in (
+        (contract_metadata(class_names=["a", "b", "c"]), "3 class names but the model outputs 4"),
+        (contract_metadata(input_size=[20, 20], crop=[20, 20]), "input size 20x20 but the model takes 16x16"),
+    ):
+        with pytest.raises(MetadataError) as info:
+            resolve_metadata(found, input_shape=["n", 3, 16, 16], output_shape=["n", 4], source="m.onnx")
+        message = str(info.value)
+        assert "the model file's coreg_edge metadata is wrong" in message and words in message, message
+        assert "(--classes)" not in message and "(--input-size)" not in message
+    # An override that contradicts the graph is named as the caller spelled it.
+    with pytest.raises(MetadataError, match="--classes gives 3 class names"):
+        resolve_metadata(contract_metadata(), MetadataOverrides(class_names=("a", "b", "c")),
+                         input_shape=["n", 3, 16, 16], output_shape=["n", 4], caller="cli")  # fmt: skip
+
+
+def test_wrong_preprocessing_in_the_file_says_the_file_is_wrong(tiny, tmp_path: Path, contract_metadata) -> None:
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(tiny.with_metadata))
+    proto.metadata_props[0].value = json.dumps(contract_metadata(std=[0.25, 0.25]))  # 2 values for 3 channels
+    broken = tmp_path / "broken.onnx"
+    onnx.save(proto, str(broken))
+    with pytest.raises(MetadataError, match="the model file's coreg_edge metadata is wrong: mean and std need 3"):
+        Classifier(broken)

@@ -254,6 +254,7 @@ def test_nproc_refuses_a_bad_annotation_or_a_used_folder_before_starting_process
     from coreg_edge.training import launch
 
     monkeypatch.setattr(launch, "launch", lambda *args, **kwargs: pytest.fail("processes were started"))
+    monkeypatch.setattr(launch, "devices_for_processes", lambda device: (8, "8 CPU cores"))  # any machine
     bad = tmp_path / "bad.npz"
     bad.write_text("not an archive")
     result = runner.invoke(cli, ["train", str(bad), "--nproc", "2", "--out", str(tmp_path / "run")])
@@ -303,6 +304,119 @@ def test_workers_stop_when_their_launcher_is_gone(tmp_path):
     child = subprocess.run([sys.executable, "-c", code.replace("sleep(3)", "sleep(0.3)")],
                            env={**_env(), "COREG_EDGE_LAUNCHER_PID": str(os.getpid())}, timeout=60)  # fmt: skip
     assert child.returncode == 0  # its launcher (this test) lives on
+
+
+def test_nproc_is_bounded_by_devices(runner, cli, digits_annotation, tmp_path, monkeypatch):
+    """`--nproc 1000` on 2 cores started a thousand workers that never met: one line, nothing started."""
+    from coreg_edge.training import launch
+
+    real_launch = launch.launch
+    monkeypatch.setattr(launch, "launch", lambda *args, **kwargs: pytest.fail("processes were started"))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["train", str(digits_annotation), "--device", "cpu", "--nproc", "1000", "--out", str(out)])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and lines == [
+        "Error: --nproc 1000: this machine has 2 CPU cores (gloo), one process each; use --nproc 2 or fewer"
+    ], result.output
+    assert not out.exists()
+    # CUDA: one process per GPU
+    import coreg_edge.utils
+
+    monkeypatch.setattr(coreg_edge.utils, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(launch.UserError, match=r"^--nproc 2: this machine has 1 GPU, one process each; drop --nproc"):
+        launch.check_nproc(2, "cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    launch.check_nproc(4, "cuda")
+    with pytest.raises(launch.UserError, match="has 4 GPUs"):
+        real_launch(5, ["train"], "cuda")  # the launcher itself refuses too
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie no one reaped yet (a container's first process may never reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def _wait_dead(pid: int, seconds: float = 10) -> bool:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if _dead(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _kill_if_alive(pid: int) -> None:
+    import signal
+
+    if not _dead(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_launcher_killed_while_starting_them(tmp_path):
+    """A launcher killed with SIGKILL (while it still starts workers) left them running: the worker's boot
+    arms the kernel's parent-death signal before it imports the CLI, so the kernel kills it at once."""
+    launcher = textwrap.dedent(
+        """
+        import os, subprocess, sys, time
+        from coreg_edge.training.launch import LAUNCHER_PID, WORKER_BOOT
+        # the real boot, up to where it would run the CLI; then the worker stays busy
+        boot = WORKER_BOOT.split("import runpy")[0] + (
+            "import sys, time; print('cli imported' if 'coreg_edge.cli' in sys.modules else 'armed', flush=True);"
+            "time.sleep(60)")
+        worker = subprocess.Popen([sys.executable, "-c", boot], env={**os.environ, LAUNCHER_PID: str(os.getpid())},
+                                  start_new_session=True, stdout=subprocess.PIPE, text=True)  # as torch starts it
+        print(worker.pid, worker.stdout.readline().strip(), flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True, env=_env(),
+                            cwd=tmp_path)  # fmt: skip
+    worker = None
+    try:
+        pid, state = proc.stdout.readline().split()
+        worker = int(pid)
+        assert state == "armed" and not _dead(worker)
+        proc.kill()  # SIGKILL: the launcher cannot stop anything
+        proc.wait(timeout=30)
+        assert _wait_dead(worker), "the worker outlived its launcher"
+    finally:
+        proc.kill()
+        if worker is not None:
+            _kill_if_alive(worker)
+
+
+def test_a_stopped_worker_takes_its_own_children(tmp_path):
+    """A worker that stops because its launcher is gone stops what it started too (its process group)."""
+    code = textwrap.dedent(
+        """
+        import subprocess, time
+        child = subprocess.Popen(["sleep", "60"])
+        print(child.pid, flush=True)
+        from coreg_edge.training.launch import watch_launcher
+        watch_launcher(interval=0.05)
+        time.sleep(10)
+        """
+    )
+    # its "launcher" (pid 0) is not its parent: it stops at once; in its own session, as torch starts workers
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True,
+                              env={**_env(), "COREG_EDGE_LAUNCHER_PID": "0"})  # fmt: skip
+    child = None
+    try:
+        child = int(worker.stdout.readline())
+        assert worker.wait(timeout=30) == -9
+        assert _wait_dead(child, 5), "the worker's child outlived it"
+    finally:
+        worker.kill()
+        if child is not None:
+            _kill_if_alive(child)
 
 
 def test_a_lost_process_is_told_apart_from_a_bug():

@@ -73,6 +73,35 @@ def test_the_disk_cache_is_written_once_and_follows_the_files(tmp_path, monkeypa
     assert not torch.equal(DiskStore(first, 6, config.shape, CPU).fetch(torch.tensor([2])), fresh[2:3])
 
 
+def test_a_cache_of_the_right_size_but_other_bytes_is_decoded_again(tmp_path, monkeypatch):
+    """Only the size was checked: a cache file of other bytes (a disk error, a bad copy) was trained on."""
+    monkeypatch.setenv("COREG_EDGE_CACHE", str(tmp_path))
+    # 10 rows of 3x16x16 a block: several blocks
+    monkeypatch.setattr(image_store, "DIGEST_BLOCK_BYTES", 768 * 10, raising=False)
+    source, config, indices = _digits()
+    path = decode_to_disk(source, indices, config, quiet=True, workers=2)
+    good = path.read_bytes()
+    with open(path, "r+b") as fh:  # one byte of row 25, the size unchanged
+        fh.seek(25 * 768 + 100)
+        fh.write(bytes([good[25 * 768 + 100] ^ 0xFF]))
+    with pytest.warns(UserWarning, match=r"rows 20-29 are not the bytes written there .*; decoding the images again"):
+        assert decode_to_disk(source, indices, config, quiet=True) == path
+    assert path.read_bytes() == good
+    memory = decode_to_memory(source, indices, config, quiet=True)
+    assert torch.equal(DiskStore(path, len(indices), config.shape, CPU).fetch(all_rows_of(indices)), memory)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["block_rows"] == 10 and len(meta["block_sha256"]) == -(-len(indices) // 10)
+    assert image_store.cache_problem(path, 768, len(indices), workers=2) is None
+    path.with_suffix(".json").unlink()  # written by an older version: no digests to check against
+    with pytest.warns(UserWarning, match="no digest of its bytes is recorded"):
+        decode_to_disk(source, indices, config, quiet=True)
+    assert path.read_bytes() == good and image_store.cache_problem(path, 768, len(indices)) is None
+
+
+def all_rows_of(indices: np.ndarray) -> torch.Tensor:
+    return torch.arange(len(indices))
+
+
 def test_auto_keeps_small_data_in_memory_and_large_on_disk(monkeypatch):
     _, config, _ = _digits()
     assert choose_cache("auto", 1000, config)[0] == "memory"

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from coreg_edge.runtime.cpu import describe_machine
+from coreg_edge.cpu import describe_machine
 
 KERNELS = {
     "this CPU's": {},

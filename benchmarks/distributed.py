@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from coreg_edge.runtime.cpu import describe_machine
+from coreg_edge.cpu import describe_machine
 
 try:
     import tomllib

@@ -20,7 +20,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from coreg_edge.runtime.cpu import describe_machine
+from coreg_edge.cpu import describe_machine
 
 HERE = Path(__file__).resolve().parent
 # (part, what it is, functions that mark it: "name (file" prefixes of py-spy's frames)

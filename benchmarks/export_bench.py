@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from coreg_edge.annotate import annotate
+from coreg_edge.cpu import cpu_flags, cpu_name
 from coreg_edge.exporters.errors import ParityError
-from coreg_edge.exporters.pipeline import export_run
+from coreg_edge.exporters.export import export_run
 from coreg_edge.runtime.bench import random_input
-from coreg_edge.runtime.cpu import cpu_flags, cpu_name
 from coreg_edge.runtime.preprocess import PreprocessConfig
 from coreg_edge.runtime.session import open_session
 from coreg_edge.training import run_folder

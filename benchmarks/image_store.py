@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="folder for the generated images and caches (kept)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
-    from coreg_edge.runtime.cpu import describe_machine
+    from coreg_edge.cpu import describe_machine
 
     work = Path(args.work or tempfile.mkdtemp(prefix="coreg-edge-store-bench-"))
     rows = []

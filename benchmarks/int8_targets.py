@@ -22,16 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from coreg_edge.cpu import cpu_flags, cpu_name, kernel_family
 from coreg_edge.exporters.builders import open_classifier
 from coreg_edge.exporters.calibration import ArrayCalibrationReader, preprocess_calibration
 from coreg_edge.exporters.emulation import find_emulator, run_emulated
+from coreg_edge.exporters.export import export_run
 from coreg_edge.exporters.images import iter_batches, plan_images
 from coreg_edge.exporters.parity import cosine
-from coreg_edge.exporters.pipeline import export_run
 from coreg_edge.exporters.quantize import QuantSettings, pre_process, quantize
 from coreg_edge.exporters.sensitivity import host_runner
 from coreg_edge.runtime.bench import run_bench
-from coreg_edge.runtime.cpu import cpu_flags, cpu_name, kernel_family
 from coreg_edge.training.run_folder import read_config
 
 ROWS = {

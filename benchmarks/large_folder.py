@@ -27,7 +27,7 @@ from pathlib import Path
 
 from photo_size import make_folder, stage
 
-from coreg_edge.runtime.cpu import describe_machine
+from coreg_edge.cpu import describe_machine
 
 
 def parse_runs(text: str) -> list[tuple[int, str]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from coreg_edge.runtime.cpu import describe_machine
+from coreg_edge.cpu import describe_machine
 
 CLASSES = ("circle", "square", "triangle", "cross")
 

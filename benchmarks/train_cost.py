@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from coreg_edge.annotate import annotate
-from coreg_edge.runtime.cpu import describe_machine
+from coreg_edge.cpu import describe_machine
 from coreg_edge.training import run_folder as rf
 from coreg_edge.training.trainer import train
 

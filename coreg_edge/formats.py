@@ -2,7 +2,7 @@
 knows a format's name, file name, how it is built, which parity checks judge it, and what runs it.
 
 Plain data, torch-free: the device's runtime (`bench DIR`, `info`) reads the file names from here, and the
-export pipeline (exporters/pipeline.py) builds and checks every chosen row in table order. A row's `build`
+export pipeline (exporters/export.py) builds and checks every chosen row in table order. A row's `build`
 and `measure` name functions as "module:function" (exporters/builders.py), so importing the table costs
 nothing. A new format is its builder and one row.
 

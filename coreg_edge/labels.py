@@ -30,9 +30,9 @@ from coreg_edge.data import ImageSource, reopen
 from coreg_edge.data.sources import class_folders
 from coreg_edge.errors import UserError
 from coreg_edge.locks import locks_output
+from coreg_edge.outputs import check_new_folder, check_outside, new_folder
 from coreg_edge.settings.fields import build
 from coreg_edge.settings.labels import LabelsSettings
-from coreg_edge.utils import check_new_folder, check_outside, new_folder
 
 MANIFEST = {"csv": "labels.csv", "jsonl": "labels.jsonl", "imagefolder": "labels.csv"}
 COLUMNS = ("item", "path", "label", "confidence")

@@ -44,7 +44,7 @@ else:  # pragma: no cover - Python 3.10
 
 from coreg_edge.choices import DEVICES
 from coreg_edge.errors import UserError
-from coreg_edge.utils import one_line
+from coreg_edge.utils import parse_toml
 
 RECIPE_PACKAGE = "coreg_edge.recipes"
 
@@ -474,12 +474,10 @@ def _read_recipe_text(recipe: str | os.PathLike[str]) -> tuple[str, str, str]:
 
 def parse_recipe_text(text: str, source: str) -> dict[str, Any]:
     """TOML text -> a raw tree, with the parser's message on one line."""
-    if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
-        raise UserError("reading recipes on Python 3.10 needs tomli: pip install tomli")
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{source}: not valid TOML ({one_line(exc)})") from exc
+        return parse_toml(text, source)
+    except UserError as exc:
+        raise RecipeError(str(exc)) from exc
 
 
 def load_recipe(

@@ -27,9 +27,9 @@ from coreg_edge.data.sources import class_folders
 from coreg_edge.errors import UserError
 from coreg_edge.labels import LabelTable, labels_of_run, place_image
 from coreg_edge.locks import locks_output
+from coreg_edge.outputs import check_new_folder, new_folder
 from coreg_edge.settings.fields import build
 from coreg_edge.settings.labels import ReviewSettings
-from coreg_edge.utils import check_new_folder, new_folder
 
 PAGE = "index.html"
 MANIFEST = "review.json"

@@ -1,18 +1,24 @@
-"""Export: ONNX fp32 and int8 QDQ, parity checks (installed as coreg_edge.exporters).
+"""Export: a run's peer to every edge format, each checked against PyTorch (installed as coreg_edge.exporters).
 
 One job per module, composable like onnxruntime's own quantization tools:
 
+    export        export_run / check_export: the library functions behind `coreg-edge export`
+    builders      how each format's file is made and measured (the `build` functions formats.py names)
     onnx_export   PyTorch peer(s) -> fp32 ONNX (dynamic batch, full onnx.checker check)
     metadata      write / read the one `coreg_edge` metadata entry (the runtime's make_metadata)
     images        which real images calibrate and which check parity (disjoint), read by index
     calibration   an onnxruntime CalibrationDataReader over the runtime's own preprocessing
+    targets       int8 targets: the quantization settings (QuantSettings) per CPU, and the recovery ladder
     quantize      onnxruntime pre-processing, then static QDQ quantization with explicit settings
+    int8          int8 for a target CPU: quantize, check on the target's kernels, recover when a check fails
+    sensitivity   which nodes lose the most in int8 (nodes kept in float when recovering)
+    emulation     another CPU's int8 kernels: onnxruntime under qemu user-mode emulation
     parity        PyTorch vs ONNX (through the runtime's Classifier): the checks, parity.json, a table
     staging       outputs written under temporary names, published only when parity passes
-    pipeline      export_run / check_export: the library functions behind `coreg-edge export`
-    describe      `coreg-edge info model.onnx` (no onnx, torch or onnxruntime import: device-safe)
+    errors        export errors, one line each
 
-Attributes load lazily so `coreg_edge.exporters.describe` works on a device install.
+Reading a model's header without onnx or torch (`coreg-edge info model.onnx` on a device) is the runtime's:
+coreg_edge/runtime/describe.py. Attributes load lazily (torch and onnx only when used).
 """
 
 from __future__ import annotations
@@ -22,21 +28,19 @@ from typing import TYPE_CHECKING
 from coreg_edge.utils import lazy_attributes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from coreg_edge.exporters.describe import describe_onnx
     from coreg_edge.exporters.errors import ExportError, ParityError
+    from coreg_edge.exporters.export import check_export, export_run
     from coreg_edge.exporters.parity import Thresholds, format_table
-    from coreg_edge.exporters.pipeline import check_export, export_run
-    from coreg_edge.exporters.quantize import QuantSettings
+    from coreg_edge.exporters.targets import QuantSettings
 
 _LAZY = {
-    "describe_onnx": "describe",
     "ExportError": "errors",
     "ParityError": "errors",
     "Thresholds": "parity",
     "format_table": "parity",
-    "check_export": "pipeline",
-    "export_run": "pipeline",
-    "QuantSettings": "quantize",
+    "check_export": "export",
+    "export_run": "export",
+    "QuantSettings": "targets",
 }
 
 __all__ = [
@@ -45,7 +49,6 @@ __all__ = [
     "QuantSettings",
     "Thresholds",
     "check_export",
-    "describe_onnx",
     "export_run",
     "format_table",
 ]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-X86_AVX2 = "x86-avx2"  # the same name as coreg_edge.runtime.cpu.X86_AVX2 (not imported: see the docstring)
+X86_AVX2 = "x86-avx2"  # the same name as coreg_edge.cpu.X86_AVX2 (not imported: see the docstring)
 # kernel family -> (qemu binary, -cpu model); families without a row cannot be emulated here.
 EMULATED = {X86_AVX2: ("qemu-x86_64-static", "Haswell")}
 # What the child's CPU must (True) and must not (False) report, as numpy's CPU dispatch sees CPUID: a qemu

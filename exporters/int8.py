@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from coreg_edge.cpu import X86_AVX2, X86_VNNI, cpu_flags, cpu_name, kernel_family
 from coreg_edge.exporters.emulation import EmulationError, Emulator, find_emulator, run_emulated
 from coreg_edge.exporters.errors import ExportError
 from coreg_edge.exporters.parity import Thresholds, cosine, failed_check
 from coreg_edge.exporters.quantize import QuantSettings, quantize
 from coreg_edge.exporters.targets import Int8Target, recovery_ladder
 from coreg_edge.formats import get_format
-from coreg_edge.runtime.cpu import X86_AVX2, X86_VNNI, cpu_flags, cpu_name, kernel_family
 from coreg_edge.utils import one_line
 
 # How many of the most sensitive nodes the last recovery steps keep in float.
@@ -120,27 +120,6 @@ class Int8Outcome:
             "best": self.best,
             "attempts": [{k: v for k, v in a.items() if not k.startswith("_")} for a in self.attempts],
         }
-
-
-def summary_line(int8: dict[str, Any]) -> str:
-    """parity.json's int8 part in one line: target, shipped settings, recovery, how it was checked."""
-    target = (int8.get("target") or {}).get("name", "?")
-    if int8.get("error"):
-        return f"int8 target {target}: not made ({int8['error']})"
-    attempts = int8.get("attempts")
-    if attempts is None:  # --check-only: nothing was quantized
-        return f"int8 target {target}: {int8.get('note')}"
-    shipped = int8.get("shipped")
-    if shipped is None:
-        return f"int8 target {target}: none of {len(attempts)} attempts passed parity; {int8.get('note')}"
-    text = f"int8 target {target}: {attempts[shipped]['settings_text']}"
-    if shipped:
-        first = attempts[0]
-        text += f" (recovered at attempt {shipped + 1}; {first['settings_text']} failed: {first['reason']}"
-        if not int8.get("faithful"):
-            text += "; on this CPU's kernels, not the target's, where the target's own settings may pass"
-        text += ")"
-    return f"{text}; {int8.get('note')}"
 
 
 def quantize_for_target(

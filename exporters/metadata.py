@@ -34,6 +34,6 @@ def set_metadata(path: str | os.PathLike[str], meta: Mapping[str, Any]) -> None:
 
 def get_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The file's `coreg_edge` object (None when absent), read the way the device reads it."""
-    from coreg_edge.exporters.describe import read_header
+    from coreg_edge.runtime.describe import read_header
 
     return parse_metadata(read_header(path)["metadata_props"], str(path))

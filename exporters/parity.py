@@ -250,10 +250,29 @@ def format_table(report: Mapping[str, Any]) -> str:
         if info.get("kept"):
             lines.append(f"kept: {info['kept']}")
     if report.get("int8"):
-        from coreg_edge.exporters.int8 import summary_line
-
         lines.append(summary_line(report["int8"]))
     for note in report.get("problems", []):
         lines.append(f"problem: {note}")
     lines.append("parity: OK" if report.get("ok") else "parity: FAILED")
     return "\n".join(lines)
+
+
+def summary_line(int8: dict[str, Any]) -> str:
+    """parity.json's int8 part in one line: target, shipped settings, recovery, how it was checked."""
+    target = (int8.get("target") or {}).get("name", "?")
+    if int8.get("error"):
+        return f"int8 target {target}: not made ({int8['error']})"
+    attempts = int8.get("attempts")
+    if attempts is None:  # --check-only: nothing was quantized
+        return f"int8 target {target}: {int8.get('note')}"
+    shipped = int8.get("shipped")
+    if shipped is None:
+        return f"int8 target {target}: none of {len(attempts)} attempts passed parity; {int8.get('note')}"
+    text = f"int8 target {target}: {attempts[shipped]['settings_text']}"
+    if shipped:
+        first = attempts[0]
+        text += f" (recovered at attempt {shipped + 1}; {first['settings_text']} failed: {first['reason']}"
+        if not int8.get("faithful"):
+            text += "; on this CPU's kernels, not the target's, where the target's own settings may pass"
+        text += ")"
+    return f"{text}; {int8.get('note')}"

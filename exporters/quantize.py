@@ -9,59 +9,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from coreg_edge.choices import ACTIVATION_TYPES, CALIBRATION_METHODS, WEIGHT_TYPES
-from coreg_edge.errors import UserError
 from coreg_edge.exporters.errors import ExportError
+from coreg_edge.exporters.targets import QuantSettings
 from coreg_edge.utils import one_line
-
-
-@dataclass(frozen=True)
-class QuantSettings:
-    """What `--int8` does; the names are the CLI options' (`--activation-type uint8` -> activation_type)."""
-
-    activation_type: str = "uint8"
-    weight_type: str = "int8"
-    per_channel: bool = True
-    calibration_method: str = "minmax"
-    reduce_range: bool = False  # 7-bit weights: u8 x s7 pair sums fit in 16 bits (no AVX2 saturation)
-    nodes_to_exclude: tuple[str, ...] = ()  # nodes kept in float (the most sensitive ones, when recovering)
-
-    def __post_init__(self) -> None:
-        for name, value, allowed in (
-            ("--activation-type", self.activation_type, ACTIVATION_TYPES),
-            ("--weight-type", self.weight_type, WEIGHT_TYPES),
-            ("--calibration-method", self.calibration_method, CALIBRATION_METHODS),
-        ):
-            if value not in allowed:
-                raise UserError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": "QDQ",
-            "static": True,
-            **asdict(self),
-            "nodes_to_exclude": list(self.nodes_to_exclude),
-        }
-
-    def describe(self) -> str:
-        """One line: "U8S8 per-channel minmax reduce-range, 3 nodes in float"."""
-        short = {"uint8": "U8", "int8": "S8"}
-        parts = [
-            f"{short[self.activation_type]}{short[self.weight_type]}",
-            "per-channel" if self.per_channel else "per-tensor",
-            self.calibration_method,
-        ]
-        if self.reduce_range:
-            parts.append("reduce-range")
-        text = " ".join(parts)
-        if self.nodes_to_exclude:
-            count = len(self.nodes_to_exclude)
-            text += f", {count} node{'s' if count > 1 else ''} in float"
-        return text
 
 
 def pre_process(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:

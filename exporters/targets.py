@@ -11,19 +11,64 @@ exact on all of them:
 - portable: one file for a mixed fleet; 7-bit weights are exact on every kernel family above.
 
 The measurements behind each row, and the commands that re-run them, are in docs/INT8.md
-(`benchmarks/int8_targets.py`). `auto` is this machine's family (`coreg_edge.runtime.cpu.kernel_family`).
+(`benchmarks/int8_targets.py`). `auto` is this machine's family (`coreg_edge.cpu.kernel_family`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from coreg_edge.choices import ACTIVATION_TYPES, CALIBRATION_METHODS, WEIGHT_TYPES
+from coreg_edge.cpu import ARM64, UNKNOWN, X86_AVX2, X86_VNNI, kernel_family
 from coreg_edge.errors import UserError
-from coreg_edge.exporters.quantize import QuantSettings
-from coreg_edge.runtime.cpu import ARM64, UNKNOWN, X86_AVX2, X86_VNNI, kernel_family
 
 AUTO, PORTABLE = "auto", "portable"
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """What `--int8` does; the names are the CLI options' (`--activation-type uint8` -> activation_type)."""
+
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    per_channel: bool = True
+    calibration_method: str = "minmax"
+    reduce_range: bool = False  # 7-bit weights: u8 x s7 pair sums fit in 16 bits (no AVX2 saturation)
+    nodes_to_exclude: tuple[str, ...] = ()  # nodes kept in float (the most sensitive ones, when recovering)
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("--activation-type", self.activation_type, ACTIVATION_TYPES),
+            ("--weight-type", self.weight_type, WEIGHT_TYPES),
+            ("--calibration-method", self.calibration_method, CALIBRATION_METHODS),
+        ):
+            if value not in allowed:
+                raise UserError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "QDQ",
+            "static": True,
+            **asdict(self),
+            "nodes_to_exclude": list(self.nodes_to_exclude),
+        }
+
+    def describe(self) -> str:
+        """One line: "U8S8 per-channel minmax reduce-range, 3 nodes in float"."""
+        short = {"uint8": "U8", "int8": "S8"}
+        parts = [
+            f"{short[self.activation_type]}{short[self.weight_type]}",
+            "per-channel" if self.per_channel else "per-tensor",
+            self.calibration_method,
+        ]
+        if self.reduce_range:
+            parts.append("reduce-range")
+        text = " ".join(parts)
+        if self.nodes_to_exclude:
+            count = len(self.nodes_to_exclude)
+            text += f", {count} node{'s' if count > 1 else ''} in float"
+        return text
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ def device_run():
 @pytest.fixture
 def impossible_limits(monkeypatch):
     """impossible_limits("int8", min_cosine=1.01): export's parity then uses those limits for that check set."""
-    import coreg_edge.exporters.pipeline as pipeline
+    import coreg_edge.exporters.export as pipeline
 
     real = pipeline.Thresholds
 

@@ -1,4 +1,4 @@
-"""utils.new_folder / check_new_folder: folder outputs (labels, review) are new or empty, built under a
+"""outputs.new_folder / check_new_folder: folder outputs (labels, review) are new or empty, built under a
 hidden staging name, and nothing of a killed call stays behind (#26 items 4, 17a, 18)."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import sys
 import pytest
 
 from coreg_edge.errors import UserError
-from coreg_edge.utils import STAGING_MARK, check_new_folder, new_folder
+from coreg_edge.outputs import STAGING_MARK, check_new_folder, new_folder
 
 KILLED = """
 import os, sys
-from coreg_edge.utils import new_folder
+from coreg_edge.outputs import new_folder
 with new_folder(sys.argv[1], "labels folder") as staging:
     (staging / "cat").mkdir()
     (staging / "cat" / "copy.png").write_bytes(b"x" * 1000)

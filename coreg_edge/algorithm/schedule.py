@@ -109,3 +109,15 @@ class CoRegSchedule:
     def describe(self) -> dict[str, float | int]:
         """Plain dict for logs and for printing what a run uses."""
         return {**asdict(self), "loss_start_epoch": self.loss_start_epoch}
+
+
+# An automatic warm-up lasts between these shares of the epochs (training/auto.py ends it on a label-free
+# signal); plain arithmetic, so the settings can check a given --warmup against it.
+WARMUP_BOUNDS = (0.2, 0.5)
+
+
+def warmup_bounds(epochs: int) -> tuple[int, int]:
+    """(fewest, most) warm-up epochs of an automatic warm-up; most <= epochs - 1 (Co-Reg needs an epoch)."""
+    low = max(1, round(WARMUP_BOUNDS[0] * epochs))
+    high = min(epochs - 1, max(low, round(WARMUP_BOUNDS[1] * epochs)))
+    return low, high

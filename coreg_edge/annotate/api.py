@@ -11,7 +11,8 @@ import numpy as np
 from coreg_edge import __version__
 from coreg_edge.annotate.classes import resolve_classes
 from coreg_edge.annotate.job import AnnotateJob, AnnotatorResult, Skips
-from coreg_edge.annotate.registry import get_annotator
+from coreg_edge.annotate.registry import Annotator, get_annotator
+from coreg_edge.annotate.voters import vote_items
 from coreg_edge.annotation_file import Annotation, check_output_name
 from coreg_edge.data import ImageSource, open_source
 from coreg_edge.errors import UserError
@@ -19,7 +20,7 @@ from coreg_edge.locks import locks_output
 from coreg_edge.runtime.image import pixel_limit
 from coreg_edge.settings.annotate import AnnotateSettings
 from coreg_edge.settings.fields import build
-from coreg_edge.utils import resolve_device
+from coreg_edge.utils import resolve_device, resolve_function
 
 
 def _warn_ignored(annotator: Any, s: AnnotateSettings) -> None:
@@ -86,7 +87,7 @@ def _annotate(
         rows, shard = _shard(s, len(source), annotator)
         journal = _journal(out, s, source, class_names, prompt_names, shard, resume, annotator)
         job = AnnotateJob(data, source, class_names, prompt_names, labels, s, skips, quiet, rows, journal)
-        result = annotator.annotate(job)
+        result = _run(annotator, job)
         identity: dict[str, Any] = {"kind": s.annotator, "model": None, "pretrained": None, "mode": None,
                                     "k": None, "ratio": None, "partial_rate": None, "noise_rate": None,
                                     "seed": s.seed, **result.identity}  # fmt: skip
@@ -127,6 +128,14 @@ def _annotate(
         if journal is not None:
             journal.finish()
         return annotation
+
+
+def _run(annotator: Annotator, job: AnnotateJob) -> AnnotatorResult:
+    """The annotator's result for the job: its protocol's, or its panel's voters driven batch by batch (the
+    registry row only names them)."""
+    if annotator.protocol is not None:
+        return resolve_function(annotator.protocol)(job)
+    return vote_items(job, resolve_function(annotator.panel)(job))
 
 
 def _bounded_workers(s: AnnotateSettings) -> AnnotateSettings:

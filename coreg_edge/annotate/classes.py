@@ -13,6 +13,7 @@ import numpy as np
 from coreg_edge.annotate.templates import TEMPLATE_RULE, is_template
 from coreg_edge.data import ImageSource, dataset_info
 from coreg_edge.errors import UserError
+from coreg_edge.utils import parse_toml
 
 
 def _names_table(table: Any, where: str) -> dict[str, list[str]]:
@@ -60,10 +61,8 @@ def _read_table(path: Path) -> dict[str, list[str]]:
         except ValueError as exc:
             raise UserError(f"--classes {path}: not valid JSON ({exc})") from exc
     else:
-        from coreg_edge.recipe import parse_recipe_text
-
         try:
-            table = parse_recipe_text(text, str(path))
+            table = parse_toml(text, str(path))
         except UserError as exc:
             raise UserError(f"--classes {exc}") from exc
     return _names_table(table, str(path))

@@ -37,14 +37,6 @@ class Annotator:
         if (self.panel is None) == (self.protocol is None):
             raise ValueError(f"annotator {self.name!r}: give exactly one of panel= (voters) or protocol=")
 
-    def annotate(self, job: Any) -> Any:
-        """The AnnotatorResult for one job."""
-        if self.protocol is not None:
-            return resolve_function(self.protocol)(job)
-        from coreg_edge.annotate.voters import vote_items
-
-        return vote_items(job, resolve_function(self.panel)(job))
-
     def fingerprint_extra(self, settings: Any) -> dict[str, Any]:
         return {} if self.describe is None else resolve_function(self.describe)(settings)
 

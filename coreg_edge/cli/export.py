@@ -65,8 +65,8 @@ def export(run: str, out: str, check_only: bool, as_json: bool, device: str, see
     for module in ("torch", "onnx"):
         require(module, "coreg-edge export")
     from coreg_edge.exporters.errors import ParityError
+    from coreg_edge.exporters.export import check_export, export_run
     from coreg_edge.exporters.parity import format_table
-    from coreg_edge.exporters.pipeline import check_export, export_run
 
     def show(report: dict) -> None:
         click.echo(json.dumps(report, indent=2) if as_json else format_table(report))

@@ -31,8 +31,8 @@ def describe_path(path: str) -> dict:
     if p.is_dir():
         return describe_folder(p)
     if p.is_file() and Path(published_name(p)).suffix in (".onnx", ".ort"):
-        from coreg_edge.exporters.describe import describe_onnx
         from coreg_edge.formats import rejected_note
+        from coreg_edge.runtime.describe import describe_onnx
 
         summary = describe_onnx(p)
         note = rejected_note(p)

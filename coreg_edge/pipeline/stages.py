@@ -157,8 +157,8 @@ class _Run:
 
     def export(self) -> None:
         from coreg_edge.exporters.errors import ParityError
+        from coreg_edge.exporters.export import export_run
         from coreg_edge.exporters.int8 import choose_route
-        from coreg_edge.exporters.pipeline import export_run
         from coreg_edge.exporters.targets import resolve_target
 
         call = export_call(self.recipe)

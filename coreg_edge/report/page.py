@@ -263,7 +263,7 @@ def _latency(bench: dict[str, Any], p50: dict[Any, dict[int, float]], plots: Any
 def _files_without_parity(sources: ReportSources, plots: Any) -> list[str]:
     """An export folder with its model files but no parity.json: each file's size and the test accuracy its
     own metadata records, parity unknown."""
-    from coreg_edge.exporters.describe import describe_onnx
+    from coreg_edge.runtime.describe import describe_onnx
 
     folder = sources.export
     assert folder is not None

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from coreg_edge.cpu import cpu_flags, cpu_name, has_int8_dot_product, kernel_family
 from coreg_edge.errors import UserError
-from coreg_edge.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product, kernel_family
 from coreg_edge.runtime.metadata import MetadataOverrides, named_value, setting_name
 from coreg_edge.runtime.preprocess import PreprocessConfig
 from coreg_edge.runtime.session import LoadedModel, load_model
@@ -69,7 +69,7 @@ class ModelBench:
     cpu_flags: tuple[str, ...]
     results: tuple[LatencyStats, ...]
     cpu: str = ""
-    int8_kernels: str = ""  # this CPU's int8 kernel family (coreg_edge.runtime.cpu.kernel_family)
+    int8_kernels: str = ""  # this CPU's int8 kernel family (coreg_edge.cpu.kernel_family)
     int8_target: str | None = None  # the CPU family an int8 file was quantized for (its metadata)
 
     def to_dict(self) -> dict[str, Any]:

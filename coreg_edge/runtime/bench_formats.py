@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coreg_edge.cpu import cpu_name
 from coreg_edge.errors import UserError
 from coreg_edge.formats import FORMATS, file_passed
 from coreg_edge.runtime.bench import ModelBench, _megabytes, bench_settings, open_for_bench, time_models
-from coreg_edge.runtime.cpu import cpu_name
 from coreg_edge.runtime.metadata import ModelError
 from coreg_edge.settings.bench import BenchSettings
 from coreg_edge.utils import one_line, read_json_object

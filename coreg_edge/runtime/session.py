@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from coreg_edge.cpu import default_threads
 from coreg_edge.errors import UserError
 from coreg_edge.formats import published_name, rejected_note
-from coreg_edge.runtime.cpu import default_threads
 from coreg_edge.runtime.metadata import (
     FILE_METADATA_WRONG,
     MetadataError,

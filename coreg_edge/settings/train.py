@@ -125,7 +125,7 @@ class TrainSettings:
         if self.warmup is not None:
             return self.warmup
         # Automatic: the most it may last; it usually ends earlier, on a label-free signal (training/auto.py).
-        from coreg_edge.training.auto import warmup_bounds
+        from coreg_edge.algorithm.schedule import warmup_bounds
 
         low, high = warmup_bounds(self.epochs)
         return high if high >= low else self.epochs

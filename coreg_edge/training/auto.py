@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from coreg_edge.algorithm.schedule import WARMUP_BOUNDS, warmup_bounds  # noqa: F401 - read here too
 from coreg_edge.errors import UserError
 
 STEPS_PER_EPOCH = 40
@@ -27,7 +28,6 @@ LR_PER_32 = 0.05
 MAX_LR = 0.1
 PRETRAINED_LR_FACTOR = 0.2
 STRONG_MIN_SIZE = 24
-WARMUP_BOUNDS = (0.2, 0.5)  # shares of the epochs
 WARMUP_PATIENCE = 2  # epochs without a gain of MIN_GAIN in the held-out hit rate
 WARMUP_MIN_GAIN = 0.01
 
@@ -59,13 +59,6 @@ def choose_strong_views(image_size: int, dataset_rule: str) -> tuple[str, str]:
     if image_size < STRONG_MIN_SIZE:
         return "weak", f"{image_size} px < {STRONG_MIN_SIZE} px: RandAugment + Cutout would erase the class"
     return dataset_rule, f"{image_size} px: the dataset's rule"
-
-
-def warmup_bounds(epochs: int) -> tuple[int, int]:
-    """(fewest, most) warm-up epochs of an automatic warm-up; most <= epochs - 1 (Co-Reg needs an epoch)."""
-    low = max(1, round(WARMUP_BOUNDS[0] * epochs))
-    high = min(epochs - 1, max(low, round(WARMUP_BOUNDS[1] * epochs)))
-    return low, high
 
 
 @dataclass

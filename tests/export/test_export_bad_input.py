@@ -40,7 +40,7 @@ def test_library_rejects_unknown_peer(trained_run, tmp_path):
     import pytest
 
     from coreg_edge.errors import UserError
-    from coreg_edge.exporters.pipeline import export_run
+    from coreg_edge.exporters.export import export_run
 
     with pytest.raises(UserError, match="--peer must be one of"):
         export_run(trained_run, tmp_path / "d", peer="c")

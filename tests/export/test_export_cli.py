@@ -77,14 +77,14 @@ def test_perturbed_weights_fail_check_only(exported, runner, cli, tmp_path):
 
 
 def test_failed_parity_presents_nothing_new_as_good(trained_run, runner, cli, tmp_path, monkeypatch):
-    from coreg_edge.exporters import parity, pipeline
+    from coreg_edge.exporters import export, parity
 
     out = tmp_path / "dist"
     out.mkdir()
     (out / "model.onnx").write_bytes(b"an older export")  # the user's: never deleted, never called checked
     (out / "parity.json").write_text("{}")  # an export folder (any other folder of files is refused)
     impossible = parity.Thresholds().with_limits("fp32", max_abs_logit_diff=-1.0)
-    monkeypatch.setattr(pipeline, "Thresholds", lambda **kw: impossible)
+    monkeypatch.setattr(export, "Thresholds", lambda **kw: impossible)
     result = runner.invoke(cli, ["export", str(trained_run), "--out", str(out), "--quiet"])
     assert result.exit_code == 1
     assert "parity failed" in result.stderr and "kept the earlier model.onnx" in result.stderr

@@ -81,7 +81,7 @@ def test_info_json_has_bytes_and_opset(exported, runner, cli):
 def test_info_reader_agrees_with_onnx(exported):
     import onnx
 
-    from coreg_edge.exporters.describe import read_header
+    from coreg_edge.runtime.describe import read_header
 
     for name in ("model.onnx", "model.int8.onnx"):
         model = onnx.load(str(exported.out / name))

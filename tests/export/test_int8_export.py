@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from coreg_edge.cpu import kernel_family
 from coreg_edge.exporters.emulation import find_emulator, run_emulated
 from coreg_edge.exporters.int8 import choose_route
 from coreg_edge.exporters.targets import TARGETS
-from coreg_edge.runtime.cpu import kernel_family
 
 
 def _emulator():
@@ -70,7 +70,7 @@ def test_each_target_preset(target, trained_run, runner, cli, tmp_path):
     assert int8["faithful"] is faithful
     if not faithful:
         assert "checked with its own" in int8["note"] and "checked with its own" in result.stdout
-    from coreg_edge.exporters.describe import describe_onnx
+    from coreg_edge.runtime.describe import describe_onnx
 
     meta = describe_onnx(out / "model.int8.onnx")
     assert meta["quantization"]["target"] == target and meta["int8_kernels_here"] == kernel_family()

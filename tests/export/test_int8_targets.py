@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
+from coreg_edge.cpu import kernel_family
 from coreg_edge.errors import UserError
 from coreg_edge.exporters.int8 import choose_route
 from coreg_edge.exporters.quantize import QuantSettings
 from coreg_edge.exporters.sensitivity import sqnr
 from coreg_edge.exporters.targets import TARGETS, apply_overrides, recovery_ladder, resolve_target
 from coreg_edge.runtime.bench import ModelBench
-from coreg_edge.runtime.cpu import kernel_family
 
 
 @pytest.mark.parametrize(

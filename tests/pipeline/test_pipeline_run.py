@@ -139,7 +139,7 @@ def test_table_ends_with_the_deployable_model(runner, cli, first_run, tmp_path):
 def test_interrupted_export_resumes_at_export_without_retraining(
     runner, cli, first_run, tmp_path, monkeypatch
 ):
-    import coreg_edge.exporters.pipeline as exporter
+    import coreg_edge.exporters.export as exporter
 
     run = copy_run(first_run, tmp_path)
     shutil.rmtree(run / "export")  # a previous export that never finished left nothing under final names

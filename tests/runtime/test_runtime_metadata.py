@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from coreg_edge.cpu import default_threads, has_int8_dot_product, parse_cpuinfo
 from coreg_edge.errors import UserError
 from coreg_edge.runtime import (
     Classifier,
@@ -17,7 +18,6 @@ from coreg_edge.runtime import (
     PreprocessConfig,
     make_metadata,
 )
-from coreg_edge.runtime.cpu import default_threads, has_int8_dot_product, parse_cpuinfo
 from coreg_edge.runtime.metadata import (
     MetadataOverrides,
     dumps_metadata,
@@ -142,7 +142,7 @@ def test_cpu_flags() -> None:
 
 
 def test_describe_machine_names_the_cpu_and_its_flags(monkeypatch) -> None:
-    from coreg_edge.runtime import cpu
+    from coreg_edge import cpu
 
     monkeypatch.setattr(cpu, "cpu_name", lambda: "AMD EPYC")
     monkeypatch.setattr(cpu, "available_cpus", lambda: 2)

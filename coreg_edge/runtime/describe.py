@@ -167,7 +167,7 @@ def describe_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
         summary["other_opsets"] = other
     summary.update(meta or {})
     if isinstance(summary.get("quantization"), dict):  # an int8 file: which kernels it would meet here
-        from coreg_edge.runtime.cpu import kernel_family
+        from coreg_edge.cpu import kernel_family
 
         summary["int8_kernels_here"] = kernel_family()
     extra = {k: v for k, v in header["metadata_props"].items() if k != METADATA_KEY}
@@ -176,7 +176,7 @@ def describe_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
     return summary
 
 
-def main() -> None:  # pragma: no cover - debugging aid: python -m coreg_edge.exporters.describe FILE
+def main() -> None:  # pragma: no cover - debugging aid: python -m coreg_edge.runtime.describe FILE
     import sys
 
     print(json.dumps(describe_onnx(sys.argv[1]), indent=2))

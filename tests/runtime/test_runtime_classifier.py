@@ -177,3 +177,14 @@ def test_classifier_warns_on_a_rejected_model_naming_why(tiny, tmp_path: Path) -
     bare = _rejected_copy(tiny, tmp_path / "bare", None)
     with pytest.warns(UserWarning, match="no parity.json beside it says why"):
         Classifier(bare)
+
+
+def test_the_python_api_refuses_an_empty_array_and_names_topk(tmp_path):
+    from coreg_edge.runtime.image import to_pil
+
+    with pytest.raises(UserError, match="empty"):
+        to_pil(np.zeros((0, 0, 3), np.uint8))
+    from coreg_edge.runtime.classifier import Classifier
+
+    with pytest.raises(UserError, match=r"^topk=0: must be a whole number >= 1"):
+        Classifier.top(object.__new__(Classifier), np.zeros((1, 2)), topk=0)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_errors import assert_one_line_error, no_leftovers
 from click.testing import CliRunner
 
 from coreg_edge.cli import cli
@@ -263,3 +264,27 @@ def test_info_describes_export_and_pipeline_folders(tiny, tmp_path: Path) -> Non
     (tmp_path / "other").mkdir()
     other = run("info", tmp_path / "other")
     assert other.exit_code == 1 and "train one" not in other.stderr and "export folder" in other.stderr
+
+
+def test_info_on_a_missing_file_is_one_line(runner, cli, tmp_path):
+    result = runner.invoke(cli, ["info", str(tmp_path / "absent.npz")])
+    assert_one_line_error(result, "no such")
+    assert no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "m.onnx", "--batch-sizes", "0,x"],
+    ],
+)
+def test_usage_errors_are_one_line(runner, cli, args):
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "--help" in lines[0], lines
+
+
+def test_a_bare_command_still_shows_its_help(runner, cli):
+    result = runner.invoke(cli, [])
+    assert "Usage:" in result.output and "Commands:" in result.output

@@ -21,7 +21,7 @@ from coreg_edge.models import NetworkConfig, create_network, timm_body
 from coreg_edge.settings.train import TrainSettings
 from coreg_edge.training.coreg import set_lr
 
-# Children run outside the checkout (see tests/test_locks.py).
+# Children run outside the checkout (see tests/outputs/test_locks.py).
 OUTSIDE = tempfile.gettempdir()
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # test_byobnet: ImageNet statistics, bicubic, crop_pct 0.95, 160 px (unlike digits: 0.5, bilinear, 8 px);

@@ -71,3 +71,16 @@ def test_a_live_pid_in_a_stale_lock_file_is_not_a_training(tmp_path):
     finally:
         other.kill()
         other.wait(timeout=30)
+
+
+def test_metrics_never_hold_a_bare_nan(tmp_path):
+    from coreg_edge.training.run_folder import write_json
+    from coreg_edge.utils import json_safe
+
+    assert json_safe({"a": [1.0, float("nan")], "b": {"c": float("inf")}, "d": "x"}) == {
+        "a": [1.0, None],
+        "b": {"c": None},
+        "d": "x",
+    }
+    write_json(tmp_path / "x.json", {"loss": float("nan")})
+    assert json.loads((tmp_path / "x.json").read_text(), parse_constant=lambda name: 1 / 0) == {"loss": None}

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from cli_errors import last_line, one_line_error
 from safetensors.torch import load_file
 
 from coreg_edge.training import run_folder as rf
@@ -203,3 +204,59 @@ def test_train_bad_input(runner, cli, digits_annotation, class_folder, tmp_path)
     rf.write_json(stored / rf.CONFIG, {"format_version": rf.RUN_FORMAT_VERSION})
     result = _train(runner, cli, str(digits_annotation), "--resume", "--out", str(stored), "--epochs", "5")
     assert result.exit_code == 1 and "drop ANNOTATION, --epochs" in result.stderr, result.stderr
+
+
+TINY_8PX = ["--backbone", "test_resnet", "--image-size", "8", "--batch-size", "64", "-q"]
+
+
+class _Payload:
+    """Pickled, it would run code on load: the checkpoint loader must refuse it, not advise loading it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_payload_checkpoint_is_refused_without_relaying_the_advice(
+    runner, cli, digits_annotation, tmp_path
+):
+    import torch
+
+    run = tmp_path / "run"
+    args = ["train", str(digits_annotation), "--out", str(run), "--method", "proden", "--epochs", "2", *TINY_8PX]
+    assert runner.invoke(cli, args).exit_code == 0
+    (run / "selection.json").unlink()  # unfinished again, so that --resume loads the checkpoint
+    marker = tmp_path / "payload-ran"
+    torch.save({"peers": _Payload(marker)}, run / "checkpoint.pt")
+    result = runner.invoke(cli, ["train", "--resume", "--out", str(run), "-q"])
+    assert result.exit_code == 1 and not marker.exists()
+    assert "not a checkpoint this program wrote" in last_line(result)
+    assert "weights_only" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "x.npz", "--out", "r", "--epochs", "x"],
+        ["train", "x.npz", "--out", "r", "--cache", "bogus"],
+        ["train", "x.npz"],
+    ],
+)
+def test_usage_errors_are_one_line(runner, cli, args):
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "--help" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["train", "x.npz", "--out", "r", "--epochs", "99999999999999999999"], "--epochs must be a whole number"),
+    ],
+)  # fmt: skip
+def test_huge_values_are_one_line_before_any_work(runner, cli, args, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(runner.invoke(cli, args), 2, fragment)

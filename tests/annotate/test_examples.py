@@ -103,3 +103,11 @@ def test_examples_through_the_cli_and_the_run_fingerprint(runner, cli, tmp_path)
     assert "examples" not in _annotate_settings(plain, annotate_call(plain, tmp_path))  # old run folders unchanged
     given = load_recipe("digits", ["annotate.annotator=simulated", f"annotate.examples={examples}"])
     assert _annotate_settings(given, annotate_call(given, tmp_path))["examples"] == str(examples)
+
+
+def test_examples_inside_data_are_refused(tmp_path, class_folder):
+    with pytest.raises(UserError, match="overlaps DATA"):
+        annotate(str(class_folder), annotator="simulated", examples=str(class_folder), shots=1, quiet=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"^--examples .*no images found"):
+        annotate("digits", annotator="simulated", examples=str(tmp_path / "empty"), quiet=True)

@@ -114,3 +114,25 @@ def test_a_classes_table_through_the_cli(runner, cli, tiny_clip, class_folder, t
     args[3], args[-2] = str(bad), str(tmp_path / "bad.npz")
     result = runner.invoke(cli, args)
     assert result.exit_code == 1 and result.stderr.strip().startswith("Error: --classes") and "Traceback" not in result.output
+
+
+def test_classes_files_are_read_forgivingly_and_refused_clearly(tmp_path):
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00cat")
+    with pytest.raises(UserError, match=r"not UTF-8 text"):
+        parse_classes(str(tmp_path / "bin.toml"))
+    (tmp_path / "bom.txt").write_bytes("\ufeffcat\ndog\n".encode())
+    assert parse_classes(str(tmp_path / "bom.txt"))[0] == ["cat", "dog"]
+    (tmp_path / "upper.TOML").write_text('cat = "kitty"\ndog = "dog"\n')
+    assert parse_classes(str(tmp_path / "upper.TOML"))[1] == {"cat": ["kitty"], "dog": ["dog"]}
+    for name, text, fragment in [
+        ("dup.json", '{"cat": "a", "cat": "b", "dog": "d"}', "class 'cat' is given twice"),
+        ("space.json", '{"cat": "a", " cat": "b", "dog": "d"}', "class 'cat' is given twice"),
+        ("shared.toml", 'cat = "pet"\ndog = "pet"\n', "the name 'pet' is given to both 'cat' and 'dog'"),
+    ]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UserError, match=fragment):
+            parse_classes(str(tmp_path / name))
+    (tmp_path / "bad.toml").write_text("cat = [\n")
+    with pytest.raises(UserError) as info:
+        parse_classes(str(tmp_path / "bad.toml"))
+    assert str(info.value).count("not valid TOML") == 1

@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from cli_errors import one_line_error
+from PIL import Image
 
 from coreg_edge.annotate import annotate
 from coreg_edge.annotation_file import load
@@ -207,3 +210,66 @@ def test_contradicting_options_are_warned_about(runner, cli, digits_annotation, 
     warned = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
     assert any("--peer a" in line and "no peers" in line for line in warned), result.stderr
     assert any("--copy" in line and "imagefolder" in line for line in warned), result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["labels", "x", "--out", "o", "--format", "xml"],
+    ],
+)
+def test_usage_errors_are_one_line(runner, cli, args):
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "--help" in lines[0], lines
+
+
+def test_classes_that_share_a_folder_name_are_refused_and_folder_names_read_back(runner, cli, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(6):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(flat / f"{i}.png")
+    ann = tmp_path / "a.npz"
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    from coreg_edge.annotation_file import Annotation
+    from coreg_edge.data import open_source
+
+    candidates = np.eye(3, dtype=bool)[labels]  # single-candidate sets: labels without an annotator
+
+    source = open_source(str(flat))
+    Annotation(candidates=candidates, labels=np.full(6, -1), item_ids=source.item_ids, class_names=["a/b", "a_b", "c:d"],
+               data=source.describe()).save(ann)  # fmt: skip
+    result = runner.invoke(cli, ["labels", str(ann), "--format", "imagefolder", "--out", str(tmp_path / "o")])
+    one_line_error(result, 1, "classes 'a/b' and 'a_b' both become the folder 'a_b'")
+    # a class whose folder name differs from its name ('c:d' -> 'c_d') is read back as that class by --val
+    from coreg_edge.training.data import load_eval_set, preprocess_for
+
+    val = tmp_path / "val"
+    (val / "c_d").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(val / "c_d" / "x.png")
+    split = load_eval_set(str(val), ["a/b", "c:d"], preprocess_for(source, 8, 3), __import__("torch").device("cpu"))
+    assert split.labels.tolist() == [1]
+
+
+def test_labels_check_where_the_images_are_in_every_format(runner, cli, tmp_path, class_folder):
+    ann = tmp_path / "a.npz"
+    annotate(str(class_folder), ann, annotator="simulated", shots=1, quiet=True)
+    result = runner.invoke(cli, ["labels", str(ann), "--data", "digits", "--out", str(tmp_path / "o")])
+    one_line_error(result, 1, "are not in")
+
+
+def test_labels_of_a_run_whose_annotation_changed_are_refused(runner, cli, digits_annotation, tmp_path):
+    ann = tmp_path / "d.npz"
+    shutil.copy(digits_annotation, ann)
+    run = tmp_path / "run"
+    args = ["train", str(ann), "--out", str(run), "--method", "supervised", "--epochs", "1",
+            "--backbone", "test_resnet", "--image-size", "8", "-q"]  # fmt: skip
+    assert runner.invoke(cli, args).exit_code == 0
+    hint = runner.invoke(cli, ["labels", str(run), "--peer", "ensemble", "--out", str(tmp_path / "o2")])
+    assert hint.exit_code == 1 and "use --peer a instead" in hint.stderr and "export --peer" not in hint.stderr
+    other = tmp_path / "other.npz"
+    annotate("digits", other, annotator="synthetic", classes=[f"c{i}" for i in range(10)], quiet=True)
+    shutil.copy(other, ann)  # the annotation file was replaced by one of other classes
+    one_line_error(runner.invoke(cli, ["labels", str(run), "--out", str(tmp_path / "o")]), 1, "the annotation file changed")
+    assert json.loads((run / "config.json").read_text())["method"] == "supervised"

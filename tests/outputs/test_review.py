@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+from cli_errors import one_line_error
 
 from coreg_edge.training import run_folder as rf
 
@@ -200,3 +201,14 @@ def test_review_says_its_accuracy_is_a_biased_check_not_a_held_out_estimate(
     assert runner.invoke(cli, ["review", str(run), "--out", str(out)]).exit_code == 0
     page = " ".join((out / "index.html").read_text().split())
     assert "training items" in page and "not an unbiased held-out estimate" in page
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["review", "run", "--out", "r", "--thumbnail", "100000"], "--thumbnail must be a whole number within [16, 1024]"),
+    ],
+)  # fmt: skip
+def test_huge_values_are_one_line_before_any_work(runner, cli, args, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(runner.invoke(cli, args), 2, fragment)

@@ -142,9 +142,10 @@ def _bounded_workers(s: AnnotateSettings) -> AnnotateSettings:
     """--workers at most this machine's cores, said once (torch's DataLoader warns about more in 300 characters,
     once per loader, and the extra processes only compete for the same cores)."""
     import dataclasses
-    import os
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from coreg_edge.cpu import available_cpus
+
+    cores = available_cpus()
     if s.workers <= cores:
         return s
     warnings.warn(f"--workers {s.workers}: this machine has {cores} CPU core(s) for this process; using {cores}",

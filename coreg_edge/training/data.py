@@ -7,7 +7,6 @@ cheap tensor ops on the training device (training/views.py), with no PIL in the 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 from collections import defaultdict
@@ -21,6 +20,7 @@ import torch
 from coreg_edge.annotation_file import Annotation
 from coreg_edge.data import ImageSource, dataset_info, open_source
 from coreg_edge.data.sources import class_positions
+from coreg_edge.digests import file_sha256
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.preprocess import INTERPOLATIONS, PreprocessConfig
 from coreg_edge.training.image_store import TRAINING, ImageStore, build_store
@@ -185,14 +185,10 @@ def distinct_images(source: ImageSource, what: str) -> np.ndarray:
     by_digest: dict[str, list[int]] = defaultdict(list)
     for same_size in by_size.values():
         for index in same_size if len(same_size) > 1 else ():
-            digest = hashlib.sha256()
             try:
-                with open(path_of(index), "rb") as fh:
-                    for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                        digest.update(chunk)
+                by_digest[file_sha256(path_of(index))].append(index)
             except OSError:
                 continue
-            by_digest[digest.hexdigest()].append(index)
     copies: list[tuple[int, int]] = []  # (the copy left out, the image kept)
     for group in by_digest.values():
         first = min(group)

@@ -63,7 +63,9 @@ def devices_for_processes(device: str) -> tuple[int, str]:
 
         count = torch.cuda.device_count()
         return count, f"{count} GPU{'s' if count != 1 else ''}"
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from coreg_edge.cpu import available_cpus
+
+    count = available_cpus()
     return count, f"{count} CPU core{'s' if count != 1 else ''} (gloo)"
 
 

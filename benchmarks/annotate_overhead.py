@@ -2,6 +2,7 @@
 
     python benchmarks/annotate_overhead.py [--model ViT-B-32|CONFIG.json] [--passes 10000] [--batch-size 64]
                                            [--templates default] [--classes 10]
+                                           [--out benchmarks/results/annotate_overhead.json]
 
 Random weights (no download; the cost does not depend on the weights). The text features for every
 (template, class) prompt are computed once and reported separately; then both loops run interleaved, batch
@@ -11,13 +12,13 @@ should cost < 10% extra per image (docs/FORMATS.md#benchmarks).
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from harness import machine_line, parser, write_result
 
 from coreg_edge.annotate.clip import ClipEmbedder, TextPromptVoters, load_clip
 from coreg_edge.annotate.templates import load_templates
@@ -30,18 +31,14 @@ SMALL_VIT = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--model", default="small", help="open_clip name, a config JSON, or 'small' (built in)"
-    )
-    parser.add_argument("--passes", type=int, default=10000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--templates", default="default")
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    p = parser(__doc__, name="annotate_overhead")
+    p.add_argument("--model", default="small", help="open_clip name, a config JSON, or 'small' (built in)")
+    p.add_argument("--passes", type=int, default=10000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--templates", default="default")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print the result as JSON, no table")
+    args = p.parse_args()
     model = args.model
     if model == "small":
         model = str(Path(tempfile.mkdtemp()) / "small-vit-clip.json")
@@ -74,9 +71,11 @@ def main() -> None:
         "text_features_s": text_s, "encode_image_ms_per_image": bare_ms, "annotate_ms_per_image": full_ms,
         "overhead": full_ms / bare_ms - 1.0,
     }  # fmt: skip
+    write_result(args.out, result, args)
     if args.json:
         print(json.dumps(result))
         return
+    print(machine_line(load=True))
     print(f"model {args.model}, {len(templates)} templates x {args.classes} classes, {done} image passes each, "
           f"batch {args.batch_size}, CPU threads {torch.get_num_threads()}")  # fmt: skip
     print("| path | ms / image | images / s |")

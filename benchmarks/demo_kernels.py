@@ -14,7 +14,6 @@ onnxruntime's kernels are not capped (it has no such switch); the int8 step on e
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from coreg_edge.cpu import describe_machine
+from harness import machine_line, parser, write_result
 
 KERNELS = {
     "this CPU's": {},
@@ -55,19 +54,17 @@ def run_demo(out: Path, env: dict[str, str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", default=None, help="folder for the two demo runs (kept)")
-    parser.add_argument("--out", default="benchmarks/results/demo_kernels.json")
-    args = parser.parse_args()
+    p = parser(__doc__, name="demo_kernels")
+    p.add_argument("--work", default=None, help="folder for the two demo runs (kept)")
+    args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="coreg-demo-kernels-")).resolve()
     results = {}
     for name, env in KERNELS.items():
         results[name] = {"env": env, **run_demo(work / name.split()[0].lower().strip("'"), env)}
         print(f"done: {name} kernels, {results[name]['wall_s']:.0f} s", flush=True)
-    out = {"cpu": describe_machine(), "threads": os.environ.get("OMP_NUM_THREADS"), "runs": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"CPU: {out['cpu']}; OMP_NUM_THREADS={out['threads'] or 'unset'}")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    write_result(args.out, {"threads": threads, "runs": results}, args)
+    print(f"{machine_line(load=True)}; OMP_NUM_THREADS={threads or 'unset'}")
     print("\n| kernels | ATen | demo wall s | train s | test acc a / b / ensemble | selected | int8 acc (parity) |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():

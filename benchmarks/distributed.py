@@ -13,7 +13,6 @@ needs one GPU (or machine) per process. Takes about 6 minutes on 2 cores; never 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from coreg_edge.cpu import describe_machine
+from harness import log, machine_line, parser, write_result
 
 try:
     import tomllib
@@ -77,11 +76,10 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nproc", type=int, default=2)
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "distributed.json")
-    args = parser.parse_args()
+    p = parser(__doc__, name="distributed")
+    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--seeds", default="0,1")
+    args = p.parse_args()
     recipe = tomllib.loads(RECIPE.read_text())
     batch = int(recipe["train"]["batch_size"])
     if batch % args.nproc:
@@ -97,12 +95,9 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             for nproc, per_process in ((1, batch), (args.nproc, batch // args.nproc)):  # interleaved
                 rows.append(run(annotation, Path(tmp) / f"n{nproc}-s{seed}", nproc, per_process, seed, recipe))
-                print(f"seed {seed}, {nproc} process(es): {rows[-1]['test_accuracy']}", file=sys.stderr, flush=True)
-    text = table(rows)
-    cpu = describe_machine()
-    print(f"CPU: {cpu}\n{text}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cpu": cpu, "command": " ".join(["python", *sys.argv]), "rows": rows}, indent=2) + "\n")
+                log(f"seed {seed}, {nproc} process(es): {rows[-1]['test_accuracy']}")
+    print(f"{machine_line(load=True)}\n{table(rows)}")
+    write_result(args.out, {"command": " ".join(["python", *sys.argv]), "rows": rows}, args)
 
 
 if __name__ == "__main__":

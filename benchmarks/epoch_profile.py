@@ -11,8 +11,6 @@ function is on its stack, so views made inside the MixUp forward count as views.
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -20,7 +18,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from coreg_edge.cpu import describe_machine
+from harness import machine_line, parser, write_result
 
 HERE = Path(__file__).resolve().parent
 # (part, what it is, functions that mark it: "name (file" prefixes of py-spy's frames)
@@ -61,32 +59,30 @@ def read_raw(path: Path) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="test_resnet")
-    parser.add_argument("--image-size", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
-    parser.add_argument("--out", default=None, help="also write the table as JSON here (with the CPU)")
-    args = parser.parse_args()
+    p = parser(__doc__, name="epoch_profile", suffix="{backbone}_{image_size}px")
+    p.add_argument("--backbone", default="test_resnet")
+    p.add_argument("--image-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    args = p.parse_args()
     spy = shutil.which("py-spy")
     if spy is None:
         raise SystemExit("py-spy is not installed: pip install py-spy")
     raw = Path(tempfile.mkdtemp(prefix="coreg-profile-")) / "stacks.txt"
+    # train_cost's own result goes beside the samples, not over its file in benchmarks/results/.
     cost = [sys.executable, str(HERE / "train_cost.py"), "--backbone", args.backbone, "--image-size",
-            str(args.image_size), "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--json"]  # fmt: skip
+            str(args.image_size), "--batch-size", str(args.batch_size), "--warmup", str(args.warmup), "--json",
+            "--out", str(raw.parent / "train_cost.json")]  # fmt: skip
     subprocess.run([spy, "record", "--format", "raw", "--rate", str(args.rate), "--nonblocking", "-o", str(raw),
                     "--", *cost], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     parts = attribute(read_raw(raw))
     total = sum(parts.values())
     rows = [(name, what, parts.get(name, 0) / max(total, 1)) for name, what, _ in PARTS]
     rows.append(("other", "the step's own arithmetic on targets and losses, statistics, Python", parts.get("other", 0) / max(total, 1)))
-    result = {"cpu": describe_machine(), "args": vars(args), "samples": total,
-              "shares": {name: share for name, _, share in rows}}  # fmt: skip
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"CPU: {result['cpu']}; {args.backbone} at {args.image_size} px, batch {args.batch_size}; {total} samples "
+    write_result(args.out, {"samples": total, "shares": {name: share for name, _, share in rows}}, args)
+    print(machine_line(load=True))
+    print(f"{args.backbone} at {args.image_size} px, batch {args.batch_size}; {total} samples "
           f"of the 2 Co-Reg epochs at {args.rate}/s")  # fmt: skip
     print("| part of the Co-Reg epoch | what | share |\n|---|---|---|")
     for name, what, share in rows:

@@ -2,19 +2,18 @@
 
 Examples are drawn from digits:test (never training items) and written as class folders; the annotation is
 of digits:train with each simulator preset, over seeds (the simulator's seed; the examples are the first k
-test images of each class). Prints one table; `--out` writes it as JSON.
+test images of each class). Prints one table and writes it as JSON (`--out`).
 
     python benchmarks/examples_effect.py --seeds 0,1,2 --out benchmarks/results/examples_effect.json
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from harness import machine_line, parser, write_result
 
 from coreg_edge.annotate import annotate
 from coreg_edge.data import open_source
@@ -30,11 +29,10 @@ def write_examples(folder: Path, per_class: int) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--shots", default="0,1,5", help="example images per class")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    p = parser(__doc__, name="examples_effect")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--shots", default="0,1,5", help="example images per class")
+    args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="coreg-examples-"))
     rows = []
     for preset in ("easy", "hard"):
@@ -52,14 +50,14 @@ def main() -> None:
             if folder:
                 mean["voter_accuracy"] = float(np.mean([s["voter_accuracy"] for s in stats]))
             rows.append({"preset": preset, "examples_per_class": shots, **mean, "seeds": len(stats)})
+    print(machine_line())
     print("simulated annotator on digits:train, examples from digits:test, mean over seeds")
     print("| preset | examples per class | coverage | mean set size | examples' vote accuracy |")
     print("|---|---|---|---|---|")
     for r in rows:
         acc = f"{r['voter_accuracy']:.3f}" if "voter_accuracy" in r else "-"
         print(f"| {r['preset']} | {r['examples_per_class']} | {r['coverage']:.3f} | {r['mean_candidates']:.2f} | {acc} |")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    write_result(args.out, {"rows": rows}, args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ ONNX int8, measured side by side in one run. A script, not a test (it trains net
     python benchmarks/export_bench.py                      # resnet18 (small-input stem) + mobilenetv3_small_050
     python benchmarks/export_bench.py --grid               # plus the int8 settings grid on the first backbone
     python benchmarks/export_bench.py --run runs/NAME      # an existing run folder instead of training
+    python benchmarks/export_bench.py --out FILE           # the tables' rows as JSON (default below)
 
 Each backbone is trained briefly (`train(method="supervised")`: true labels, digits at --image-size px) into
 a run folder, exported with `export_run` (fp32 + int8, parity-checked on
@@ -12,13 +13,12 @@ machine noise hits all of them; onnxruntime sessions do not spin while idle, PyT
 same thread count. Latency is the p50 over --iters timed runs of random normalised input.
 
 Targets for ResNet-18: int8 file <= 0.3x fp32; int8 batch-32 latency <= 0.75x fp32; ONNX fp32 batch-1
-latency <= 0.33x PyTorch eager; int8 accuracy within 1 point of fp32.
+latency <= 0.33x PyTorch eager; int8 accuracy within 1 point of fp32. The rows of the tables go to --out
+(default benchmarks/results/export_bench.json).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from harness import load_average, log, machine_line, parser, write_result
 
 from coreg_edge.annotate import annotate
-from coreg_edge.cpu import cpu_flags, cpu_name
 from coreg_edge.exporters.errors import ParityError
 from coreg_edge.exporters.export import export_run
 from coreg_edge.runtime.bench import random_input
@@ -38,10 +38,6 @@ from coreg_edge.training import run_folder
 from coreg_edge.training.trainer import train
 
 BATCHES = (1, 32)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def train_run(
@@ -83,13 +79,6 @@ def time_side_by_side(
         for name in names:
             results[name][batch] = float(np.percentile(np.asarray(seconds[name]) * 1000, 50))
     return results
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 def describe_run(folder: Path) -> str:
@@ -235,22 +224,19 @@ def format_grid(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", default="resnet18,mobilenetv3_small_050")
-    parser.add_argument("--epochs", default="8,10", help="training epochs per backbone (comma-separated)")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
-    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine schedule)")
-    parser.add_argument(
-        "--run", action="append", default=[], help="existing run folder(s) instead of training"
-    )
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--grid", action="store_true", help="also the int8 settings grid on the first model")
-    parser.add_argument("--grid-only", action="store_true", help="only the grid (no eager timing table)")
-    parser.add_argument("--keep", type=Path, default=None, help="keep runs and exports here")
-    args = parser.parse_args()
+    p = parser(__doc__, name="export_bench", threads=2)
+    p.add_argument("--backbones", default="resnet18,mobilenetv3_small_050")
+    p.add_argument("--epochs", default="8,10", help="training epochs per backbone (comma-separated)")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="training batch size")
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (cosine schedule)")
+    p.add_argument("--run", action="append", default=[], help="existing run folder(s) instead of training")
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--grid", action="store_true", help="also the int8 settings grid on the first model")
+    p.add_argument("--grid-only", action="store_true", help="only the grid (no eager timing table)")
+    p.add_argument("--keep", type=Path, default=None, help="keep runs and exports here")
+    args = p.parse_args()
 
     torch.set_num_threads(args.threads)
     root = args.keep or Path(tempfile.mkdtemp(prefix="export-bench-"))
@@ -269,12 +255,10 @@ def main() -> None:
             if args.grid_only:
                 break
 
-    print(
-        f"CPU: {cpu_name()} | int8 flags: {' '.join(cpu_flags()) or 'none'} | threads {args.threads} | "
-        f"load average at start {load_average()} (timings on a shared machine are only as good as its idleness)"
-    )
+    print(machine_line(args.threads, load=True))
+    rows: list[dict[str, Any]] = []
+    grid_rows: list[dict[str, Any]] | None = None
     if not args.grid_only:
-        rows = []
         for label, folder in runs:
             rows += benchmark(
                 folder, root / f"dist-{folder.name}", label, args.threads, args.iters, args.warmup
@@ -288,7 +272,9 @@ def main() -> None:
         log(f"int8 settings grid on {label} ...")
         print()
         print(f"int8 settings on {label} (weights S8; minmax calibration, 256 digits:train images):")
-        print(format_grid(grid(folder, root, args.threads, args.iters, args.warmup)))
+        grid_rows = grid(folder, root, args.threads, args.iters, args.warmup)
+        print(format_grid(grid_rows))
+    write_result(args.out, {"rows": rows, "grid": grid_rows}, args)
     print(
         f"\n(total {time.perf_counter() - started:.0f} s; load average at end {load_average()}; files under {root})"
     )

@@ -4,14 +4,13 @@ For each N, a folder of N generated 96 px photos-like PNGs is made once; then, e
 the memory store and the disk store are built (decode + cache) and one epoch of shuffled batches is
 fetched and turned into weak views, as a training epoch does. The training arithmetic is the same for
 both stores (they give the same bytes: tests/training/test_image_store.py), so the data path is what
-differs. Prints one table; `--out` writes it as JSON.
+differs. Prints one table and writes it as JSON (`--out`).
 
     python benchmarks/image_store.py --sizes 10000,50000 --out benchmarks/results/image_store.json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -19,6 +18,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import log, machine_line, parser, write_result
 
 CHILD = r"""
 import json, resource, sys, time
@@ -70,37 +71,32 @@ def measure(folder: Path, kind: str, size: int, batch: int, cache: Path) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,50000", help="numbers of images, comma-separated")
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--work", default=None, help="folder for the generated images and caches (kept)")
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    args = parser.parse_args()
-    from coreg_edge.cpu import describe_machine
-
+    p = parser(__doc__, name="image_store")
+    p.add_argument("--sizes", default="10000,50000", help="numbers of images, comma-separated")
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--work", default=None, help="folder for the generated images and caches (kept)")
+    args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="coreg-edge-store-bench-"))
     rows = []
     for count in (int(part) for part in args.sizes.split(",")):
         folder = work / f"images-{count}"
         began = time.perf_counter()
         make_folder(folder, count, args.image_size)
-        print(f"N={count}: folder ready in {time.perf_counter() - began:.0f} s", file=sys.stderr)
+        log(f"N={count}: folder ready in {time.perf_counter() - began:.0f} s")
         for kind in ("memory", "disk"):
             result = measure(folder, kind, args.image_size, args.batch_size, work / f"cache-{count}")
             rows.append({"n": count, "cache": kind, **result})
-            print(f"  {kind}: {result}", file=sys.stderr)
-    cpu = describe_machine()
-    print(f"image stores, {args.image_size} px, batch {args.batch_size}, on {cpu}")
+            log(f"  {kind}: {result}")
+    print(machine_line(1, load=True))  # the measuring children run with OMP_NUM_THREADS=1
+    print(f"image stores, {args.image_size} px, batch {args.batch_size}")
     print(f"{'N':>8} {'cache':>7} {'build s':>8} {'epoch s':>8} {'peak RSS MB':>12} {'epoch vs memory':>16}")
     for row in rows:
         base = next(r for r in rows if r["n"] == row["n"] and r["cache"] == "memory")
         ratio = row["epoch_s"] / base["epoch_s"] if base["epoch_s"] else float("nan")
         print(f"{row['n']:>8} {row['cache']:>7} {row['build_s']:>8.1f} {row['epoch_s']:>8.2f} "
               f"{row['peak_rss_mb']:>12.0f} {ratio:>15.2f}x")  # fmt: skip
-    if args.out:
-        Path(args.out).write_text(json.dumps({"cpu": cpu, "image_size": args.image_size,
-                                              "batch_size": args.batch_size, "rows": rows}, indent=2) + "\n")  # fmt: skip
+    write_result(args.out, {"image_size": args.image_size, "batch_size": args.batch_size, "rows": rows}, args)
 
 
 if __name__ == "__main__":

@@ -9,18 +9,19 @@ images (the same plan as `coreg-edge export`), then for each settings row: mean 
 agreement against the fp32 file here and under `qemu-x86_64-static -cpu Haswell` (AVX2, no VNNI: the
 16-bit pair sums), and int8 / fp32 p50 latency here (interleaved, `run_bench`). Emulated latency means
 nothing and is not measured. The reference is the fp32 ONNX file (within 1e-4 of PyTorch by parity).
+The default --out is named after the run folder (its parent's name for a `train` folder: the demo's layout).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import machine_line, parser, write_result
 
 from coreg_edge.cpu import cpu_flags, cpu_name, kernel_family
 from coreg_edge.exporters.builders import open_classifier
@@ -95,14 +96,22 @@ def _line(row: dict[str, Any]) -> str:
     )
 
 
+def run_names(args: argparse.Namespace) -> str:
+    """The runs' folder names joined by "+" ("demo/train" -> "demo"): the default result file's suffix."""
+    names = []
+    for run in args.run:
+        path = Path(run).resolve()
+        names.append(path.parent.name if path.name == "train" and path.parent.name else path.name)
+    return "+".join(names)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", action="append", required=True, help="a finished run folder (repeatable)")
-    parser.add_argument("--iters", type=int, default=100, help="timed iterations per batch size")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", help="write the rows as JSON here")
-    args = parser.parse_args(argv)
-    print(f"cpu: {cpu_name()} | flags: {' '.join(cpu_flags())} | int8 kernels: {kernel_family()}")
+    p = parser(__doc__, name="int8_targets", suffix=run_names, threads=2)
+    p.add_argument("--run", action="append", required=True, help="a finished run folder (repeatable)")
+    p.add_argument("--iters", type=int, default=100, help="timed iterations per batch size")
+    args = p.parse_args(argv)
+    print(machine_line(args.threads, load=True))
+    print(f"int8 kernels: {kernel_family()}")
     print(f"emulated: {'qemu-x86_64-static -cpu Haswell' if find_emulator('x86-avx2') else 'none (no qemu)'}")
     print(
         f"{'settings':<40} {'cos here':>9} {'top1':>7} {'cos avx2':>9} {'top1':>7} {'b1 x':>7} {'b32 x':>7} {'size':>6}"
@@ -111,9 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.run:
         print(f"-- {run}")
         rows += measure(Path(run), args.iters, args.threads)
-    if args.out:
-        meta = {"cpu": cpu_name(), "cpu_flags": list(cpu_flags()), "kernels": kernel_family()}
-        Path(args.out).write_text(json.dumps({"machine": meta, "rows": rows}, indent=2) + "\n")
+    meta = {"cpu": cpu_name(), "cpu_flags": list(cpu_flags()), "kernels": kernel_family()}
+    write_result(args.out, {"machine": meta, "rows": rows}, args)
     return 0
 
 

@@ -25,9 +25,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from harness import machine_line, parser, write_result
 from photo_size import make_folder, stage
-
-from coreg_edge.cpu import describe_machine
 
 
 def parse_runs(text: str) -> list[tuple[int, str]]:
@@ -68,15 +67,14 @@ def one_run(work: Path, count: int, cache: str, args: argparse.Namespace) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default="10000:memory,10000:disk,100000:disk", help="N:cache, comma-separated")
-    parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--backbone", default="test_vit")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--work", default=None, help="folder for the photos, annotations, runs (kept)")
-    parser.add_argument("--out", default="benchmarks/results/large_folder.json")
-    args = parser.parse_args()
+    p = parser(__doc__, name="large_folder")
+    p.add_argument("--runs", default="10000:memory,10000:disk,100000:disk", help="N:cache, comma-separated")
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--backbone", default="test_vit")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--work", default=None, help="folder for the photos, annotations, runs (kept)")
+    args = p.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="coreg-large-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.environ["COREG_EDGE_CACHE"] = str(work / "cache")  # the children's disk cache, kept with the folders
@@ -84,11 +82,9 @@ def main() -> None:
     for count, cache in parse_runs(args.runs):
         results.append(one_run(work, count, cache, args))
         print(f"done: {count} items, cache {cache}: {results[-1]['train_seconds']:.0f} s", flush=True)
-    out = {"cpu": describe_machine(), "args": vars(args), "threads": os.environ.get("OMP_NUM_THREADS"), "runs": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"CPU: {out['cpu']}; {args.backbone} at {args.size} px, batch {args.batch_size}, {args.epochs} epochs "
-          "(1 warm-up), from scratch")
+    write_result(args.out, {"threads": os.environ.get("OMP_NUM_THREADS"), "runs": results}, args)
+    print(machine_line(load=True))
+    print(f"{args.backbone} at {args.size} px, batch {args.batch_size}, {args.epochs} epochs (1 warm-up), from scratch")
     print("\n| N | cache | train wall s | warm-up epoch s | Co-Reg epoch s | outside epochs s | peak RSS (MiB) |")
     print("|---|---|---|---|---|---|---|")
     for r in results:

@@ -12,7 +12,6 @@ Prints one table: stage, wall seconds, seconds per epoch, peak RSS; and the CPU 
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -21,9 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import machine_line, parser, write_result
 from PIL import Image
-
-from coreg_edge.cpu import describe_machine
 
 CLASSES = ("circle", "square", "triangle", "cross")
 
@@ -89,13 +87,12 @@ def stage(name: str, argv: list[str], work: Path, may_fail: bool = False) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="mobilenetv3_large_100")
-    parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--items", type=int, default=400)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/results/photo_size.json")
-    args = parser.parse_args()
+    p = parser(__doc__, name="photo_size")
+    p.add_argument("--backbone", default="mobilenetv3_large_100")
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--items", type=int, default=400)
+    p.add_argument("--epochs", type=int, default=3)
+    args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="coreg-photo-"))
     make_folder(work / "photos", args.items, args.size)
     save_random_checkpoint(args.backbone, work / "backbone.safetensors")
@@ -114,11 +111,11 @@ def main() -> None:
     for record in metrics:
         per_phase.setdefault(record["phase"], []).append(record["seconds"])
     config = json.loads((work / "run" / "config.json").read_text())
-    result = {"cpu": describe_machine(), "args": vars(args), "stages": rows, "epoch_seconds": per_phase,
-              "preprocess": config["preprocess"], "chosen": config.get("chosen")}  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"CPU: {result['cpu']}; {args.items} generated {args.size} px photos, {args.backbone}, {args.epochs} epochs")
+    result = {"stages": rows, "epoch_seconds": per_phase, "preprocess": config["preprocess"],
+              "chosen": config.get("chosen")}  # fmt: skip
+    write_result(args.out, result, args)
+    print(machine_line(load=True))
+    print(f"{args.items} generated {args.size} px photos, {args.backbone}, {args.epochs} epochs")
     print("\n| stage | wall seconds | peak RSS (MiB) | note |\n|---|---|---|---|")
     for row in rows:
         rss = f"{row['peak_rss_mib']:.0f}" if row["peak_rss_mib"] else "-"

@@ -18,7 +18,6 @@ annotation and the issue's checks. Long (about 40 minutes on 2 cores): run it in
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import tomllib
+from harness import machine_line, parser, write_result
 
 from coreg_edge.annotate import annotate
 from coreg_edge.annotation_file import load as load_annotation
@@ -57,16 +57,15 @@ def config_options(config: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--annotations", default="uniform:0.3:0.2,simulated:easy,simulated:hard")
-    parser.add_argument("--configs", default="defaults,recipe")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--out", default="benchmarks/results/quality.json")
-    parser.add_argument("--merge", nargs="+", metavar="FILE", help="no training: print the tables of results "
-                        "files (a later file's row replaces an earlier one for the same annotation, config, "
-                        "seed and method)")  # fmt: skip
-    args = parser.parse_args()
+    p = parser(__doc__, name="quality")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--annotations", default="uniform:0.3:0.2,simulated:easy,simulated:hard")
+    p.add_argument("--configs", default="defaults,recipe")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--merge", nargs="+", metavar="FILE", help="no training: print the tables of results "
+                   "files (a later file's row replaces an earlier one for the same annotation, config, "
+                   "seed and method)")  # fmt: skip
+    args = p.parse_args()
     if args.merge:
         rows: dict[tuple, dict] = {}
         stats: dict[str, dict] = {}
@@ -97,7 +96,8 @@ def main() -> None:
                     print(json.dumps(results[-1]), flush=True)
         stats[spec] = {k: statistics.mean(s[k] for s in per_seed) for k in ("mean_candidates", "coverage",
                        "zero_shot_accuracy") if all(s.get(k) is not None for s in per_seed)}  # fmt: skip
-        write_results(Path(args.out), args, results, stats)
+        write_result(args.out, {"annotations": stats, "results": results}, args)
+    print(machine_line(load=True))
     print_tables(results, stats)
 
 
@@ -112,14 +112,6 @@ def run_one(work: Path, ann: Path, spec: str, config: str, seed: int, method: st
             "kept": selection.get("kept"), "stopped_early": selection.get("stopped_early"),
             "warmup_epochs": selection.get("warmup_epochs"), "chosen": selection.get("chosen"),
             "seconds": time.perf_counter() - began}  # fmt: skip
-
-
-def write_results(out: Path, args: argparse.Namespace, results: list[dict], stats: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    body = {"args": vars(args), "annotations": stats, "results": results}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=2))
-    tmp.replace(out)
 
 
 def _mean_std(values: list[float]) -> str:

@@ -11,11 +11,8 @@ is rejected when its best restricted probability is below P, exactly the rule `a
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
+from harness import machine_line, parser, write_result
 
 from coreg_edge.annotate import annotate
 
@@ -23,11 +20,10 @@ KNOWN = 8  # classes 0-7 are the annotation's; 8 and 9 are "none of these"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--thresholds", default="0.3,0.5,0.7,0.9")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    p = parser(__doc__, name="reject_effect")
+    p.add_argument("--thresholds", default="0.3,0.5,0.7,0.9")
+    p.add_argument("--seeds", default="0,1,2")
+    args = p.parse_args()
     rows = []
     for preset in ("easy", "hard"):
         for threshold in (float(t) for t in args.thresholds.split(",")):
@@ -42,13 +38,13 @@ def main() -> None:
                 outside.append(float(rejected[~known].mean()))
             rows.append({"preset": preset, "threshold": threshold, "rejected_inside": float(np.mean(inside)),
                          "rejected_outside": float(np.mean(outside)), "seeds": len(inside)})  # fmt: skip
+    print(machine_line())
     print("simulated annotator on digits:train, classes 0-7 annotated, 8s and 9s present; mean over seeds")
     print("| preset | --reject P | known items (0-7) rejected | unknown items (8, 9) rejected |")
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {r['preset']} | {r['threshold']:g} | {r['rejected_inside']:.1%} | {r['rejected_outside']:.1%} |")
-    if args.out:
-        Path(args.out).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    write_result(args.out, {"rows": rows}, args)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ run's calibrated threshold (95% of held-out items pass); predict runs on all 360
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
+from harness import machine_line, parser, write_result
 
 from coreg_edge.annotate import annotate
 from coreg_edge.annotation_file import Annotation
@@ -27,10 +27,9 @@ KNOWN = 8
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--epochs", type=int, default=40)
-    args = parser.parse_args()
+    p = parser(__doc__, name="reject_predict")
+    p.add_argument("--epochs", type=int, default=40)
+    args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="coreg-reject-"))
     full = annotate("digits", annotator="synthetic", partial_rate=0.3, noise_rate=0.2, quiet=True)
     rows = np.flatnonzero(full.labels < KNOWN)
@@ -61,11 +60,11 @@ def main() -> None:
     threshold = selection["reject_threshold"][selection["selected"]]
     answer = {"threshold": threshold, "known_rejected": float(np.mean(known)), "unknown_rejected": float(np.mean(unknown)),
               "known_items": len(known), "unknown_items": len(unknown)}  # fmt: skip
+    print(machine_line())
     print(f"trained on digits 0-7; predict --reject (threshold {threshold:.3f}, 95% of held-out items pass) on "
           f"digits:test: known digits rejected {answer['known_rejected']:.1%} of {len(known)}, "
           f"unknown 8s and 9s rejected {answer['unknown_rejected']:.1%} of {len(unknown)}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(answer, indent=2) + "\n")
+    write_result(args.out, answer, args)
 
 
 if __name__ == "__main__":

@@ -12,28 +12,25 @@ Not a test: timings on shared machines are noisy; run it on an idle machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
 
+from harness import machine_line, parser, record, write_result
+
 from coreg_edge.annotate import annotate
-from coreg_edge.cpu import describe_machine
 from coreg_edge.training import run_folder as rf
 from coreg_edge.training.trainer import train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--backbone", default="test_resnet")
-    parser.add_argument("--image-size", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=10, help="warm-up epochs before the two Co-Reg epochs")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--out", default=None, help="also write the table as JSON here (with the CPU)")
-    args = parser.parse_args()
+    p = parser(__doc__, name="train_cost", suffix="{backbone}_{image_size}px")
+    p.add_argument("--backbone", default="test_resnet")
+    p.add_argument("--image-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--warmup", type=int, default=10, help="warm-up epochs before the two Co-Reg epochs")
+    p.add_argument("--json", action="store_true", help="print the result file's JSON instead of the table")
+    args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="coreg-cost-"))
     ann = work / "digits.npz"
     annotate("digits", ann, annotator="synthetic", partial_rate=0.3, noise_rate=0.2, quiet=True)
@@ -64,15 +61,14 @@ def main() -> None:
          "8 no-grad fwd (own 2 weak P+U, peer 2 weak U, key strong 2 P+U), + 1 eval fwd (division)"),
         ("Co-Reg epoch, all losses", coreg_full, "as above + 2 fwd+bwd (strong view 1 of P and U: contrastive queries)"),
     ]  # fmt: skip
-    result = {"cpu": describe_machine(), "args": vars(args), "p_share": p_share,
+    result = {"p_share": p_share,
               "rows": [{"what": r[0], "seconds": r[1], "x_supervised": r[1] / supervised_s} for r in rows]}  # fmt: skip
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(args.out, result, args)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(record(result, args)))
         return
-    print(f"CPU: {result['cpu']}; backbone {args.backbone}, {args.image_size} px, batch {args.batch_size}, "
+    print(machine_line(load=True))
+    print(f"backbone {args.backbone}, {args.image_size} px, batch {args.batch_size}, "
           f"digits train (1,365 items), P share {p_share:.0%}")  # fmt: skip
     print("| epoch | seconds | x supervised | passes |")
     print("|---|---|---|---|")

@@ -94,54 +94,28 @@ def labels_of_run(run: Path, settings: LabelsSettings, quiet: bool, out: Path | 
     """The run's network (settings.peer) on every annotated item's evaluation view. The images are where
     training found them (the run's config), unless settings.data says where they are now; `out`, the
     folder to be written, is refused (before the network runs) when it lies inside them."""
-    from coreg_edge.exporters.onnx_export import resolve_peer
-    from coreg_edge.training import run_folder as rf
+    from coreg_edge.runs import FinishedRun
 
-    config = rf.read_config(run)
+    trained = FinishedRun(run)
+    config = trained.config
     ann = load_annotation(config["annotation"])
-    if list(ann.class_names) != list(config["class_names"]):
+    if list(ann.class_names) != trained.class_names:
         raise UserError(
             f"{config['annotation']}: its classes ({', '.join(ann.class_names[:4])}, ...) are not the ones {run} "
             f"was trained on ({', '.join(config['class_names'][:4])}, ...); the annotation file changed since"
         )
     source, _ = reopen({**ann.data, **(config.get("data") or {})}, settings.data)  # recorded: pass --data
     check_out_outside(out, source)
-    peer = resolve_peer(run, settings.peer)
+    peer = trained.resolve_peer(settings.peer)
     indices = source.indices_of(ann.item_ids)
-    table = network_probs(run, peer, source, indices, settings.batch_size, settings.device, quiet)
+    table = trained.probabilities(
+        source, indices, peer=peer, batch_size=settings.batch_size, device=settings.device, quiet=quiet
+    )
     return LabelTable(
         list(ann.item_ids), table.argmax(1).astype(np.int64), table.max(1).astype(np.float64),
-        list(config["class_names"]), source, f"the run's {'ensemble' if peer == 'ensemble' else 'peer ' + peer}",
+        trained.class_names, source, f"the run's {'ensemble' if peer == 'ensemble' else 'peer ' + peer}",
         indices,
     )  # fmt: skip
-
-
-def network_probs(
-    run: Path, peer: str, source: ImageSource, indices: np.ndarray, batch_size: int = 64, device: str = "auto",
-    quiet: bool = False, desc: str = "labelling",
-) -> np.ndarray:  # fmt: skip
-    """(len(indices), C) softmax of the run's network (`peer`) on those items' evaluation view."""
-    import torch
-
-    from coreg_edge.exporters.onnx_export import load_peer_module
-    from coreg_edge.training import run_folder as rf
-    from coreg_edge.training.image_store import decode_to_memory
-    from coreg_edge.training.views import ViewConfig, Views
-    from coreg_edge.utils import progress, resolve_device
-
-    module = load_peer_module(run, peer)
-    where = torch.device(resolve_device(device))
-    module.to(where)
-    pre = rf.preprocess_config(run)
-    views = Views(ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=False, strong="weak"))
-    probs = []
-    with torch.no_grad():
-        starts = range(0, len(indices), batch_size)
-        for start in progress(starts, desc=desc, quiet=quiet, total=len(starts)):
-            batch = decode_to_memory(source, indices[start : start + batch_size], pre, quiet=True)
-            probs.append(module(views.eval(batch.to(where))).float().softmax(1).cpu())
-    width = len(rf.read_config(run)["class_names"])
-    return torch.cat(probs).numpy() if probs else np.zeros((0, width), np.float32)
 
 
 def _link_or_copy(src: Path, dst: Path, copy: bool) -> None:

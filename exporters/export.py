@@ -28,16 +28,15 @@ from coreg_edge.exporters.errors import ExportError, ParityError
 from coreg_edge.exporters.images import ImagePlan, plan_images
 from coreg_edge.exporters.int8 import Route
 from coreg_edge.exporters.metadata import get_metadata
-from coreg_edge.exporters.onnx_export import load_peer_module, resolve_peer
 from coreg_edge.exporters.parity import Logits, Thresholds, collect_logits, evaluate, first_failure
 from coreg_edge.exporters.staging import FP32_NAME, PARITY_NAME, Staging, check_export_out
 from coreg_edge.exporters.targets import AUTO, TARGETS, apply_overrides, resolve_target
 from coreg_edge.formats import FORMAT_NAMES, FORMATS, ExportFormat, file_passed, format_of_file, get_format
 from coreg_edge.locks import locks_output
+from coreg_edge.runs import FinishedRun
 from coreg_edge.runtime.metadata import ModelError, make_metadata
 from coreg_edge.settings.export import ExportSettings
 from coreg_edge.settings.fields import build
-from coreg_edge.training.run_folder import preprocess_config, read_config
 from coreg_edge.utils import one_line, read_json_object, resolve_function, write_json
 
 
@@ -137,12 +136,13 @@ def export_run(
     s = build(ExportSettings, settings, options)
     check_export_out(out)  # before any work
     rows = s.chosen_formats()
-    config = read_config(run)
-    resolved = resolve_peer(run, s.peer)
+    trained = FinishedRun(run)
+    config = trained.config
+    resolved = trained.resolve_peer(s.peer)
     chosen = resolve_target(s.target)
     int8 = s.makes_int8
-    module = load_peer_module(run, resolved)
-    transform = preprocess_config(run)
+    module = trained.network(resolved)
+    transform = trained.preprocess
     plan = plan_images(
         config, run, calibration_images=s.calibration_images, parity_images=s.parity_images, seed=s.seed,
         calibrate=int8, data=s.data, eval_data=s.eval_data,
@@ -156,7 +156,7 @@ def export_run(
         peer=resolved,
         annotator=config.get("annotator"),
         test_accuracy=None,
-        reject_threshold=_reject_threshold(run, resolved),
+        reject_threshold=trained.reject_threshold(resolved),
     )
     with Staging(out) as stage:
         ctx = ExportContext(
@@ -242,15 +242,6 @@ def _judge_and_finalize(
     return report, passed
 
 
-def _reject_threshold(run: str | os.PathLike[str], peer: str) -> float | None:
-    """The run's calibrated "none of these" threshold for this network (selection.json), or None."""
-    from coreg_edge.training.run_folder import read_selection
-
-    thresholds = read_selection(run).get("reject_threshold") or {}
-    value = thresholds.get(peer)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def _failure_line(report: dict[str, Any], passed: list[str]) -> str:
     """The one error line: the first failure, then what was published and what was kept."""
     reason = report["reason"]
@@ -280,14 +271,15 @@ def check_export(
     out = Path(out)
     if not (out / FP32_NAME).is_file():
         raise UserError(f"{out}: no {FP32_NAME} to check; export first (coreg-edge export RUN --out {out})")
-    config = read_config(run)
+    trained = FinishedRun(run)
+    config = trained.config
     names = [row.file_name for row in FORMATS if (out / row.file_name).is_file()]
     try:
         meta = get_metadata(out / FP32_NAME) or {}
     except ModelError:  # unreadable: parity below records why and fails
         meta = {}
-    resolved = resolve_peer(run, peer or meta.get("peer") or "selected")
-    module = load_peer_module(run, resolved)
+    resolved = trained.resolve_peer(peer or meta.get("peer") or "selected")
+    module = trained.network(resolved)
     previous = read_json_object(out / PARITY_NAME)
     plan = plan_images(
         config, run, parity_images=s.parity_images, seed=s.seed, calibrate=False, data=s.data,

@@ -1,4 +1,5 @@
-"""PyTorch peer(s) of a run -> one fp32 ONNX graph: input `images` (N, C, H, W), output `logits`.
+"""A run's network (runs.FinishedRun.network: a peer, or both peers' mean) -> one fp32 ONNX graph: input
+`images` (N, C, H, W), output `logits`.
 
 Exporter: the TorchScript-based `torch.onnx.export(..., dynamo=False)` by default. On this machine both
 exporters matched PyTorch to < 2e-7 on ResNet-18 (docs/ENVIRONMENT.md#export); the TorchScript one takes ~0.3 s
@@ -12,61 +13,18 @@ import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from coreg_edge.choices import EXPORT_PEERS
 from coreg_edge.errors import UserError
 from coreg_edge.exporters.errors import ExportError
-from coreg_edge.training import run_folder
 from coreg_edge.utils import one_line
 
-PEER_CHOICES = EXPORT_PEERS
 DEFAULT_OPSET = 17  # onnxruntime >= 1.14 runs it; per-channel QDQ needs >= 13
 DYNAMO_MIN_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
-
-
-class PeerEnsemble(nn.Module):
-    """The mean of the peers' logits, in one graph (same argmax as the paper's sum)."""
-
-    def __init__(self, peers: Sequence[nn.Module]):
-        super().__init__()
-        self.peers = nn.ModuleList(peers)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        total = self.peers[0](images)
-        for peer in self.peers[1:]:
-            total = total + peer(images)
-        return total / len(self.peers)
-
-
-def resolve_peer(run: str | os.PathLike[str], peer: str) -> str:
-    """`selected` -> the peer RUN/selection.json names; a, b and ensemble pass through (checked)."""
-    if peer not in PEER_CHOICES:
-        raise UserError(f"--peer must be one of {', '.join(PEER_CHOICES)} (got {peer!r})")
-    if peer != "selected":
-        return peer
-    chosen = run_folder.read_selection(run).get("selected")
-    if chosen not in run_folder.PEERS:
-        raise UserError(f"{Path(run) / run_folder.SELECTION}: 'selected' is {chosen!r}, not a or b")
-    return chosen
-
-
-def load_peer_module(run: str | os.PathLike[str], peer: str) -> nn.Module:
-    """The network(s) behind a resolved peer name, in eval mode on the CPU."""
-    if peer == "ensemble":
-        missing = [p for p in run_folder.PEERS if not run_folder.peer_file(run, p).exists()]
-        if missing:
-            raise UserError(
-                f"{run}: --peer ensemble needs both peers, but there are no weights for peer "
-                f"{' or '.join(missing)} ({run_folder.peer_file(run, missing[0]).name}); use --peer a instead"
-            )
-        return PeerEnsemble([run_folder.load_network(run, p) for p in run_folder.PEERS]).eval()
-    return run_folder.load_network(run, peer).eval()
 
 
 @contextlib.contextmanager

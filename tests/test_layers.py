@@ -29,6 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("coreg_edge.data", "coreg_edge.annotation_file")),
     ("annotate | algorithm", ("coreg_edge.annotate", "coreg_edge.algorithm")),
     ("training", ("coreg_edge.training", "coreg_edge.backbones", "coreg_edge.models")),
+    # a finished run read once (config, selection, networks): what labels, report and export ask
+    ("runs", ("coreg_edge.runs",)),
     ("export", ("coreg_edge.exporters",)),
     ("pipeline | report | review | labels", ("coreg_edge.pipeline", "coreg_edge.report", "coreg_edge.review",
                                              "coreg_edge.labels", "coreg_edge.recipe", "coreg_edge.recipes")),  # fmt: skip
@@ -178,3 +180,16 @@ def test_the_graph_sees_lazy_and_relative_imports(tmp_path):
     graph = import_graph({"coreg_edge.errors": source, "coreg_edge.cli": source, "coreg_edge.training": source,
                           "coreg_edge.training.trainer": source, "coreg_edge": source})  # fmt: skip
     assert graph["coreg_edge.errors"] == {"coreg_edge.training.trainer"}
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists packages by hand: a new package missing there imports from a checkout but not
+    from an installed wheel or a fresh clone's `pip install -e .` (setuptools' static list)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {m for m, path in module_files().items() if path.name == "__init__.py"}
+    assert packages - listed == set()

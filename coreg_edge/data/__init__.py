@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from coreg_edge.data.builtin import DATASETS, DatasetInfo, default_data_dir, parse_builtin
+from coreg_edge.data.builtin import DATASETS, DatasetInfo, default_data_dir, open_builtin, parse_builtin
 from coreg_edge.data.sources import FolderSource, ImageSource
 from coreg_edge.errors import UserError
 
@@ -38,13 +38,7 @@ def open_source(
     if builtin is not None and not path.exists():
         name, split = builtin
         channels = channels or DATASETS[name].channels
-        if name == "digits":
-            from coreg_edge.data.builtin import open_digits
-
-            return open_digits(split, channels)
-        from coreg_edge.data.builtin import open_torchvision
-
-        return open_torchvision(name, split, channels, Path(data_dir or default_data_dir()), download)
+        return open_builtin(name, split, channels, Path(data_dir or default_data_dir()), download)
     if path.is_dir():
         return FolderSource(path, channels=channels or 3)
     if path.exists():

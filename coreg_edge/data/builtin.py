@@ -1,18 +1,24 @@
 """Built-in datasets as plain data (timm style): digits (offline) and the paper's torchvision sets.
 
+Every fact about a dataset is a field of its `DatasetInfo` row: how it is read (`reader`, `split_argument`,
+`labels`), whether it has an official split (`fixed_split`), its strong view (`strong_augment`). One generic
+opener (`open_builtin`) reads the row; no code branches on a dataset's name, and adding one is one row.
 Torchvision sets are read from a cache folder and downloaded only when asked (`--download`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from coreg_edge.data.sources import ArraySource, DatasetSource, ImageSource
 from coreg_edge.errors import UserError
+from coreg_edge.utils import resolve_function
 
 GTSRB_CLASSES = [
     "Speed limit (20km/h)", "Speed limit (30km/h)", "Speed limit (50km/h)", "Speed limit (60km/h)",
@@ -38,9 +44,28 @@ EUROSAT_CLASSES = [
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
 
+def _tensor_targets(dataset: Any) -> Any:
+    return dataset.targets.numpy()  # FashionMNIST keeps its labels as a torch tensor
+
+
+def _sample_labels(dataset: Any) -> list[int]:
+    return [label for _, label in dataset._samples]  # GTSRB: (path, label) pairs, no label attribute
+
+
+#: How a dataset's labels are read, by the name a row's `labels` gives; any other name is an attribute.
+LABEL_READERS: dict[str, Callable[[Any], Any]] = {
+    "tensor_targets": _tensor_targets,
+    "sample_labels": _sample_labels,
+}
+
+#: How a torchvision constructor is told the split: `train=bool`, `split="train"|"test"`, or not at all.
+SPLIT_ARGUMENTS = ("train", "split", None)
+STRONG_AUGMENTS = ("randaugment", "cutout")
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What training and export need to know about a built-in dataset (spec sections 1 and 6)."""
+    """What opening, training and export need to know about a built-in dataset (spec sections 1 and 6)."""
 
     name: str
     channels: int
@@ -53,25 +78,53 @@ class DatasetInfo:
     clip_format: str = "{}"  # dataset-specific wording of a class in prompts
     needs_download: bool = True
     extra: dict = field(default_factory=dict)
+    # A torchvision.datasets class name ("CIFAR10"), or "module:function" for the dataset's own loader:
+    # () -> (uint8 images (N, H, W) or (N, H, W, 3), labels) of the whole set, held in memory.
+    reader: str = ""
+    split_argument: str | None = "train"  # "train": train=bool; "split": split="train"|"test"; None: neither
+    labels: str = "targets"  # a LABEL_READERS name, else the attribute that holds the labels
+    fixed_split: bool = False  # no official split: a fixed, seeded 80/20 of the whole set (_fixed_split)
+    strong_augment: str = "randaugment"  # the strong view: "randaugment", or "cutout" (the reference's)
+
+    def __post_init__(self) -> None:
+        if not self.reader:
+            raise ValueError(f"no reader for built-in dataset {self.name}")
+        if self.split_argument not in SPLIT_ARGUMENTS:
+            raise ValueError(f"dataset {self.name!r}: split_argument must be one of {SPLIT_ARGUMENTS}")
+        if self.strong_augment not in STRONG_AUGMENTS:
+            raise ValueError(f"dataset {self.name!r}: strong_augment must be one of {STRONG_AUGMENTS}")
+        if self.own_loader and not self.class_names:
+            raise ValueError(f"dataset {self.name!r}: a loader of its own needs class_names in the row")
+
+    @property
+    def own_loader(self) -> bool:
+        """The reader is a "module:function" loader of the whole set, not a torchvision class."""
+        return ":" in self.reader
 
     def prompt_names(self, class_names: list[str]) -> list[str]:
         return [self.clip_format.format(name) for name in class_names]
 
 
+_HERE = "coreg_edge.data.builtin"
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in [
         DatasetInfo("digits", 3, 8, (0.5,) * 3, (0.5,) * 3, flip=False, class_names=tuple(DIGIT_CLASSES),
-                    clip_format="the number {}", needs_download=False),
+                    clip_format="the number {}", needs_download=False, reader=f"{_HERE}:load_digits_arrays",
+                    split_argument=None, fixed_split=True),
         DatasetInfo("cifar10", 3, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), flip=True,
-                    class_names=tuple(CIFAR10_CLASSES)),
-        DatasetInfo("cifar100", 3, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), flip=True),
+                    class_names=tuple(CIFAR10_CLASSES), reader="CIFAR10"),
+        DatasetInfo("cifar100", 3, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), flip=True,
+                    reader="CIFAR100"),
         DatasetInfo("svhn", 3, 32, (0.5,) * 3, (0.5,) * 3, flip=False, class_names=tuple(DIGIT_CLASSES),
-                    clip_format="number {}"),
-        DatasetInfo("fmnist", 1, 28, (0.1307,), (0.3081,), flip=True, class_names=tuple(FMNIST_CLASSES)),
-        DatasetInfo("eurosat", 3, 64, (0.5,) * 3, (0.5,) * 3, flip=True, class_names=tuple(EUROSAT_CLASSES)),
+                    clip_format="number {}", reader="SVHN", split_argument="split", labels="labels"),
+        DatasetInfo("fmnist", 1, 28, (0.1307,), (0.3081,), flip=True, class_names=tuple(FMNIST_CLASSES),
+                    reader="FashionMNIST", labels="tensor_targets", strong_augment="cutout"),
+        DatasetInfo("eurosat", 3, 64, (0.5,) * 3, (0.5,) * 3, flip=True, class_names=tuple(EUROSAT_CLASSES),
+                    reader="EuroSAT", split_argument=None, fixed_split=True),
         DatasetInfo("gtsrb", 3, 64, (0.5,) * 3, (0.5,) * 3, flip=False, class_names=tuple(GTSRB_CLASSES),
-                    clip_format="German Traffic Sign: {}"),
+                    clip_format="German Traffic Sign: {}", reader="GTSRB", split_argument="split",
+                    labels="sample_labels"),
     ]
 }  # fmt: skip
 
@@ -101,43 +154,57 @@ def _fixed_split(n: int, split: str) -> np.ndarray:
     return np.sort(order[:cut] if split == "train" else order[cut:])
 
 
-def open_digits(split: str, channels: int) -> ImageSource:
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits, all 1797, as uint8 images (0-16 scaled to 0-255) and labels."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    idx = _fixed_split(len(bunch.target), split)
-    images = np.round(bunch.images[idx] * (255.0 / 16.0)).astype(np.uint8)
-    return ArraySource("digits", split, images, bunch.target[idx], DIGIT_CLASSES, channels=channels)
+    return np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8), bunch.target
 
 
-def open_torchvision(name: str, split: str, channels: int, data_dir: Path, download: bool) -> ImageSource:
-    """Open a torchvision dataset from `data_dir`, downloading only when `download` is true."""
+def read_labels(dataset: Any, how: str) -> Any:
+    """A dataset's labels as its row says: a LABEL_READERS function, else the attribute named `how`."""
+    reader = LABEL_READERS.get(how)
+    return reader(dataset) if reader is not None else getattr(dataset, how)
+
+
+def split_kwargs(info: DatasetInfo, split: str) -> dict[str, Any]:
+    """How the row's torchvision constructor is told the split."""
+    if info.split_argument == "train":
+        return {"train": split == "train"}
+    if info.split_argument == "split":
+        return {"split": split}
+    return {}
+
+
+def open_builtin(name: str, split: str, channels: int, data_dir: Path, download: bool) -> ImageSource:
+    """Open the built-in dataset `name` as its row says; torchvision sets come from `data_dir`, downloaded
+    only when `download` is true."""
+    info = DATASETS[name]
+    if info.own_loader:
+        images, labels = resolve_function(info.reader)()
+        if info.fixed_split:
+            keep = _fixed_split(len(labels), split)
+            images, labels = images[keep], labels[keep]
+        return ArraySource(name, split, images, labels, list(info.class_names or ()), channels=channels)
+    source = open_torchvision(info, split, channels, data_dir, download)
+    if info.fixed_split:  # no official split: a fixed, seeded 80/20 (the reference code's was unseeded)
+        source.select(_fixed_split(len(source.labels), split))
+    return source
+
+
+def open_torchvision(
+    info: DatasetInfo, split: str, channels: int, data_dir: Path, download: bool
+) -> DatasetSource:
+    """The row's torchvision dataset, whole (open_builtin applies a fixed split), from `data_dir`."""
     from coreg_edge.errors import require
 
+    name = info.name
     datasets = require("torchvision.datasets", f"the built-in dataset {name}")
     root = data_dir / name
-    train = split == "train"
     try:
-        if name == "cifar10":
-            ds = datasets.CIFAR10(root, train=train, download=download)
-            labels = ds.targets
-        elif name == "cifar100":
-            ds = datasets.CIFAR100(root, train=train, download=download)
-            labels = ds.targets
-        elif name == "svhn":
-            ds = datasets.SVHN(root, split=split, download=download)
-            labels = ds.labels
-        elif name == "fmnist":
-            ds = datasets.FashionMNIST(root, train=train, download=download)
-            labels = ds.targets.numpy()
-        elif name == "eurosat":
-            ds = datasets.EuroSAT(root, download=download)
-            labels = ds.targets
-        elif name == "gtsrb":
-            ds = datasets.GTSRB(root, split=split, download=download)
-            labels = [label for _, label in ds._samples]
-        else:  # pragma: no cover - DATASETS and this list move together
-            raise UserError(f"no reader for built-in dataset {name}")
+        ds = getattr(datasets, info.reader)(root, **split_kwargs(info, split), download=download)
+        labels = read_labels(ds, info.labels)
     except RuntimeError as exc:
         if download:
             raise UserError(f"could not download {name} into {root} ({exc}); check the network") from exc
@@ -147,9 +214,5 @@ def open_torchvision(name: str, split: str, channels: int, data_dir: Path, downl
         ) from exc
     except OSError as exc:  # URLError, connection refused, DNS failures
         raise UserError(f"could not download {name} into {root}: {exc}; check the network") from exc
-    info = DATASETS[name]
     class_names = list(info.class_names) if info.class_names else list(ds.classes)
-    source = DatasetSource(name, split, ds, np.asarray(labels), class_names, channels)
-    if name == "eurosat":  # no official split: a fixed, seeded 80/20 (the reference code's was unseeded)
-        source.select(_fixed_split(len(source.labels), split))
-    return source
+    return DatasetSource(name, split, ds, np.asarray(labels), class_names, channels)

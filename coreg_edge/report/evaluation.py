@@ -23,21 +23,20 @@ def eval_answers(run: Path, quiet: bool = True) -> tuple[EvalAnswers | None, str
     """(answers, None), or (None, why there are none): no evaluation split, no labels, images moved."""
     from coreg_edge.data import reopen
     from coreg_edge.exporters.images import run_labels
-    from coreg_edge.exporters.onnx_export import resolve_peer
-    from coreg_edge.labels import network_probs
-    from coreg_edge.training import run_folder as rf
+    from coreg_edge.runs import FinishedRun
 
-    config = rf.read_config(run)
+    trained = FinishedRun(run)
+    config = trained.config
     if not config.get("eval_data"):
         return None, "the run has no evaluation split (train --eval-data, or a built-in dataset's test split)"
     try:
         source, name = reopen(config["eval_data"], None, option="--eval-data")
     except UserError as exc:
         return None, f"its evaluation images cannot be read now ({exc})"
-    labels = run_labels(source, config["class_names"])
+    labels = run_labels(source, trained.class_names)
     known = np.flatnonzero(labels >= 0)
     if not len(known):
         return None, f"{name} has no labels"
-    peer = resolve_peer(run, "selected")
-    probs = network_probs(run, peer, source, known, quiet=quiet, desc="report: evaluating")
-    return EvalAnswers(probs.argmax(1).astype(np.int64), labels[known], list(config["class_names"]), peer, name), None
+    peer = trained.resolve_peer("selected")
+    probs = trained.probabilities(source, known, peer=peer, quiet=quiet, desc="report: evaluating")
+    return EvalAnswers(probs.argmax(1).astype(np.int64), labels[known], trained.class_names, peer, name), None

@@ -15,7 +15,7 @@ import torch
 from coreg_edge import backbones
 from coreg_edge.algorithm import PrototypeBank
 from coreg_edge.annotation_file import load as load_annotation
-from coreg_edge.data import reopen
+from coreg_edge.data import DATASETS, reopen
 from coreg_edge.errors import UserError
 from coreg_edge.models import NetworkConfig
 from coreg_edge.runtime.preprocess import PreprocessConfig
@@ -200,17 +200,18 @@ def _guard(
     return BestEpochGuard(act_from=settings.epochs if warmup_end is not None else warmup)
 
 
-#: The built-ins whose strong view is the reference code's crop + flip + one zero-filled Cutout (no
-#: RandAugment). FER2013 has it too, but is a folder, not a built-in: recipes/fer2013.toml sets
-#: `strong_augment = "cutout"` (a folder is not told apart by guessing from its images).
-CUTOUT_DATASETS = ("fmnist",)
+#: The built-ins whose row names the reference code's crop + flip + one zero-filled Cutout as the strong view
+#: (`strong_augment = "cutout"`, no RandAugment): derived from the rows, kept for the trainer's callers. FER2013
+#: has it too, but is a folder, not a built-in: recipes/fer2013.toml sets `strong_augment = "cutout"` (a folder
+#: is not told apart by guessing from its images).
+CUTOUT_DATASETS = tuple(name for name, info in DATASETS.items() if info.strong_augment == "cutout")
 
 
 def dataset_views(data_block: dict) -> tuple[bool, str]:
-    """(horizontal flips allowed, the dataset's strong-view rule) for the annotated data
-    (docs/ALGORITHM.md#views); auto.choose_strong_views applies the input-size rule on top."""
-    from coreg_edge.data import DATASETS
-
+    """(horizontal flips allowed, the dataset's strong-view rule) for the annotated data, from the built-in's
+    row (docs/ALGORITHM.md#views); auto.choose_strong_views applies the input-size rule on top. A folder:
+    flips and RandAugment."""
     info = DATASETS.get(data_block.get("root")) if data_block.get("source") == "builtin" else None
-    flip = info.flip if info is not None else True
-    return flip, "cutout" if info is not None and info.name in CUTOUT_DATASETS else "randaugment"
+    if info is None:
+        return True, "randaugment"
+    return info.flip, info.strong_augment

@@ -135,9 +135,9 @@ def test_report_on_an_export_folder_without_parity_json(runner, cli, tmp_path):
 def test_report_counts_an_imagefolder_eval_as_labelled(tmp_path, monkeypatch):
     """`labels --format imagefolder` names class `cat/dog`'s folder `cat_dog`: the report's confusion
     matrix reads it back as that class, as training's --eval does (one remap: class_positions)."""
-    import coreg_edge.labels
     from coreg_edge.data.sources import class_folders
     from coreg_edge.report.evaluation import eval_answers
+    from coreg_edge.runs import FinishedRun
 
     names = ["cat/dog", "bird?", "fish"]
     evaluation = tmp_path / "eval"
@@ -146,10 +146,10 @@ def test_report_counts_an_imagefolder_eval_as_labelled(tmp_path, monkeypatch):
         Image.fromarray(np.full((8, 8, 3), 40 * k, dtype=np.uint8)).save(evaluation / folder / "x.png")
     run = make_run(tmp_path / "run", names, str(evaluation))
 
-    def probs(run, peer, source, indices, **kwargs):
+    def probs(run, source, indices, **kwargs):
         return np.eye(len(names), dtype=np.float32)[np.zeros(len(indices), dtype=np.int64)]
 
-    monkeypatch.setattr(coreg_edge.labels, "network_probs", probs)
+    monkeypatch.setattr(FinishedRun, "probabilities", probs)
     answers, why = eval_answers(run)
     assert why is None and answers is not None
     assert sorted(answers.labels.tolist()) == [0, 1, 2]  # every image labelled, each as its own class

@@ -26,8 +26,8 @@ import numpy as np
 
 from coreg_edge.annotation_file import Annotation
 from coreg_edge.annotation_file import load as load_annotation
+from coreg_edge.classes import class_folders
 from coreg_edge.data import ImageSource, reopen
-from coreg_edge.data.sources import class_folders
 from coreg_edge.errors import UserError
 from coreg_edge.locks import locks_output
 from coreg_edge.outputs import check_new_folder, check_outside, new_folder

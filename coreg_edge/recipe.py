@@ -43,6 +43,7 @@ else:  # pragma: no cover - Python 3.10
         tomllib = None  # type: ignore[assignment]
 
 from coreg_edge.choices import DEVICES
+from coreg_edge.classes import read_classes
 from coreg_edge.errors import UserError
 from coreg_edge.utils import parse_toml
 
@@ -372,12 +373,11 @@ def _check_ranges(tree: Mapping[str, Any], source: str) -> None:
 
     classes = tree.get("classes", {})
     names = classes.get("names")
-    if names is not None:
-        if len(names) < 2:
-            fail("classes.names", f"needs at least 2 classes (got {len(names)})")
-        dup = next((n for n in names if names.count(n) > 1), None)
-        if dup is not None:
-            fail("classes.names", f"lists {dup!r} twice")
+    if names is not None:  # annotate's own rules for --classes, named by the key
+        try:
+            read_classes(names, option=f"{source}: classes.names:", minimum=2)
+        except UserError as exc:
+            raise RecipeError(str(exc)) from None
     if "wording" in classes:
         from coreg_edge.annotate.templates import TEMPLATE_RULE, is_template
 

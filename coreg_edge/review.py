@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from coreg_edge.data.sources import class_folders
+from coreg_edge.classes import class_folders
 from coreg_edge.errors import UserError
 from coreg_edge.labels import LabelTable, labels_of_run, place_image
 from coreg_edge.locks import locks_output

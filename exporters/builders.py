@@ -24,6 +24,7 @@ from coreg_edge.exporters.parity import Logits, Thresholds, collect_logits
 from coreg_edge.exporters.staging import Staging
 from coreg_edge.formats import ExportFormat, get_format
 from coreg_edge.runtime.classifier import Classifier
+from coreg_edge.runtime.spec import ModelSpec
 from coreg_edge.settings.export import ExportSettings
 from coreg_edge.utils import atomic_path, one_line
 
@@ -35,7 +36,7 @@ class ExportContext:
     stage: Staging
     module: Any  # the PyTorch peer (eval, CPU)
     input_shape: tuple[int, int, int]
-    meta: dict[str, Any]  # the metadata every file carries
+    spec: ModelSpec  # class names, preprocessing, provenance: every file's metadata
     settings: ExportSettings
     plan: ImagePlan
     limits: Thresholds
@@ -48,6 +49,10 @@ class ExportContext:
     opset: int | None = None
     route: Any = None  # the int8 Route (set by build_int8)
     built: dict[str, Built] = field(default_factory=dict)  # by format name
+
+    def metadata(self, row: ExportFormat, **info: Any) -> dict[str, Any]:
+        """The `coreg_edge` metadata of this row's file: the spec, what the build adds, the format's name."""
+        return self.spec.with_info(**info, format=row.name).to_metadata()
 
     @property
     def batch_size(self) -> int:
@@ -105,7 +110,7 @@ def build_fp32(ctx: ExportContext, row: ExportFormat) -> Built:
 
     path = ctx.path(row)
     ctx.opset = to_onnx(ctx.module, path, ctx.input_shape, opset=ctx.settings.opset, dynamo=ctx.settings.dynamo)
-    set_metadata(path, {**ctx.meta, "format": row.name})
+    set_metadata(path, ctx.metadata(row))
     ctx.fp32 = open_classifier(path, ctx.batch_size)
     keep = ctx.stage.path("parity-inputs.npy") if ctx.keep_inputs else None
     ctx.measured = collect_logits(
@@ -136,7 +141,7 @@ def build_fp16(ctx: ExportContext, row: ExportFormat) -> Built:
 
     path = ctx.path(row)
     to_onnx(half_peer(ctx.module), path, ctx.input_shape, opset=ctx.opset, dynamo=ctx.settings.dynamo)
-    set_metadata(path, {**ctx.meta, "format": row.name})
+    set_metadata(path, ctx.metadata(row))
     return Built(logits=measure(ctx, row, path), info={"weights": "float16", "io": "float32"})
 
 
@@ -167,7 +172,7 @@ def build_int8(ctx: ExportContext, row: ExportFormat) -> Built:
             return ArrayCalibrationReader(images.array, ctx.fp32.loaded.input_name, ctx.batch_size, single)
 
         def finish(path: Path, used: QuantSettings) -> None:
-            set_metadata(path, {**ctx.meta, "format": row.name, **metadata(used)})
+            set_metadata(path, ctx.spec.with_info(format=row.name, **metadata(used)).to_metadata())
             check_onnx(path)
 
         pre_process(ctx.stage.path(fp32_file), ctx.stage.path("model.pre.onnx"))
@@ -278,7 +283,7 @@ def build_ort(ctx: ExportContext, row: ExportFormat) -> Built:
         return Built(error=f"{row.name}: its source {row.source} was not made")
     path = ctx.path(row)
     metadata = {**source.metadata, "ort": ort_conversion(ctx.settings)}
-    _write_ort(ctx, row, {**ctx.meta, **metadata, "format": row.name})
+    _write_ort(ctx, row, ctx.metadata(row, **metadata))
     return Built(logits=measure(ctx, row, path), metadata=metadata, info={"ort": metadata["ort"]})
 
 
@@ -296,7 +301,7 @@ def finalize(ctx: ExportContext, row: ExportFormat, built: Built, test_accuracy:
     """A published file's final metadata: its format and its own measured test accuracy (the device reads
     it); an ORT file is converted again from its source with that metadata, and measured again: it must
     give the very logits parity checked."""
-    meta = {**ctx.meta, **built.metadata, "format": row.name, "test_accuracy": test_accuracy}
+    meta = ctx.metadata(row, **built.metadata, test_accuracy=test_accuracy)
     if not row.ort_format:
         set_metadata(ctx.path(row), meta)
         return

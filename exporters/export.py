@@ -34,7 +34,7 @@ from coreg_edge.exporters.targets import AUTO, TARGETS, apply_overrides, resolve
 from coreg_edge.formats import FORMAT_NAMES, FORMATS, ExportFormat, file_passed, format_of_file, get_format
 from coreg_edge.locks import locks_output
 from coreg_edge.runs import FinishedRun
-from coreg_edge.runtime.metadata import ModelError, make_metadata
+from coreg_edge.runtime.metadata import ModelError
 from coreg_edge.settings.export import ExportSettings
 from coreg_edge.settings.fields import build
 from coreg_edge.utils import one_line, read_json_object, resolve_function, write_json
@@ -148,19 +148,10 @@ def export_run(
         calibrate=int8, data=s.data, eval_data=s.eval_data,
     )  # fmt: skip
     limits = Thresholds(min_images=s.parity_images)
-    meta = make_metadata(
-        config["class_names"],
-        transform,
-        backbone=config["network"]["backbone"],
-        method=config.get("method"),
-        peer=resolved,
-        annotator=config.get("annotator"),
-        test_accuracy=None,
-        reject_threshold=trained.reject_threshold(resolved),
-    )
+    spec = trained.spec(resolved)
     with Staging(out) as stage:
         ctx = ExportContext(
-            stage=stage, module=module, input_shape=transform.shape, meta=meta, settings=s, plan=plan,
+            stage=stage, module=module, input_shape=transform.shape, spec=spec, settings=s, plan=plan,
             limits=limits, target=chosen, keep_inputs=len(rows) > 1, quiet=quiet,
             quant=apply_overrides(chosen.settings, **s.quantization_overrides()) if int8 else None,
         )  # fmt: skip

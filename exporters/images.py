@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from coreg_edge.classes import remap_labels
 from coreg_edge.data import ImageSource, reopen
-from coreg_edge.data.sources import class_positions
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import ImageDecodeError
 
@@ -90,13 +90,9 @@ def data_block(config: dict[str, Any], run: str | os.PathLike[str]) -> dict[str,
 def run_labels(source: ImageSource, class_names: Sequence[str]) -> np.ndarray:
     """The source's labels mapped by class name (or its folder name) onto the run's class order; -1 where
     unknown."""
-    labels = np.full(len(source), -1, dtype=np.int64)
     if source.class_names is None or not len(source.labels):
-        return labels
-    mapping = class_positions(source.class_names, class_names)
-    known = source.labels >= 0
-    labels[known] = mapping[source.labels[known]]
-    return labels
+        return np.full(len(source), -1, dtype=np.int64)
+    return remap_labels(source.labels, source.class_names, class_names)
 
 
 def plan_images(

@@ -1,106 +1,17 @@
-"""Class names: from the flag (a,b,c, a text file, or a TOML/JSON file giving each class several names),
-the folder's sub-folders, or the built-in dataset."""
+"""Class names for annotate: from the flag (read in the one grammar of coreg_edge/classes.py), the folder's
+sub-folders, or the built-in dataset; and how each class is said in prompts."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from coreg_edge.annotate.templates import TEMPLATE_RULE, is_template
+from coreg_edge.classes import read_classes, remap_labels
 from coreg_edge.data import ImageSource, dataset_info
 from coreg_edge.errors import UserError
-from coreg_edge.utils import parse_toml
-
-
-def _names_table(table: Any, where: str) -> dict[str, list[str]]:
-    """{class: name or [names]} -> {class: [names]}, each name a non-empty string."""
-    if not isinstance(table, Mapping) or not table:
-        raise UserError(f"--classes {where}: expected a table of class = name or [names, ...]")
-    out: dict[str, list[str]] = {}
-    owner: dict[str, str] = {}
-    for cls, names in table.items():
-        names = [names] if isinstance(names, str) else names
-        if not isinstance(names, list) or not names or any(not isinstance(n, str) or not n.strip() for n in names):
-            raise UserError(f"--classes {where}: {cls!r} must be a name or a non-empty list of names")
-        key = str(cls).strip()
-        if key in out:
-            raise UserError(f"--classes {where}: class {key!r} is given twice")
-        out[key] = list(dict.fromkeys(n.strip() for n in names))
-        for name in out[key]:  # a prompt name of two classes would vote for both
-            if owner.setdefault(name, key) != key:
-                raise UserError(f"--classes {where}: the name {name!r} is given to both {owner[name]!r} and {key!r}")
-    return out
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first name
-    except UnicodeDecodeError as exc:
-        raise UserError(f"--classes {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except OSError as exc:
-        raise UserError(f"--classes {path}: cannot read it ({exc.strerror})") from exc
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    dup = next((k for k in keys if keys.count(k) > 1), None)
-    if dup is not None:
-        raise ValueError(f"class {dup!r} is given twice")
-    return dict(pairs)
-
-
-def _read_table(path: Path) -> dict[str, list[str]]:
-    text = _read_text(path)
-    if path.suffix.lower() == ".json":
-        try:
-            table = json.loads(text, object_pairs_hook=_unique_keys)
-        except ValueError as exc:
-            raise UserError(f"--classes {path}: not valid JSON ({exc})") from exc
-    else:
-        try:
-            table = parse_toml(text, str(path))
-        except UserError as exc:
-            raise UserError(f"--classes {exc}") from exc
-    return _names_table(table, str(path))
-
-
-def parse_classes(
-    classes: str | list[str] | Mapping[str, Any] | None,
-) -> tuple[list[str] | None, dict[str, list[str]] | None]:
-    """(class names, each class's prompt names or None): from a list, a mapping {class: name or [names]},
-    a .toml/.json file holding that mapping, a text file (one name per line) or a comma-separated string."""
-    if classes is None:
-        return None, None
-    synonyms = None
-    if isinstance(classes, Mapping):
-        synonyms = _names_table(classes, "table")
-        names = list(synonyms)
-    elif isinstance(classes, (list, tuple)):
-        names = [str(c).strip() for c in classes]
-    elif Path(classes).is_file() and Path(classes).suffix.lower() in (".toml", ".json"):
-        synonyms = _read_table(Path(classes))
-        names = list(synonyms)
-    elif Path(classes).is_file():
-        lines = _read_text(Path(classes)).splitlines()
-        names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    elif "," in classes:
-        names = [c.strip() for c in classes.split(",")]
-    elif Path(classes).suffix.lower() in (".txt", ".csv", ".names", ".toml", ".json") or "/" in classes:
-        raise UserError(f"--classes {classes}: no such file")
-    else:
-        names = [classes.strip()]
-    if any(not n for n in names):
-        raise UserError("--classes has an empty class name")
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise UserError(f"--classes lists {dup!r} twice")
-    if len(names) < 2:
-        raise UserError(f"--classes needs at least 2 classes (got {len(names)})")
-    return names, synonyms
 
 
 def resolve_classes(
@@ -119,7 +30,8 @@ def resolve_classes(
     """
     if wording is not None and not is_template(wording):
         raise UserError(f"--wording {wording!r} needs {TEMPLATE_RULE}")
-    given, synonyms = parse_classes(classes)
+    parsed = read_classes(classes, minimum=2) if classes is not None else None
+    given, synonyms = (list(parsed.names), parsed.synonyms) if parsed is not None else (None, None)
     names, prompts, labels = _resolve(given, source)
     said: list[str | list[str]] = list(prompts if wording is None else names)  # wording words the plain names
     if synonyms is not None:
@@ -152,6 +64,4 @@ def _resolve(given: list[str] | None, source: ImageSource) -> tuple[list[str], l
             f"--classes does not name the class sub-folder(s) {', '.join(unknown[:3])} of {source.root}; "
             "for a labelled folder the class names are its sub-folder names"
         )
-    remap = np.asarray([given.index(name) for name in source.class_names], dtype=np.int64)
-    labels = np.where(source.labels >= 0, remap[np.maximum(source.labels, 0)], -1)
-    return given, given, labels
+    return given, given, remap_labels(source.labels, source.class_names, given)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from coreg_edge.annotate.voters import LOGIT_SCALE, Ballot, Embedder, Voters, as_numpy
+from coreg_edge.classes import remap_labels
 from coreg_edge.data import open_source
 from coreg_edge.data.sources import ImageSource
 from coreg_edge.errors import UserError
@@ -74,8 +75,7 @@ def load_examples(
             source.load(i)
         except ImageDecodeError as exc:
             raise UserError(f"--examples: {exc}") from exc
-    remap = np.asarray([class_names.index(name) for name in source.class_names], dtype=np.int64)
-    return Examples(source, remap[source.labels], str(path.resolve()))
+    return Examples(source, remap_labels(source.labels, source.class_names, class_names), str(path.resolve()))
 
 
 def class_means(features: np.ndarray, classes: np.ndarray, num_classes: int) -> np.ndarray:

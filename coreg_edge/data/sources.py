@@ -17,37 +17,6 @@ from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import IMAGE_EXTENSIONS, convert_mode, find_images, load_image
 
 
-def class_folder_name(name: str) -> str:
-    """The folder a class's images go in (labels --format imagefolder, review): letters, digits and `-_. `
-    kept, anything else as `_`; a labelled folder's sub-folder named so is read back as that class."""
-    cleaned = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in name).strip(" .")
-    return cleaned or "_"
-
-
-def class_folders(class_names: Sequence[str]) -> list[str]:
-    """Each class's folder name; two classes that would share one folder are a one-line error."""
-    folders = [class_folder_name(name) for name in class_names]
-    for i, folder in enumerate(folders):
-        j = folders.index(folder)
-        if j != i:
-            raise UserError(
-                f"classes {class_names[j]!r} and {class_names[i]!r} both become the folder {folder!r}; "
-                "rename one of them (annotate --classes)"
-            )
-    return folders
-
-
-def class_positions(folder_names: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
-    """Each of a labelled source's class names -> its index in `class_names`, -1 for none: the name itself,
-    else the folder name `labels --format imagefolder` and `review` write for a class (class_folder_name:
-    `cat/dog` -> `cat_dog`), when exactly one class has that folder name. The one remap every reader of
-    labelled folders uses (training's --eval/--val, export parity, the report)."""
-    folders = [class_folder_name(name) for name in class_names]
-    by_folder = {folder: i for i, folder in enumerate(folders) if folders.count(folder) == 1}
-    position = {name: i for i, name in enumerate(class_names)}
-    return np.asarray([position.get(name, by_folder.get(name, -1)) for name in folder_names], dtype=np.int64)
-
-
 class ImageSource:
     """Base class: `item_ids`, `labels` (int64, -1 unknown), `class_names` (None when unlabeled)."""
 

@@ -16,6 +16,7 @@ from coreg_edge.choices import EXPORT_PEERS
 from coreg_edge.data import ImageSource
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.preprocess import PreprocessConfig
+from coreg_edge.runtime.spec import ModelSpec
 from coreg_edge.training import run_folder as rf
 from coreg_edge.training.image_store import decode_to_memory
 from coreg_edge.training.views import ViewConfig, Views
@@ -92,6 +93,15 @@ class FinishedRun:
             return PeerEnsemble([rf.load_network(self.path, p) for p in rf.PEERS]).eval()
         return rf.load_network(self.path, peer).eval()
 
+    def spec(self, peer: str) -> ModelSpec:
+        """What an exported file of this network says of itself (its `coreg_edge` metadata, less what export
+        adds): class names, preprocessing, backbone, method, peer, annotator, the reject threshold."""
+        resolved = self.resolve_peer(peer)
+        info = {"backbone": self.config["network"]["backbone"], "method": self.config.get("method"), "peer": resolved,
+                "annotator": self.config.get("annotator"), "test_accuracy": None,
+                "reject_threshold": self.reject_threshold(resolved)}  # fmt: skip
+        return ModelSpec(tuple(self.class_names), self.preprocess, info)
+
     def reject_threshold(self, peer: str) -> float | None:
         """The calibrated "none of these" threshold of a resolved peer (selection.json), or None."""
         value = (self.selection.get("reject_threshold") or {}).get(peer)
@@ -107,7 +117,7 @@ class FinishedRun:
         where = torch.device(resolve_device(device))
         module.to(where)
         pre = self.preprocess
-        views = Views(ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=False, strong="weak"))
+        views = Views(ViewConfig.of(pre, flip=False))
         probs = []
         with torch.no_grad():
             starts = range(0, len(indices), batch_size)

@@ -18,9 +18,9 @@ from coreg_edge.runtime.metadata import (
     ModelError,
     ModelNotFoundError,
     NotOnnxError,
-    make_metadata,
 )
 from coreg_edge.runtime.preprocess import PreprocessConfig, preprocess, preprocess_batch
+from coreg_edge.runtime.spec import ModelSpec, make_metadata
 from coreg_edge.utils import lazy_attributes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +52,7 @@ __all__ = [
     "MetadataOverrides",
     "MissingMetadataError",
     "ModelError",
+    "ModelSpec",
     "ModelNotFoundError",
     "NotOnnxError",
     "Prediction",

@@ -17,6 +17,7 @@ from coreg_edge.runtime.image import to_pil
 from coreg_edge.runtime.metadata import MetadataOverrides, named_value
 from coreg_edge.runtime.preprocess import ImageLike, PreprocessConfig, preprocess, preprocess_batch
 from coreg_edge.runtime.session import LoadedModel, load_model
+from coreg_edge.runtime.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class Classifier:
         self._model: LoadedModel = load_model(
             model, threads=threads, providers=providers, overrides=overrides, caller=caller
         )
-        self.class_names: tuple[str, ...] = tuple(self._model.metadata["class_names"])
+        self.class_names: tuple[str, ...] = self._model.spec.class_names
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, batch_size: int = 32, caller: str = "python") -> Classifier:
@@ -129,7 +130,7 @@ class Classifier:
         self = cls.__new__(cls)
         self.caller = caller
         self._model, self.batch_size = loaded, self._check_batch_size(batch_size)
-        self.class_names = tuple(loaded.metadata["class_names"])
+        self.class_names = loaded.spec.class_names
         return self
 
     def _check_batch_size(self, size: object) -> int:
@@ -154,7 +155,13 @@ class Classifier:
         return self._model.metadata
 
     @property
+    def spec(self) -> ModelSpec:
+        """Class names, preprocessing and provenance (backbone, method, peer, ...), typed."""
+        return self._model.spec
+
+    @property
     def config(self) -> PreprocessConfig:
+        """The preprocessing (spec.preprocess)."""
         return self._model.config
 
     @property

@@ -13,13 +13,10 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from coreg_edge.classes import read_classes
 from coreg_edge.errors import UserError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from coreg_edge.runtime.preprocess import PreprocessConfig
 
 METADATA_KEY = "coreg_edge"
 METADATA_FORMAT_VERSION = 1
@@ -136,27 +133,9 @@ class MetadataOverrides:
 
 
 def parse_class_names(value: str | Sequence[str], caller: str = "python") -> tuple[str, ...]:
-    """`a,b,c`, or a path to a text file (one name per line) or a JSON list; names are stripped."""
-    shown = named_value("class_names", value, caller)
-    if not isinstance(value, str):
-        names = [str(name).strip() for name in value]
-    elif Path(value).is_file():
-        text = Path(value).read_text(encoding="utf-8")
-        if text.lstrip().startswith("["):
-            try:
-                names = [str(name).strip() for name in json.loads(text)]
-            except (json.JSONDecodeError, TypeError) as exc:
-                raise UserError(f"{shown}: not a JSON list of names ({exc})") from exc
-        else:
-            names = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    else:
-        names = [name.strip() for name in value.split(",")]
-    if not names or any(not name for name in names):
-        example = "--classes cat,dog or a file with one per line" if caller == "cli" else "['cat', 'dog']"
-        raise UserError(f"{shown}: give non-empty names, e.g. {example}")
-    if len(set(names)) != len(names):
-        raise UserError(f"{shown}: duplicate class names")
-    return tuple(names)
+    """Class names in the project's one grammar (coreg_edge/classes.py: `a,b,c`, a list, a text file with one
+    name per line, a JSON list, or a classes table); errors name the setting as `caller` spells it."""
+    return read_classes(value, option=setting_name("class_names", caller).rstrip("=")).names
 
 
 def parse_size(value: str | int | Sequence[int], caller: str = "python") -> tuple[int, int]:
@@ -322,22 +301,6 @@ def _check_shapes(
     if names and k is not None and len(names) != k:
         raise MetadataError(f"{source}: {blame('class_names')} {len(names)} class names but the model outputs "
                             f"{k} logits")  # fmt: skip
-
-
-def make_metadata(class_names: Sequence[str], preprocess: PreprocessConfig, **info: Any) -> dict[str, Any]:
-    """The exporter's side: the contract's JSON object (format_version, class_names, preprocessing, `info`).
-
-    `info` carries backbone, method, peer, annotator, coreg_edge_version and test_accuracy (None -> null).
-    """
-    from coreg_edge import __version__
-
-    meta: dict[str, Any] = {"format_version": METADATA_FORMAT_VERSION, "class_names": list(class_names)}
-    meta.update(preprocess.to_metadata())
-    for key in ("backbone", "method", "peer", "annotator", "test_accuracy"):
-        meta[key] = info.pop(key, None)
-    meta["coreg_edge_version"] = info.pop("coreg_edge_version", __version__)
-    meta.update(info)
-    return meta
 
 
 def dumps_metadata(meta: Mapping[str, Any]) -> str:

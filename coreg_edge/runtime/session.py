@@ -27,6 +27,7 @@ from coreg_edge.runtime.metadata import (
     resolve_metadata,
 )
 from coreg_edge.runtime.preprocess import PreprocessConfig
+from coreg_edge.runtime.spec import ModelSpec
 from coreg_edge.utils import one_line
 
 CPU = "CPUExecutionProvider"
@@ -130,17 +131,22 @@ def open_session(
 
 @dataclass
 class LoadedModel:
-    """A session plus everything needed to feed it: resolved metadata, preprocessing, tensor names."""
+    """A session plus everything needed to feed it: resolved metadata, the model's spec, tensor names."""
 
     path: Path
     session: ort.InferenceSession
     metadata: dict[str, Any]
-    config: PreprocessConfig
+    spec: ModelSpec
     input_name: str
     output_name: str
     threads: int
     fixed_batch: int | None = None
     providers: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> PreprocessConfig:
+        """The preprocessing (the spec's)."""
+        return self.spec.preprocess
 
     @property
     def provider(self) -> str:
@@ -218,7 +224,7 @@ def load_model(
         caller=caller,
     )
     try:
-        config = PreprocessConfig.from_metadata(metadata)
+        spec = ModelSpec.from_metadata(metadata)
     except MetadataError as exc:
         given = overrides.given(caller) if overrides is not None else []
         blame = f"with {', '.join(given)} given" if given else FILE_METADATA_WRONG
@@ -228,7 +234,7 @@ def load_model(
         path=path,
         session=session,
         metadata=metadata,
-        config=config,
+        spec=spec,
         input_name=image_input.name,
         output_name=logits_output.name,
         threads=session.get_session_options().intra_op_num_threads,

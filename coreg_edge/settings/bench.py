@@ -55,8 +55,8 @@ class PredictSettings(RuntimeSettings):
     format: str = option("table", help="table for people; json = JSON lines {path, top: [{label, index, prob}]} or "
                          "{path, error}; csv = one row per image.", choices=PREDICT_FORMATS, recipe=False)  # fmt: skip
     batch_size: int = option(32, help="Images per model call.", low=1, recipe=False)
-    classes: str | None = option(help="Class names a,b,c or a FILE (one per line), for an ONNX without coreg_edge "
-                                 "metadata.", recipe=False)  # fmt: skip
+    classes: str | None = option(help="Class names a,b,c or a FILE (one per line, a JSON list, or an annotate "
+                                 "classes table), for an ONNX without coreg_edge metadata.", recipe=False)  # fmt: skip
     mean: str | None = option(help="Normalisation mean, e.g. 0.485,0.456,0.406, for an ONNX without metadata.",
                               recipe=False)  # fmt: skip
     std: str | None = option(help="Normalisation std, e.g. 0.229,0.224,0.225, for an ONNX without metadata.",

@@ -119,7 +119,7 @@ def prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, stored
     )
     strong = settings.strong_augment  # resolved: never "auto" here
     views = Views(
-        ViewConfig(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=flip, strong=strong),
+        ViewConfig.of(pre, flip=flip, strong=strong),
         seed=distributed.rank_seed(settings.seed, group),
     )
     step_generator = None  # one process: MixUp's order comes from the batch order's generator, as always

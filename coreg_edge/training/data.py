@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from coreg_edge.annotation_file import Annotation
+from coreg_edge.classes import class_positions
 from coreg_edge.data import ImageSource, dataset_info, open_source
-from coreg_edge.data.sources import class_positions
 from coreg_edge.digests import file_sha256
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.preprocess import INTERPOLATIONS, PreprocessConfig

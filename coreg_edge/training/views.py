@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from coreg_edge.runtime.preprocess import PreprocessConfig
 from coreg_edge.training.randaugment import randaugment
 
 # "weak" (ours): the strong view is the weak one. For tiny inputs (16 px digits) RandAugment + a Cutout of up
@@ -62,6 +63,11 @@ class ViewConfig:
     pad: int | None = None  # random-crop padding; None -> image_size // 8
     strong: str = "randaugment"  # "randaugment" or "cutout" (Fashion-MNIST, FER2013)
     cutout_max: float = 0.5  # randaugment policy: Cutout side ~ U(0, cutout_max) * image_size
+
+    @classmethod
+    def of(cls, pre: PreprocessConfig, *, flip: bool, strong: str = "weak") -> ViewConfig:
+        """The views of images cached with the preprocessing `pre` (its size, channels, mean and std)."""
+        return cls(pre.input_size[0], pre.channels, pre.mean, pre.std, flip=flip, strong=strong)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

@@ -5,44 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from coreg_edge.annotate import annotate
-from coreg_edge.annotate.classes import parse_classes
 from coreg_edge.annotate.clip import TextPromptVoters, load_clip
 from coreg_edge.annotation_file import load
-from coreg_edge.errors import UserError
-
-
-def test_a_toml_or_json_table_gives_each_class_its_names(tmp_path):
-    toml = tmp_path / "classes.toml"
-    toml.write_text('cat = ["cat", "kitten", "tabby cat"]\ndog = "dog"\nbird = ["bird", "bird"]\n')
-    names, synonyms = parse_classes(str(toml))
-    assert names == ["cat", "dog", "bird"]  # the file's order
-    assert synonyms == {"cat": ["cat", "kitten", "tabby cat"], "dog": ["dog"], "bird": ["bird"]}
-    js = tmp_path / "classes.json"
-    js.write_text(json.dumps({"cat": ["cat", "kitten"], "dog": "puppy"}))
-    assert parse_classes(str(js)) == (["cat", "dog"], {"cat": ["cat", "kitten"], "dog": ["puppy"]})
-    assert parse_classes({"a": "x", "b": ["y", "z"]})[1] == {"a": ["x"], "b": ["y", "z"]}
-    assert parse_classes("cat,dog") == (["cat", "dog"], None)
-
-
-@pytest.mark.parametrize(
-    ("text", "fragment"),
-    [
-        ('cat = []\ndog = "dog"\n', "'cat' must be a name or a non-empty list of names"),
-        ('cat = [1]\ndog = "dog"\n', "'cat' must be a name"),
-        ('cat = "cat"\n', "at least 2 classes"),
-        ("cat = [\n", "not valid TOML"),
-    ],
-)
-def test_a_bad_classes_table_is_one_line(tmp_path, text, fragment):
-    path = tmp_path / "classes.toml"
-    path.write_text(text)
-    with pytest.raises(UserError) as info:
-        parse_classes(str(path))
-    assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
 def _features(tiny_clip, count=12, seed=0):
@@ -114,25 +81,3 @@ def test_a_classes_table_through_the_cli(runner, cli, tiny_clip, class_folder, t
     args[3], args[-2] = str(bad), str(tmp_path / "bad.npz")
     result = runner.invoke(cli, args)
     assert result.exit_code == 1 and result.stderr.strip().startswith("Error: --classes") and "Traceback" not in result.output
-
-
-def test_classes_files_are_read_forgivingly_and_refused_clearly(tmp_path):
-    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00cat")
-    with pytest.raises(UserError, match=r"not UTF-8 text"):
-        parse_classes(str(tmp_path / "bin.toml"))
-    (tmp_path / "bom.txt").write_bytes("\ufeffcat\ndog\n".encode())
-    assert parse_classes(str(tmp_path / "bom.txt"))[0] == ["cat", "dog"]
-    (tmp_path / "upper.TOML").write_text('cat = "kitty"\ndog = "dog"\n')
-    assert parse_classes(str(tmp_path / "upper.TOML"))[1] == {"cat": ["kitty"], "dog": ["dog"]}
-    for name, text, fragment in [
-        ("dup.json", '{"cat": "a", "cat": "b", "dog": "d"}', "class 'cat' is given twice"),
-        ("space.json", '{"cat": "a", " cat": "b", "dog": "d"}', "class 'cat' is given twice"),
-        ("shared.toml", 'cat = "pet"\ndog = "pet"\n', "the name 'pet' is given to both 'cat' and 'dog'"),
-    ]:
-        (tmp_path / name).write_text(text)
-        with pytest.raises(UserError, match=fragment):
-            parse_classes(str(tmp_path / name))
-    (tmp_path / "bad.toml").write_text("cat = [\n")
-    with pytest.raises(UserError) as info:
-        parse_classes(str(tmp_path / "bad.toml"))
-    assert str(info.value).count("not valid TOML") == 1

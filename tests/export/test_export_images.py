@@ -49,7 +49,7 @@ def test_parity_reads_an_imagefolder_eval_by_its_class_folder_names(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from coreg_edge.data.sources import class_folders
+    from coreg_edge.classes import class_folders
 
     names = ["cat/dog", "bird?", "fish"]
     for k, folder in enumerate(class_folders(names)):

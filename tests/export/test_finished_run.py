@@ -85,3 +85,12 @@ def test_a_bad_selection_or_peer_name_is_one_line(trained_run: Path, tmp_path):
     rf.peer_file(run_path, "b").unlink()
     with pytest.raises(UserError, match="--peer ensemble needs both peers.*use --peer a instead"):
         FinishedRun(run_path).network("ensemble")
+
+
+def test_its_spec_is_what_an_exported_file_says_of_itself(trained_run: Path):
+    run = FinishedRun(trained_run)
+    spec = run.spec("selected")
+    assert spec.class_names == tuple(run.class_names) and spec.preprocess == run.preprocess
+    assert spec.info == {"backbone": "test_resnet", "method": "supervised", "peer": "a",
+                         "annotator": {"kind": "synthetic"}, "test_accuracy": None, "reject_threshold": None}  # fmt: skip
+    assert run.spec("ensemble").info["peer"] == "ensemble"

@@ -135,7 +135,7 @@ def test_report_on_an_export_folder_without_parity_json(runner, cli, tmp_path):
 def test_report_counts_an_imagefolder_eval_as_labelled(tmp_path, monkeypatch):
     """`labels --format imagefolder` names class `cat/dog`'s folder `cat_dog`: the report's confusion
     matrix reads it back as that class, as training's --eval does (one remap: class_positions)."""
-    from coreg_edge.data.sources import class_folders
+    from coreg_edge.classes import class_folders
     from coreg_edge.report.evaluation import eval_answers
     from coreg_edge.runs import FinishedRun
 

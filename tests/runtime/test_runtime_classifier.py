@@ -139,7 +139,7 @@ def test_python_api_errors_name_the_keyword_not_the_flag(tiny) -> None:
         (lambda: Classifier(tiny.with_metadata, batch_size=0), "batch_size=0"),
         (lambda: Classifier(tiny.with_metadata, input_size="big"), "input_size='big'"),
         (lambda: Classifier(tiny.with_metadata, mean="x"), "mean='x'"),
-        (lambda: Classifier(tiny.with_metadata, class_names="a,,b"), "class_names='a,,b'"),
+        (lambda: Classifier(tiny.with_metadata, class_names="a,,b"), "class_names has an empty class name"),
         (lambda: Classifier(tiny.without_metadata), "class_names=[...], mean=(m, m, m), std=(s, s, s)"),
         (lambda: Classifier(tiny.with_metadata).predict([], topk=0), "topk=0"),
         (lambda: run_bench(tiny.with_metadata, threads=0, iters=1), "threads="),

@@ -123,7 +123,7 @@ def test_parsers(tmp_path: Path) -> None:
     listed.write_text('["a", "b"]')
     assert parse_class_names(str(listed)) == ("a", "b")
     assert parse_class_names("x, y") == ("x", "y")
-    with pytest.raises(UserError, match="duplicate"):
+    with pytest.raises(UserError, match="class_names lists 'a' twice"):
         parse_class_names("a,a")
     assert parse_size("224") == (224, 224) and parse_size("160x224") == (160, 224)
     with pytest.raises(UserError, match="input_size='big'"):

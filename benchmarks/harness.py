@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge.cpu import default_threads, describe_machine
-from coreg_edge.utils import log, write_json
+from coreg_edge.logs import info as log
+from coreg_edge.utils import write_json
 
 __all__ = ["RESULTS", "load_average", "log", "machine_line", "parser", "record", "write_result"]
 

@@ -24,16 +24,23 @@ import contextlib
 import functools
 import pickle
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import huggingface_hub.constants as hub_constants
+import timm
+import timm.models
 import torch
+from safetensors.torch import load_file
+from timm.models import adapt_input_conv
 from torch import nn
 
 from coreg_edge.errors import UserError
+from coreg_edge.hub import hub_offline, network_reachable
+from coreg_edge.logs import info
+from coreg_edge.models import timm_body
 from coreg_edge.utils import one_line
 
 TIMM = "timm"
@@ -114,27 +121,22 @@ def architecture_cfg(body: nn.Module, backbone: str) -> dict[str, Any]:
     """timm's pretrained_cfg of the architecture (and tag): what its weights were trained with."""
     cfg = getattr(body, "pretrained_cfg", None)
     if not cfg:
-        import timm.models
-
         found = timm.models.get_pretrained_cfg(backbone)
         cfg = found.to_dict() if found is not None else {}
     return dict(cfg)
 
 
-def check(settings: Any, in_chans: int, quiet: bool = True, num_classes: int | None = None) -> dict | None:
+def check(settings: Any, in_chans: int, num_classes: int | None = None) -> dict | None:
     """Before any image loads: a trial load into a bare backbone, so that a missing or wrong file, missing
     timm weights, no network and `--small-stem` fail at once. Returns the architecture's pretrained_cfg
     (for the preprocessing), None when training from scratch."""
-    from coreg_edge.models import timm_body
-
     if settings.pretrained_backbone is None:
         return None
     if settings.small_stem:
         raise UserError(SMALL_STEM_ERROR)
     body = timm_body(settings.backbone, in_chans=in_chans)
     loaded = load_into(body, settings.pretrained_backbone, settings.backbone, in_chans)
-    if not quiet:
-        print(loaded.describe(num_classes), file=sys.stderr, flush=True)
+    info(loaded.describe(num_classes))
     return architecture_cfg(body, settings.backbone)
 
 
@@ -174,8 +176,6 @@ def read_checkpoint(value: str) -> tuple[dict[str, torch.Tensor], str]:
         raise UserError(f"{option}: is a folder; give the checkpoint file itself")
     where = str(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             obj: Any = load_file(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: all mean unreadable
@@ -227,14 +227,10 @@ def _clean_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @functools.lru_cache(maxsize=4)
 def _reachable(host: str) -> bool:
-    from coreg_edge.annotate.clip import network_reachable
-
     return network_reachable(host)
 
 
 def _offline(host: str) -> bool:
-    import huggingface_hub.constants as hub_constants
-
     return bool(hub_constants.HF_HUB_OFFLINE) or not _reachable(host)
 
 
@@ -242,8 +238,6 @@ def timm_weights(backbone: str, cfg: dict[str, Any]) -> tuple[dict[str, torch.Te
     """timm's pretrained weights of the architecture, from the Hugging Face hub (its cache first) or, for
     the few without a hub copy, timm's URL (torch.hub's cache). Offline with nothing cached: one line, at
     once (huggingface_hub is told it is offline rather than left retrying)."""
-    import timm.models
-
     hub_id, url = cfg.get("hf_hub_id"), cfg.get("url")
     option = "--pretrained-backbone timm"
     if not (hub_id or url):
@@ -260,13 +254,9 @@ def timm_weights(backbone: str, cfg: dict[str, Any]) -> tuple[dict[str, torch.Te
             "use; save timm.create_model(..., pretrained=True, num_classes=0).state_dict() to a file and pass it"
         )
     if hub_id:
-        import huggingface_hub.constants as hub_constants
-
-        from coreg_edge.annotate.clip import _hub_offline
-
         offline = _offline(urlparse(hub_constants.ENDPOINT).hostname or "huggingface.co")  # HF_ENDPOINT too
         try:
-            with _hub_offline() if offline else contextlib.nullcontext():
+            with hub_offline() if offline else contextlib.nullcontext():
                 return timm.models.load_state_dict_from_hf(hub_id, weights_only=True), f"timm ({hub_id})"
         except Exception as exc:  # noqa: BLE001 - huggingface_hub's errors differ by version
             if offline and isinstance(exc, (FileNotFoundError, OSError)):
@@ -319,8 +309,6 @@ def _adapt_input_conv(
     state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], cfg: dict[str, Any], in_chans: int
 ) -> list[str]:
     """A 3-channel first convolution -> `in_chans` channels (timm's rule for its own weights)."""
-    from timm.models import adapt_input_conv
-
     adapted = []
     for name in _names(cfg.get("first_conv")):
         key = f"{name}.weight"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 
 class UserError(Exception):
     """Bad input or environment: the message alone tells the user what is wrong and what to do."""
@@ -29,8 +31,6 @@ class MissingExtraError(UserError):
 
 def require(module: str, what: str):
     """Import `module` or raise a one-line MissingExtraError naming the install to fix it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised on device installs

@@ -94,7 +94,7 @@ def labels_of_run(run: Path, settings: LabelsSettings, quiet: bool, out: Path | 
     """The run's network (settings.peer) on every annotated item's evaluation view. The images are where
     training found them (the run's config), unless settings.data says where they are now; `out`, the
     folder to be written, is refused (before the network runs) when it lies inside them."""
-    from coreg_edge.runs import FinishedRun
+    from coreg_edge.runs import FinishedRun  # lazy: labels of an annotation file need no torch (a device)
 
     trained = FinishedRun(run)
     config = trained.config

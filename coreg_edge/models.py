@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import timm
 import torch
 from torch import nn
 
@@ -84,8 +85,6 @@ def apply_small_input_stem(model: nn.Module) -> None:
 
 def timm_body(backbone: str, *, in_chans: int = 3, drop_rate: float = 0.0) -> nn.Module:
     """The timm model without its classifier (num_classes=0: it returns pooled features), random weights."""
-    import timm
-
     if not timm.is_model(backbone):
         close = timm.list_models(f"*{backbone}*")[:5]
         hint = f" (close: {', '.join(close)})" if close else ""

@@ -31,6 +31,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,12 @@ else:  # pragma: no cover - Python 3.10
     except ModuleNotFoundError:  # pragma: no cover
         tomllib = None  # type: ignore[assignment]
 
+from coreg_edge.algorithm.config import CoRegConfig
+from coreg_edge.annotate.templates import TEMPLATE_RULE, is_template
 from coreg_edge.choices import DEVICES
 from coreg_edge.classes import read_classes
 from coreg_edge.errors import UserError
+from coreg_edge.settings.fields import SettingError, field_kinds, option_fields
 from coreg_edge.utils import parse_toml
 
 RECIPE_PACKAGE = "coreg_edge.recipes"
@@ -123,8 +127,6 @@ def _settings_class(section: str) -> type:
 
 def _dataclass_keys(cls: type) -> dict[str, Key]:
     """A settings dataclass's recipe keys: its fields that live in this section (spec.recipe is True)."""
-    from coreg_edge.settings.fields import field_kinds, option_fields
-
     kinds = field_kinds(cls)
     keys = {}
     for field, spec in option_fields(cls):
@@ -136,8 +138,6 @@ def _dataclass_keys(cls: type) -> dict[str, Key]:
 
 def elsewhere(section: str) -> dict[str, str]:
     """Fields of a stage's settings that a recipe sets in another place: name -> where (a hint)."""
-    from coreg_edge.settings.fields import option_fields
-
     if section not in STAGE_SECTIONS:
         return {}
     return {f.name: spec.recipe for f, spec in option_fields(_settings_class(section)) if isinstance(spec.recipe, str)}
@@ -189,8 +189,6 @@ def _check_value(value: Any, spec: Key, where: str) -> Any:
             raise bad(f"{value!r} is not {spec.describe()}")
     elif kind == "templates":
         if isinstance(value, list):
-            from coreg_edge.annotate.templates import TEMPLATE_RULE, is_template
-
             if not value or any(not isinstance(v, str) or not is_template(v) for v in value):
                 raise RecipeError(f"{where}: every template must be a string with {TEMPLATE_RULE} (got {value!r})")
         elif not isinstance(value, str):
@@ -365,9 +363,6 @@ def _validate_section(section: str, table: Mapping[str, Any], source: str) -> di
 def _check_ranges(tree: Mapping[str, Any], source: str) -> None:
     """What the type check cannot see (ranges, checks across fields), checked by the settings dataclasses
     that own them: the recipe names the key where the CLI names the flag."""
-    from coreg_edge.algorithm.config import CoRegConfig
-    from coreg_edge.settings.fields import SettingError
-
     def fail(key: str, problem: str) -> None:
         raise RecipeError(f"{source}: {key}: {problem}")
 
@@ -379,8 +374,6 @@ def _check_ranges(tree: Mapping[str, Any], source: str) -> None:
         except UserError as exc:
             raise RecipeError(str(exc)) from None
     if "wording" in classes:
-        from coreg_edge.annotate.templates import TEMPLATE_RULE, is_template
-
         if not isinstance(classes["wording"], str) or not is_template(classes["wording"]):
             fail("classes.wording", f"{classes['wording']!r} needs {TEMPLATE_RULE}")
     train = dict(tree.get("train", {}))
@@ -443,8 +436,6 @@ class Recipe:
 
 def builtin_recipes() -> list[str]:
     """Names of the recipes shipped with the package (found after a regular install too)."""
-    from importlib import resources
-
     try:
         folder = resources.files(RECIPE_PACKAGE)
     except ModuleNotFoundError:  # pragma: no cover - broken install
@@ -454,8 +445,6 @@ def builtin_recipes() -> list[str]:
 
 def _read_recipe_text(recipe: str | os.PathLike[str]) -> tuple[str, str, str]:
     """(text, source label, default name) for a path or a built-in name."""
-    from importlib import resources
-
     path = Path(recipe).expanduser()
     if path.is_file():
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
+import logging
 import math
 import os
 import sys
@@ -15,6 +17,7 @@ from typing import Any, TypeVar
 from coreg_edge.errors import UserError
 
 T = TypeVar("T")
+LOGGER_NAME = "coreg_edge"  # the one logger of every progress line (coreg_edge/logs.py)
 
 
 @contextlib.contextmanager
@@ -46,7 +49,7 @@ def resolve_device(device: str = "auto") -> str:
         raise UserError(f"--device must be auto, cpu or cuda (got {device!r})")
     if device == "cpu":
         return "cpu"
-    import torch
+    import torch  # lazy: the core stays torch-free (the device install has no torch)
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -84,19 +87,15 @@ def torchrun_rank(environ: Mapping[str, str] | None = None) -> int | None:
     return int(rank)
 
 
-def log(message: str, quiet: bool = False) -> None:
-    """A progress line for the user on stderr (stdout stays scriptable), unless quiet."""
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
-
-
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, quiet: bool = False, **kw: Any):
-    """A tqdm bar on stderr; silent with --quiet, and when stderr is not a terminal (clean logs)."""
-    import sys
+    """A tqdm bar on stderr; silent with `quiet` (this bar only), while the `coreg_edge` logger is quiet
+    (-q, a Python call's quiet=True: coreg_edge/logs.py), on torchrun followers, and when stderr is not a
+    terminal (clean logs)."""
 
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: only where a bar is drawn
 
-    disable = quiet or not sys.stderr.isatty()
+    shown = logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO) and torchrun_rank() in (None, 0)
+    disable = quiet or not shown or not sys.stderr.isatty()
     return tqdm(iterable, desc=desc, total=total, disable=disable, dynamic_ncols=True, leave=False, **kw)
 
 
@@ -128,8 +127,6 @@ def json_safe(value: Any) -> Any:
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """The one way this project writes a JSON file: atomically (a temporary name, then a rename), indented
     by 2 with a trailing newline, non-finite numbers as null."""
-    import json
-
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
@@ -137,8 +134,6 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
 def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON file's object, or {} when it is missing, unreadable or not an object (an earlier report, a
     lock's owner record: worth reading, never worth failing over)."""
-    import json
-
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -7,23 +7,33 @@ inputs parity measured) and writes its file into the staging folder, with the lo
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import logging
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
+import torch
 
+from coreg_edge.exporters import calibration as calibration_step  # tests replace its ArrayCalibrationReader
 from coreg_edge.exporters.errors import ExportError
 from coreg_edge.exporters.images import ImagePlan
+from coreg_edge.exporters.int8 import choose_route, quantize_for_target, route_outputs
 from coreg_edge.exporters.metadata import set_metadata
+from coreg_edge.exporters.onnx_export import check_onnx, to_onnx
 from coreg_edge.exporters.parity import Logits, Thresholds, collect_logits
+from coreg_edge.exporters.quantize import QuantSettings, pre_process
 from coreg_edge.exporters.staging import Staging
 from coreg_edge.formats import ExportFormat, get_format
+from coreg_edge.logs import info
 from coreg_edge.runtime.classifier import Classifier
+from coreg_edge.runtime.session import load_model
 from coreg_edge.runtime.spec import ModelSpec
 from coreg_edge.settings.export import ExportSettings
 from coreg_edge.utils import atomic_path, one_line
@@ -76,8 +86,6 @@ class Built:
 def open_classifier(path: Path, batch_size: int) -> Classifier:
     """The device's Classifier, with idle onnxruntime threads not spinning: parity alternates PyTorch and
     onnxruntime batch by batch, and spinning workers of one would steal the cores of the other."""
-    from coreg_edge.runtime.session import load_model
-
     return Classifier.from_loaded(load_model(path, spinning=False), batch_size=batch_size)
 
 
@@ -93,8 +101,6 @@ def measure_file(row: ExportFormat, path: Path, inputs: np.ndarray, batch_size: 
     """Parity's logits of a file, where its row says they come from: this machine's runtime, or the int8
     target's kernels (`route`: this CPU's when they are the target's, else an emulator's)."""
     if row.measure == "int8-route":
-        from coreg_edge.exporters.int8 import route_outputs
-
         return route_outputs(route, path, inputs, ["logits"])["logits"]
     return native_logits(path, inputs, batch_size)
 
@@ -106,8 +112,6 @@ def measure(ctx: ExportContext, row: ExportFormat, path: Path) -> np.ndarray:
 
 def build_fp32(ctx: ExportContext, row: ExportFormat) -> Built:
     """torch.onnx export of the peer; parity's reference logits and inputs are measured here."""
-    from coreg_edge.exporters.onnx_export import to_onnx
-
     path = ctx.path(row)
     ctx.opset = to_onnx(ctx.module, path, ctx.input_shape, opset=ctx.settings.opset, dynamo=ctx.settings.dynamo)
     set_metadata(path, ctx.metadata(row))
@@ -122,8 +126,6 @@ def build_fp32(ctx: ExportContext, row: ExportFormat) -> Built:
 
 def half_peer(module: Any) -> Any:
     """The peer in float16 between float32 inputs and logits: a device feeds it the fp32 file's tensors."""
-    import torch
-
     class HalfPeer(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module):
             super().__init__()
@@ -137,8 +139,6 @@ def half_peer(module: Any) -> Any:
 
 def build_fp16(ctx: ExportContext, row: ExportFormat) -> Built:
     """The peer exported in float16 (weights and compute; float32 inputs and outputs)."""
-    from coreg_edge.exporters.onnx_export import to_onnx
-
     path = ctx.path(row)
     to_onnx(half_peer(ctx.module), path, ctx.input_shape, opset=ctx.opset, dynamo=ctx.settings.dynamo)
     set_metadata(path, ctx.metadata(row))
@@ -147,11 +147,6 @@ def build_fp16(ctx: ExportContext, row: ExportFormat) -> Built:
 
 def build_int8(ctx: ExportContext, row: ExportFormat) -> Built:
     """Static QDQ int8 for the target: calibrate once, quantize, recover when a check fails (int8.py)."""
-    from coreg_edge.exporters.calibration import ArrayCalibrationReader, preprocess_calibration
-    from coreg_edge.exporters.int8 import choose_route, quantize_for_target
-    from coreg_edge.exporters.onnx_export import check_onnx
-    from coreg_edge.exporters.quantize import QuantSettings, pre_process
-
     assert ctx.fp32 is not None and ctx.measured is not None
     target, s = ctx.target, ctx.settings
     if ctx.plan.calibration is None:
@@ -164,12 +159,12 @@ def build_int8(ctx: ExportContext, row: ExportFormat) -> Built:
         return {"quantization": quantization_metadata(target, used, route)}
 
     try:
-        images = preprocess_calibration(ctx.fp32, ctx.plan.calibration, store, ctx.batch_size, ctx.quiet)
+        images = calibration_step.preprocess_calibration(ctx.fp32, ctx.plan.calibration, store, ctx.batch_size, ctx.quiet)
         used_count = images.count
 
-        def reader(used: QuantSettings) -> ArrayCalibrationReader:
+        def reader(used: QuantSettings) -> calibration_step.ArrayCalibrationReader:
             single = used.calibration_method != "minmax"
-            return ArrayCalibrationReader(images.array, ctx.fp32.loaded.input_name, ctx.batch_size, single)
+            return calibration_step.ArrayCalibrationReader(images.array, ctx.fp32.loaded.input_name, ctx.batch_size, single)
 
         def finish(path: Path, used: QuantSettings) -> None:
             set_metadata(path, ctx.spec.with_info(format=row.name, **metadata(used)).to_metadata())
@@ -181,7 +176,7 @@ def build_int8(ctx: ExportContext, row: ExportFormat) -> Built:
                 ctx.stage.path("model.pre.onnx"), ctx.stage.folder, settings=ctx.quant, route=route,
                 reference=ctx.measured.reference, inputs=ctx.measured.inputs, labels=ctx.measured.check_labels,
                 limits=ctx.limits, reader=reader, finish=finish, recover=s.recover,
-                log=(lambda _: None) if ctx.quiet else (lambda line: print(line, file=sys.stderr)),
+                log=(lambda _: None) if ctx.quiet else info,
             )  # fmt: skip
         finally:
             images.array = None  # close the memory map before the staging folder goes
@@ -221,8 +216,6 @@ def quantization_metadata(target: Any, settings: Any, route: Any) -> dict[str, A
 
 def ort_conversion(settings: ExportSettings) -> dict[str, Any]:
     """How the ORT-format files are made (parity.json and each file's metadata say so)."""
-    import onnxruntime
-
     return {
         "tool": "onnxruntime.tools.convert_onnx_models_to_ort",
         "onnxruntime": onnxruntime.__version__,
@@ -234,6 +227,7 @@ def ort_conversion(settings: ExportSettings) -> dict[str, Any]:
 def convert_to_ort(source: Path, out: Path, settings: ExportSettings) -> None:
     """onnxruntime's own converter, into `out`. The tool names its outputs after `source`, so the operator
     list lands beside `out` as SOURCE_STEM.required_operators.config (model.onnx -> model.*)."""
+    # lazy: the ORT converter (flatbuffers and its tools) only for the ORT formats
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
     style = {"fixed": OptimizationStyle.Fixed, "runtime": OptimizationStyle.Runtime}[settings.ort_style]
@@ -260,17 +254,11 @@ class _quiet_tool:
     """The converter logs to stdout and stderr: keep stdout scriptable, show nothing unless it fails."""
 
     def __enter__(self) -> None:
-        import contextlib
-        import io
-        import logging
-
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         logging.disable(logging.INFO)
 
     def __exit__(self, *exc: object) -> None:
-        import logging
-
         logging.disable(logging.NOTSET)
         self._stack.close()
 

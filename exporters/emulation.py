@@ -13,6 +13,7 @@ imports only numpy and onnxruntime, never torch), writes the requested outputs t
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -22,6 +23,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+try:
+    from numpy._core._multiarray_umath import __cpu_features__
+except ImportError:  # numpy < 2
+    from numpy.core._multiarray_umath import __cpu_features__
 
 X86_AVX2 = "x86-avx2"  # the same name as coreg_edge.cpu.X86_AVX2 (not imported: see the docstring)
 # kernel family -> (qemu binary, -cpu model); families without a row cannot be emulated here.
@@ -72,8 +81,6 @@ def run_emulated(
 ) -> dict[str, Any]:
     """Run `model` on `inputs` (an (N, ...) float32 array, or a .npy path) under `emulator`; returns
     {output name: (N, ...) array}, every output of the file unless `outputs` names some."""
-    import numpy as np
-
     with tempfile.TemporaryDirectory(prefix="coreg-edge-emulate-") as tmp:
         if isinstance(inputs, (str, os.PathLike)):
             source = str(inputs)
@@ -108,8 +115,6 @@ def run_emulated(
 
 def check_features(emulator: Emulator, reported: str) -> None:
     """Refuse results from an emulator whose CPU is not the family it stands for."""
-    import json
-
     try:
         seen = json.loads(reported.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -127,9 +132,6 @@ def run_outputs(
 ) -> dict[str, Any]:
     """`model`'s outputs (all, or those named) on `inputs`, batch by batch, one onnxruntime thread: parity
     and sensitivity need the numbers, not the speed. Imports only numpy and onnxruntime."""
-    import numpy as np
-    import onnxruntime as ort
-
     settings = ort.SessionOptions()
     settings.intra_op_num_threads = 1
     session = ort.InferenceSession(str(model), settings, providers=["CPUExecutionProvider"])
@@ -145,10 +147,6 @@ def run_outputs(
 
 def _main(argv: list[str]) -> int:
     """The child: python emulation.py MODEL INPUTS.npy OUT.npz [--batch-size B] [--outputs a,b]."""
-    import json
-
-    import numpy as np
-
     model, source, result, *rest = argv
     options = dict(zip(rest[::2], rest[1::2], strict=True))
     batch_size = int(options.get("--batch-size", 32))
@@ -160,10 +158,6 @@ def _main(argv: list[str]) -> int:
 
 
 def _cpu_features() -> dict[str, bool]:
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__
-    except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_features__
     return {name: bool(value) for name, value in __cpu_features__.items()}
 
 

@@ -26,7 +26,7 @@ from coreg_edge.exporters.builders import (
 )
 from coreg_edge.exporters.errors import ExportError, ParityError
 from coreg_edge.exporters.images import ImagePlan, plan_images
-from coreg_edge.exporters.int8 import Route
+from coreg_edge.exporters.int8 import Route, choose_route
 from coreg_edge.exporters.metadata import get_metadata
 from coreg_edge.exporters.parity import Logits, Thresholds, collect_logits, evaluate, first_failure
 from coreg_edge.exporters.staging import FP32_NAME, PARITY_NAME, Staging, check_export_out
@@ -328,8 +328,6 @@ def _measure_written(
 
 def int8_route(path: Path, *, emulate: bool = True) -> Route:
     """How to check an int8 file already written: on the kernels of the target its metadata names."""
-    from coreg_edge.exporters.int8 import choose_route
-
     try:
         recorded = (get_metadata(path) or {}).get("quantization") or {}
     except ModelError:

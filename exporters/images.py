@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from coreg_edge.annotation_file import load
 from coreg_edge.classes import remap_labels
 from coreg_edge.data import ImageSource, reopen
 from coreg_edge.errors import UserError
@@ -74,8 +75,6 @@ def data_block(config: dict[str, Any], run: str | os.PathLike[str]) -> dict[str,
     """The training data's {source, root, split, channels}: config["data"], else the annotation's."""
     block = config.get("data")
     if not block and config.get("annotation"):
-        from coreg_edge.annotation_file import load
-
         path = Path(config["annotation"])
         if not path.is_absolute() and not path.exists():
             path = Path(run) / path

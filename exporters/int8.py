@@ -24,6 +24,7 @@ from coreg_edge.exporters.emulation import EmulationError, Emulator, find_emulat
 from coreg_edge.exporters.errors import ExportError
 from coreg_edge.exporters.parity import Thresholds, cosine, failed_check
 from coreg_edge.exporters.quantize import QuantSettings, quantize
+from coreg_edge.exporters.sensitivity import host_runner, rank_nodes
 from coreg_edge.exporters.targets import Int8Target, recovery_ladder
 from coreg_edge.formats import get_format
 from coreg_edge.utils import one_line
@@ -83,8 +84,6 @@ def choose_route(target: Int8Target, *, host: str | None = None, emulate: bool =
 
 def route_outputs(route: Route, path: Path, inputs: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
     """`path`'s outputs on `inputs` through the route's kernels."""
-    from coreg_edge.exporters.sensitivity import host_runner
-
     if route.emulator is None:
         return host_runner(path, inputs, outputs)
     try:
@@ -210,8 +209,6 @@ def quantize_for_target(
 
 def _rank(pre_processed: Path, int8_file: Path, route: Route, inputs: np.ndarray) -> list[dict[str, Any]]:
     """Per-node error of `int8_file`, measured through the route's kernels (JSON-safe numbers)."""
-    from coreg_edge.exporters.sensitivity import rank_nodes
-
     def safe(value: float) -> float | None:
         return round(value, 3) if np.isfinite(value) else None
 

@@ -10,14 +10,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import onnx
+
+from coreg_edge.runtime.describe import read_header
 from coreg_edge.runtime.metadata import METADATA_KEY, dumps_metadata, parse_metadata
 
 
 def set_metadata(path: str | os.PathLike[str], meta: Mapping[str, Any]) -> None:
     """Make the file's metadata_props exactly ONE entry, `coreg_edge` (onnxruntime's quantization tools
     add their own), drop opset imports no node uses, and save in place."""
-    import onnx
-
     model = onnx.load(str(path))
     del model.metadata_props[:]
     entry = model.metadata_props.add()
@@ -34,6 +35,4 @@ def set_metadata(path: str | os.PathLike[str], meta: Mapping[str, Any]) -> None:
 
 def get_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The file's `coreg_edge` object (None when absent), read the way the device reads it."""
-    from coreg_edge.runtime.describe import read_header
-
     return parse_metadata(read_header(path)["metadata_props"], str(path))

@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 
@@ -84,8 +85,6 @@ def to_onnx(
 
 def check_onnx(path: str | os.PathLike[str]) -> None:
     """onnx.checker with full_check (strict shape inference), as a one-line ExportError."""
-    import onnx
-
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

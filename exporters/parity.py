@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 
 from coreg_edge.exporters.images import Subset, iter_batches
 from coreg_edge.formats import ExportFormat, failed_check
@@ -115,8 +116,6 @@ def collect_logits(
 
     `keep_inputs`: a .npy path that receives the preprocessed batches, so that later files (int8
     attempts, an emulator) see exactly the same tensors without decoding the images again."""
-    import torch
-
     first = next(iter(classifiers.values()))
     reference: list[np.ndarray] = []
     outputs: dict[str, list[np.ndarray]] = {name: [] for name in classifiers}

@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
 from coreg_edge.exporters.errors import ExportError
 from coreg_edge.exporters.targets import QuantSettings
 from coreg_edge.utils import one_line
@@ -20,8 +23,6 @@ from coreg_edge.utils import one_line
 def pre_process(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """onnxruntime's recommended step before quantizing: symbolic shape inference, graph optimisation
     (e.g. Conv+BN folding), ONNX shape inference, so every tensor has the shape the quantizer needs."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     try:
         quant_pre_process(str(src), str(dst))
     except Exception as exc:  # noqa: BLE001 - onnxruntime's tools raise many types
@@ -32,8 +33,6 @@ def quantize(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], reader: Any, settings: QuantSettings
 ) -> None:
     """Static QDQ quantization of `src` (pre-processed) into `dst`, calibrated on `reader`'s batches."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     methods = {
         "minmax": CalibrationMethod.MinMax,

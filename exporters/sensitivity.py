@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from coreg_edge.exporters.emulation import run_outputs
 
 WEIGHTED = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 # Ops the quantizer folds into the producer's QDQ group (Conv -> Relu -> Q): the error owner is upstream.
@@ -39,16 +43,12 @@ def sqnr(reference: np.ndarray, approximate: np.ndarray) -> float:
 
 
 def _initializers(graph: Any) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
     return {init.name: numpy_helper.to_array(init) for init in graph.initializer}
 
 
 def quantized_activations(int8_model: Any) -> dict[str, tuple[str, float, int, int]]:
     """{float tensor name: (its QuantizeLinear output, scale, zero point, the zero point's onnx element
     type)} for every quantized activation."""
-    import onnx
-
     constants = _initializers(int8_model.graph)
     types = {init.name: init.data_type for init in int8_model.graph.initializer}
     found = {}
@@ -70,8 +70,6 @@ def quantized_activations(int8_model: Any) -> dict[str, tuple[str, float, int, i
 
 def _with_outputs(model: Any, names: dict[str, int], path: Path) -> Path:
     """A copy of `model` with extra graph outputs {tensor name: onnx element type}."""
-    import onnx
-
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     present = {o.name for o in copy.graph.output}
@@ -84,8 +82,6 @@ def _with_outputs(model: Any, names: dict[str, int], path: Path) -> Path:
 
 def host_runner(path: Path, inputs: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
     """Outputs of `path` on this machine's kernels."""
-    from coreg_edge.exporters.emulation import run_outputs
-
     return run_outputs(path, inputs, outputs)
 
 
@@ -113,8 +109,6 @@ def rank_nodes(
     `int8_runner` computes the int8 file's outputs (this machine's kernels, or an emulator's: see
     emulation.py); the float model always runs here.
     """
-    import onnx
-
     float_model = onnx.load(str(float_model_path))
     int8_model = onnx.load(str(int8_model_path))
     known = {t for node in float_model.graph.node for t in node.output}

@@ -21,6 +21,7 @@ from typing import Any
 
 from coreg_edge.errors import UserError
 from coreg_edge.formats import FILE_NAMES, REJECTED_SUFFIX, SIDE_FILES, get_format
+from coreg_edge.locks import is_lock_file
 from coreg_edge.utils import read_json_object, write_json
 
 FP32_NAME, PARITY_NAME = get_format("fp32").file_name, "parity.json"
@@ -40,8 +41,6 @@ def remove_abandoned(out: Path) -> list[Path]:
 def check_export_out(out: str | os.PathLike[str]) -> None:
     """--out is new, empty, or an earlier export folder (it has parity.json): an export refreshes its own
     folder, but never writes model files among someone else's (README: no command replaces a user's output)."""
-    from coreg_edge.locks import is_lock_file
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file; give a folder for model.onnx and parity.json")

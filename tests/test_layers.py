@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # torch-free foundations: errors, json io, locks and outputs, file digests, the CPU, the formats table
     ("core", ("coreg_edge", "coreg_edge.errors", "coreg_edge.utils", "coreg_edge.locks", "coreg_edge.outputs",
               "coreg_edge.choices", "coreg_edge.digests", "coreg_edge.cpu", "coreg_edge.formats",
-              "coreg_edge.classes")),  # fmt: skip
+              "coreg_edge.classes", "coreg_edge.logs", "coreg_edge.hub")),  # fmt: skip
     # registries as rows only: names and "module:function" strings, nothing that runs them
     ("registry", ("coreg_edge.annotate.registry", "coreg_edge.training.methods", "coreg_edge.exporters.targets")),
     # options declared once; the method's own config and schedule are plain data the settings hold

@@ -72,6 +72,7 @@ def fit_two_component_gmm(
     reports non-convergence; that warning is silenced here because the cap is deliberate. Losses with no
     spread carry no evidence to split on: every item gets w = 1. Returns float32 on the input's device.
     """
+    # lazy: sklearn takes ~1.5 s to import; only this fit needs it (evaluation and baselines import the module)
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 

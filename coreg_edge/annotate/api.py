@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,26 +11,25 @@ import numpy as np
 
 from coreg_edge import __version__
 from coreg_edge.annotate.classes import resolve_classes
+from coreg_edge.annotate.clip import weights_identity
 from coreg_edge.annotate.job import AnnotateJob, AnnotatorResult, Skips
-from coreg_edge.annotate.registry import Annotator, get_annotator
+from coreg_edge.annotate.journal import Journal, items_fingerprint
+from coreg_edge.annotate.registry import Annotator, claimed_options, get_annotator
+from coreg_edge.annotate.shards import parse_shard, shard_block, shard_path, shard_rows
 from coreg_edge.annotate.voters import vote_items
 from coreg_edge.annotation_file import Annotation, check_output_name
+from coreg_edge.cpu import available_cpus
 from coreg_edge.data import ImageSource, open_source
 from coreg_edge.errors import UserError
 from coreg_edge.locks import locks_output
 from coreg_edge.runtime.image import pixel_limit
 from coreg_edge.settings.annotate import AnnotateSettings
-from coreg_edge.settings.fields import build
+from coreg_edge.settings.fields import build, cli_flag, execution_keys
 from coreg_edge.utils import resolve_device, resolve_function
 
 
 def _warn_ignored(annotator: Any, s: AnnotateSettings) -> None:
     """One warning naming the options given for other annotators (they would be silently ignored)."""
-    import dataclasses
-
-    from coreg_edge.annotate.registry import claimed_options
-    from coreg_edge.settings.fields import cli_flag
-
     defaults = {f.name: f.default for f in dataclasses.fields(AnnotateSettings)}
     others = sorted(claimed_options() - set(annotator.options))
     given = [cli_flag(name) for name in others if getattr(s, name) != defaults[name]]
@@ -141,10 +141,6 @@ def _run(annotator: Annotator, job: AnnotateJob) -> AnnotatorResult:
 def _bounded_workers(s: AnnotateSettings) -> AnnotateSettings:
     """--workers at most this machine's cores, said once (torch's DataLoader warns about more in 300 characters,
     once per loader, and the extra processes only compete for the same cores)."""
-    import dataclasses
-
-    from coreg_edge.cpu import available_cpus
-
     cores = available_cpus()
     if s.workers <= cores:
         return s
@@ -163,8 +159,6 @@ def _shard_out(out: str | Path | None, s: AnnotateSettings) -> str | Path | None
         return out
     if not s.shard:
         raise UserError(f"--out {out}: {{shard}} is filled in only with --shard K/N or --shard auto")
-    from coreg_edge.annotate.shards import parse_shard, shard_path
-
     return shard_path(out, *parse_shard(s.shard))
 
 
@@ -172,8 +166,6 @@ def _shard(s: AnnotateSettings, total: int, annotator: Any) -> tuple[np.ndarray 
     """The rows of --shard K/N and the shard block the file records (None, None: all of DATA)."""
     if not s.shard:
         return None, None
-    from coreg_edge.annotate.shards import parse_shard, shard_block, shard_rows
-
     if annotator.protocol is not None:
         raise UserError(f"--shard: the {annotator.name} annotator has no voters to share out; annotate it in one go")
     if not annotator.streaming:
@@ -195,12 +187,6 @@ def _journal(
                             "annotator fits or draws on the whole set at once, so there is nothing to resume: "
                             "run it again without --resume")  # fmt: skip
         return None
-    import dataclasses
-
-    from coreg_edge.annotate.clip import weights_identity
-    from coreg_edge.annotate.journal import Journal, items_fingerprint
-    from coreg_edge.settings.fields import execution_keys
-
     # --reject only filters the finished votes: a resumed call may change it (after "every item was rejected")
     settings = {k: v for k, v in dataclasses.asdict(s).items()
                 if k not in execution_keys(AnnotateSettings) and k != "reject"}  # fmt: skip

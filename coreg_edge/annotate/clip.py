@@ -4,6 +4,9 @@ The annotator is a panel (annotate/voters.py): CLIP's image encoder embeds every
 templates are its voters and example images (--examples) one more. Text features for every (template, class)
 prompt are computed once; all templates vote through one matrix product (B, D) x (D, T*C). That makes the 27 templates nearly free
 next to the image encoder (see benchmarks/annotate_overhead.py).
+
+The module imports without torch and open_clip (the train extra): api.py reads weights_identity from here, and
+without the extra load_clip fails with one line naming the install (MissingExtraError), not an ImportError.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ import logging
 import os
 import pickle
 import re
-import socket
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,43 +29,9 @@ from coreg_edge.annotate.templates import load_templates
 from coreg_edge.annotate.voters import LOGIT_SCALE, Ballot, Embedder, Panel, Voters
 from coreg_edge.digests import content_id
 from coreg_edge.errors import UserError, require
+from coreg_edge.hub import hub_offline, network_reachable
 from coreg_edge.settings.annotate import DEFAULT_CLIP_MODEL, DEFAULT_PRETRAINED, AnnotateSettings
-from coreg_edge.utils import one_line, resolve_device
-
-
-def network_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
-    """A bounded reachability probe (DNS can hang; a thread caps it) so offline failures are fast."""
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return bool(result and result[0])
-
-
-@contextlib.contextmanager
-def _hub_offline():
-    """Make huggingface_hub answer from its cache only, instantly, instead of retrying for ~40 s."""
-    import huggingface_hub.constants as hub_constants
-
-    previous = (hub_constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE"))
-    hub_constants.HF_HUB_OFFLINE = True
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        yield
-    finally:
-        hub_constants.HF_HUB_OFFLINE = previous[0]
-        if previous[1] is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = previous[1]
+from coreg_edge.utils import one_line, rank_device, resolve_device
 
 
 @dataclass
@@ -129,7 +96,7 @@ def load_clip(
                     f"(known: {', '.join(tags) or 'none'}); or give a local checkpoint file"
                 )
             offline = not network_reachable()
-    guard = _hub_offline() if offline else contextlib.nullcontext()
+    guard = hub_offline() if offline else contextlib.nullcontext()
     logging.disable(logging.ERROR)  # open_clip logs its own failure before raising; we say it once
     try:
         with guard:
@@ -177,13 +144,13 @@ class ClipEmbedder(Embedder):
         return self.bundle.preprocess(image)
 
     def collate(self, items: list[Any]) -> Any:
-        import torch
+        import torch  # lazy: optional dependency (train extra), see the module docstring
 
         return torch.stack(items)
 
     def encode(self, batch: Any) -> Any:
         """(B, 3, H, W) preprocessed -> (B, D) normalised float32 image features."""
-        import torch
+        import torch  # lazy: optional dependency (train extra), see the module docstring
 
         with torch.inference_mode(), _autocast(self.device):
             feats = self.bundle.model.encode_image(batch.to(self.device, non_blocking=True)).float()
@@ -219,7 +186,7 @@ class TextPromptVoters(Voters):
 
     def class_features(self) -> Any:
         """(D, T*K) normalised prompt features, template-major: column t*K + k is template t, name k."""
-        import torch
+        import torch  # lazy: optional dependency (train extra), see the module docstring
 
         if self._text_features is None:
             prompts = [t.format(name) for t in self.names for names in self.class_names for name in names]
@@ -234,7 +201,7 @@ class TextPromptVoters(Voters):
 
     def vote(self, features: Any) -> Ballot:
         """(B, D) -> votes (B, T) int16 and template-averaged probabilities (B, C) float32."""
-        import torch
+        import torch  # lazy: optional dependency (train extra), see the module docstring
 
         with torch.inference_mode():
             logits = LOGIT_SCALE * features @ self.class_features()
@@ -252,7 +219,7 @@ class TextPromptVoters(Voters):
 
 
 def _autocast(device: str):
-    import torch
+    import torch  # lazy: optional dependency (train extra), see the module docstring
 
     if device.startswith("cuda"):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -282,11 +249,9 @@ def clip_panel(job: AnnotateJob) -> Panel:
                       stacklevel=2)  # fmt: skip
     device = resolve_device(s.device)
     if s.shard is not None and s.shard.strip() == "auto":  # one GPU per rank under torchrun
-        from coreg_edge.utils import rank_device
-
         device = rank_device(device)
         if device.startswith("cuda:"):
-            import torch
+            import torch  # lazy: optional dependency (train extra), see the module docstring
 
             torch.cuda.set_device(device)  # pinned memory and the CUDA context on this rank's GPU, not GPU 0
     embedder = ClipEmbedder(load_clip(s.clip_model, s.pretrained, device))

@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from coreg_edge.annotation_file import Annotation, AnnotationFormatError, load
+from coreg_edge.annotation_file import Annotation, AnnotationFormatError, check_output_name, load
 from coreg_edge.errors import UserError
+from coreg_edge.locks import exclusive
 from coreg_edge.settings.annotate import SHARD_PATTERN
 
 
@@ -146,11 +148,6 @@ def merge_shards(paths: Sequence[str | os.PathLike[str]]) -> Annotation:
 
 def merge_into(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Annotation:
     """Merge the shard files into the new annotation file `out` (refused when it exists or is a shard)."""
-    from pathlib import Path
-
-    from coreg_edge.annotation_file import check_output_name
-    from coreg_edge.locks import exclusive
-
     if any(Path(shard).resolve() == Path(out).resolve() for shard in paths):
         raise UserError(f"--out {out}: is one of the shards to merge; write the merged file elsewhere")
     check_output_name(out)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from coreg_edge.annotate.examples import ExampleVoters, load_examples
 from coreg_edge.annotate.job import AnnotateJob
 from coreg_edge.annotate.modes import candidate_sets
 from coreg_edge.annotate.voters import Ballot, Embedder, Panel, Voters
@@ -87,6 +88,7 @@ def weak_logits(
     classes) is 1, which makes the noise knobs mean the same on any dataset. A class without labelled
     items gets a logit below every other, so only noise can vote for it.
     """
+    # lazy: sklearn takes ~1.5 s to import; run fingerprints read simulated_knobs here without fitting
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(labels, dtype=np.int64)
@@ -206,8 +208,6 @@ class SimulatedVoters(Voters):
 def simulated_panel(job: AnnotateJob) -> Panel:
     """The simulated annotator: grey pixels, the preset's (or given) templates and (with --examples) the
     examples' nearest standardised mean."""
-    from coreg_edge.annotate.examples import ExampleVoters, load_examples
-
     s = job.settings
     knobs = resolve_knobs(s.preset, {name: getattr(s, name) for name in OPTION_NAMES.values()})
     embedder = PixelEmbedder(knobs.feature_size)

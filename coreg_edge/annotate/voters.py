@@ -192,7 +192,7 @@ def _embedded(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, Any]]:
     """(the batch's item rows, its readable rows, their features or None) batch by batch, in the order of
     `rows`; unreadable items go to job.skips."""
-    from torch.utils.data import DataLoader, Dataset
+    from torch.utils.data import DataLoader, Dataset  # lazy: annotate imports without torch (train extra)
 
     source, preprocess = job.source, embedder.preprocess
 

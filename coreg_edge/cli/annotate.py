@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 
 import click
 
 from coreg_edge.cli.common import common_options, echo, handle_errors, settings_options
+from coreg_edge.errors import UserError
 from coreg_edge.settings.annotate import AnnotateSettings
+from coreg_edge.settings.fields import cli_flag
 
 
 @click.command(
@@ -47,9 +51,8 @@ def annotate(data: tuple[str, ...], out: str, resume: bool, merge: bool, as_json
     DATA is a folder (flat: unlabeled; one sub-folder per class: labels kept for evaluation), or
     digits, digits:test, cifar10[:train|:test], cifar100, svhn, fmnist, eurosat, gtsrb.
     """
-    from coreg_edge.errors import UserError
-
     if merge:
+        # lazy: CLI start-up (--help imports every command module)
         from coreg_edge.annotate.shards import merge_into
 
         _warn_ignored_by_merge(options, device=device, seed=seed, resume=resume)
@@ -57,6 +60,7 @@ def annotate(data: tuple[str, ...], out: str, resume: bool, merge: bool, as_json
     else:
         if len(data) != 1:
             raise UserError("give one DATA (a folder or a built-in dataset), or --merge SHARD... to join shard files")
+        # lazy: CLI start-up (--help imports every command module)
         from coreg_edge.annotate import annotate as run_annotate
 
         settings = AnnotateSettings(device=device, seed=seed, **options)
@@ -77,11 +81,6 @@ def annotate(data: tuple[str, ...], out: str, resume: bool, merge: bool, as_json
 
 def _warn_ignored_by_merge(options: dict, **common) -> None:
     """--merge joins the shards as they were made: one warning naming every option it ignores."""
-    import dataclasses
-    import warnings
-
-    from coreg_edge.settings.fields import cli_flag
-
     defaults = {f.name: f.default for f in dataclasses.fields(AnnotateSettings)}
     given = [cli_flag(name) for name, value in options.items() if value != defaults.get(name)]
     given += [f"--{name}" for name, value in common.items() if value not in (defaults.get(name), False)]

@@ -4,10 +4,12 @@ every format in an export folder."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from coreg_edge.cli.common import common_options, handle_errors, settings_options
+from coreg_edge.errors import UserError
 from coreg_edge.runtime.bench import format_report, run_bench
 from coreg_edge.runtime.metadata import parse_size
 from coreg_edge.runtime.session import providers_for_device
@@ -45,12 +47,10 @@ def bench(model: str, vs: str | None, as_json: bool, device: str, seed: int, qui
     The header names the CPU's int8 instructions (AVX2, AVX512-VNNI, AVX-VNNI, ARM dot-product): int8
     models beat fp32 mainly where these exist. Needs only the device install.
     """
-    from pathlib import Path
-
     settings = BenchSettings(seed=seed, **options)
     providers = settings.provider if settings.provider else providers_for_device(device)
     if Path(model).is_dir():
-        from coreg_edge.errors import UserError
+        # lazy: CLI start-up (--help imports every command module)
         from coreg_edge.runtime.bench_formats import bench_formats, format_formats
 
         if vs is not None or settings.input_size:

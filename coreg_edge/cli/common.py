@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +14,8 @@ import click
 
 from coreg_edge.choices import DEVICES
 from coreg_edge.errors import UserError
+from coreg_edge.logs import info, quieted
+from coreg_edge.settings.fields import DEVICE_HELP, SEED_HELP, cli_flag, field_kinds, option_fields
 
 # What the `train` extra brings; the device install (numpy, onnxruntime, pillow, click) lacks these.
 TRAIN_EXTRA_MODULES = {
@@ -28,8 +32,6 @@ TRAIN_EXTRA_MODULES = {
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--device, --seed (the settings' shared fields) and --quiet, identical on every command."""
-    from coreg_edge.settings.fields import DEVICE_HELP, SEED_HELP
-
     func = click.option(
         "--quiet", "-q", is_flag=True, help="No progress bars or chatter; errors still print."
     )(func)
@@ -70,8 +72,6 @@ def _comma_list(item: type) -> Callable[[click.Context, click.Parameter, Any], A
 
 def _click_attrs(name: str, spec: Any, default: Any, kind: str) -> tuple[str, dict[str, Any]]:
     """The flag and click.option keywords of one settings field."""
-    from coreg_edge.settings.fields import cli_flag
-
     flag = cli_flag(name, spec)
     help_text = spec.help if spec.range is None else f"{spec.help}  [{spec.range.short()}]".strip()
     attrs: dict[str, Any] = {"help": help_text, "metavar": spec.metavar}
@@ -106,10 +106,6 @@ def settings_options(
     """One click option per field of a settings dataclass (coreg_edge/settings/fields.py): flag, type,
     default, choices and help with the range, all from the field. Values are checked by the dataclass
     itself, so the CLI, a recipe and a notebook get the same message. --device/--seed: common_options."""
-    import dataclasses
-
-    from coreg_edge.settings.fields import field_kinds, option_fields
-
     kinds = field_kinds(cls)
     options = []
     for field, spec in option_fields(cls):
@@ -136,11 +132,10 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import warnings
-
         warnings.showwarning = _one_line_warning
         try:
-            return func(*args, **kwargs)
+            with quieted(bool(kwargs.get("quiet"))):  # -q: the progress lines of every stage (coreg_edge/logs.py)
+                return func(*args, **kwargs)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except UserError as exc:
@@ -181,9 +176,9 @@ def _unexpected(exc: BaseException) -> None:
 
 
 def echo(message: str, quiet: bool = False) -> None:
-    """Chatter goes to stderr so stdout stays scriptable (JSON, tables)."""
+    """A command's closing line for people, through the one logger (stderr: stdout stays scriptable)."""
     if not quiet:
-        click.echo(message, err=True)
+        info(message)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001

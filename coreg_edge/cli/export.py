@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 from click.core import ParameterSource
 
-from coreg_edge.cli.common import common_options, handle_errors, settings_options
+from coreg_edge.cli.common import common_options, echo, handle_errors, settings_options
+from coreg_edge.errors import require
 from coreg_edge.exporters.targets import table
 from coreg_edge.formats import table as formats_table
 from coreg_edge.settings.export import ExportSettings
@@ -57,13 +60,9 @@ def export(run: str, out: str, check_only: bool, as_json: bool, device: str, see
            **options) -> None:  # fmt: skip
     """Export training run RUN to DIR (--out) in every format asked (--formats; fp32 ONNX always), and check
     each file's parity against PyTorch."""
-    import json
-
-    from coreg_edge.cli.common import echo
-    from coreg_edge.errors import require
-
     for module in ("torch", "onnx"):
         require(module, "coreg-edge export")
+    # lazy: CLI start-up (torch, onnx), and only after the require() checks above name a missing extra
     from coreg_edge.exporters.errors import ParityError
     from coreg_edge.exporters.export import check_export, export_run
     from coreg_edge.exporters.parity import format_table

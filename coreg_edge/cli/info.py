@@ -10,6 +10,8 @@ import click
 
 from coreg_edge.cli.common import common_options, handle_errors
 from coreg_edge.errors import UserError
+from coreg_edge.formats import FORMATS, REJECTED_SUFFIX, file_passed, published_name, rejected_note
+from coreg_edge.utils import read_json_object
 
 WHAT_INFO_READS = (
     "an annotation .npz, a training run folder, an export folder, a pipeline run folder, or an ONNX or "
@@ -19,20 +21,18 @@ WHAT_INFO_READS = (
 
 def describe_path(path: str) -> dict:
     """Dispatch on what PATH is; each kind's describer lives with its format."""
-    from coreg_edge.formats import published_name
-
     p = Path(path)
     if not p.exists():
         raise UserError(f"{path}: no such file or folder")
     if p.is_file() and p.suffix == ".npz":
+        # lazy: CLI start-up (--help imports every command module)
         from coreg_edge.annotation_file import describe, load
 
         return describe(load(p))
     if p.is_dir():
         return describe_folder(p)
     if p.is_file() and Path(published_name(p)).suffix in (".onnx", ".ort"):
-        from coreg_edge.formats import rejected_note
-        from coreg_edge.runtime.describe import describe_onnx
+        from coreg_edge.runtime.describe import describe_onnx  # lazy: CLI start-up
 
         summary = describe_onnx(p)
         note = rejected_note(p)
@@ -43,9 +43,10 @@ def describe_path(path: str) -> dict:
 def describe_folder(folder: Path) -> dict[str, Any]:
     """A training run, a pipeline run or an export folder, each described as what it is (never advice to
     train a folder that is something else)."""
-    from coreg_edge.report.sources import is_export
+    from coreg_edge.report.sources import is_export  # lazy: CLI start-up (the report package)
 
     if (folder / "config.json").is_file():
+        # lazy: CLI start-up, and the training layer is torch-side (info runs on a device)
         from coreg_edge.training.run_folder import describe_run
 
         return describe_run(folder)
@@ -59,8 +60,6 @@ def describe_folder(folder: Path) -> dict[str, Any]:
 def describe_pipeline(folder: Path) -> dict[str, Any]:
     """`coreg-edge run`'s folder: each stage's status, where its parts are, the deployable model (while its
     file is there) and what to run next."""
-    from coreg_edge.utils import read_json_object
-
     summary = read_json_object(folder / "summary.json")
     stages = summary.get("stages") if isinstance(summary.get("stages"), dict) else None
     if stages is None:
@@ -85,9 +84,6 @@ def describe_pipeline(folder: Path) -> dict[str, Any]:
 def describe_export(folder: Path) -> dict[str, Any]:
     """An export folder: each model file's format, size and parity result (parity.json), the rejected ones,
     the run it came from."""
-    from coreg_edge.formats import FORMATS, REJECTED_SUFFIX, file_passed
-    from coreg_edge.utils import read_json_object
-
     parity = read_json_object(folder / "parity.json")
     files: dict[str, Any] = {}
     for row in FORMATS:

@@ -32,7 +32,7 @@ probabilities. ImageFolder links the original files (--copy copies them); they n
 @handle_errors
 def labels(path: str, out: str, as_json: bool, device: str, seed: int, quiet: bool, **options) -> None:
     """Write the pseudo-labels of PATH (a run folder or an annotation file) for other trainers."""
-    from coreg_edge.labels import export_labels
+    from coreg_edge.labels import export_labels  # lazy: CLI start-up (--help imports every command module)
 
     summary = export_labels(path, out, LabelsSettings(device=device, **options), quiet=quiet)
     if as_json:

@@ -11,6 +11,7 @@ import click
 from tqdm import tqdm
 
 from coreg_edge.cli.common import common_options, handle_errors, settings_options
+from coreg_edge.errors import UserError
 from coreg_edge.runtime.classifier import Classifier, Prediction
 from coreg_edge.runtime.image import IMAGE_EXTENSIONS, find_images
 from coreg_edge.runtime.session import providers_for_device
@@ -38,8 +39,6 @@ def _json_line(path: str, prediction: Prediction, threshold: float | None = None
 
 def _threshold(s: PredictSettings, classifier: Classifier, model: str) -> float | None:
     """--reject's threshold: --reject-below, else the one the model carries (None without --reject)."""
-    from coreg_edge.errors import UserError
-
     if not s.reject and s.reject_below is None:
         return None
     if s.reject_below is not None:

@@ -28,7 +28,7 @@ report extra (matplotlib): pip install 'coreg-edge[report]'.
 @handle_errors
 def report(path: str, out: str | None, quiet: bool) -> None:
     """Write an HTML report of PATH: a training run, an export folder or a pipeline run folder."""
-    from coreg_edge.report import write_report
+    from coreg_edge.report import write_report  # lazy: CLI start-up (--help imports every command module)
 
     written = write_report(path, out, quiet=quiet)
     click.echo(str(written))

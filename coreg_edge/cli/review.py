@@ -33,7 +33,7 @@ biased check of the labels, not an unbiased held-out estimate of accuracy on new
 def review(run: str, out: str, as_json: bool, device: str, seed: int, quiet: bool, **options) -> None:
     """Write a review folder for RUN: a sample of its training items (the least confident first), one
     sub-folder per predicted class and a self-contained index.html."""
-    from coreg_edge.review import write_review
+    from coreg_edge.review import write_review  # lazy: CLI start-up (--help imports every command module)
 
     summary = write_review(run, out, ReviewSettings(device=device, **options), quiet=quiet)
     if as_json:

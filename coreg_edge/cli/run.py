@@ -7,6 +7,8 @@ import json
 import click
 
 from coreg_edge.cli.common import common_options, handle_errors
+from coreg_edge.errors import UserError
+from coreg_edge.utils import torchrun_world
 
 SET_HELP = (
     "Override a recipe key with a dotted KEY=VALUE (type-checked), e.g. train.epochs=5, train.coreg.lr=0.05, "
@@ -42,9 +44,8 @@ def _overrides(ctx: click.Context, overrides: tuple[str, ...], download: bool) -
 
 
 def _run_and_show(recipe: str, out: str | None, overrides: list[str], as_json: bool, quiet: bool) -> dict:
-    from coreg_edge.errors import UserError
+    # lazy: CLI start-up (--help imports every command module)
     from coreg_edge.pipeline import format_summary, run_recipe
-    from coreg_edge.utils import torchrun_world
 
     if torchrun_world() > 1:
         raise UserError("run and demo are one process; under torchrun use `coreg-edge train` (docs/SCALE.md)")
@@ -87,7 +88,7 @@ def run(
     quiet: bool,
 ) -> None:
     """Annotate, train, select, export (fp32 + int8), check parity and bench, as RECIPE says."""
-    from coreg_edge.errors import UserError
+    # lazy: CLI start-up (--help imports every command module)
     from coreg_edge.recipe import builtin_recipes, load_recipe
 
     if list_recipes:

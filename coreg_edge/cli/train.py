@@ -6,8 +6,11 @@ import json
 
 import click
 
+from coreg_edge.algorithm import CoRegConfig
 from coreg_edge.cli.common import common_options, echo, handle_errors, settings_options
+from coreg_edge.errors import FollowerExit, UserError
 from coreg_edge.settings.train import RESUME_OVERRIDES, TrainSettings
+from coreg_edge.utils import torchrun_rank
 
 
 @click.command(
@@ -38,9 +41,6 @@ Examples:
 @handle_errors
 def train(annotation, out, overrides, resume, as_json, nproc, device, seed, quiet, **options) -> None:
     """Train a Co-Reg pair (or a baseline) on ANNOTATION (an annotate output) and pick one peer."""
-    from coreg_edge.errors import FollowerExit, UserError
-    from coreg_edge.utils import torchrun_rank
-
     try:
         _train(annotation, out, overrides, resume, as_json, nproc, device, seed, quiet, options)
     except UserError as exc:
@@ -50,9 +50,6 @@ def train(annotation, out, overrides, resume, as_json, nproc, device, seed, quie
 
 
 def _train(annotation, out, overrides, resume, as_json, nproc, device, seed, quiet, options) -> None:
-    from coreg_edge.errors import UserError
-    from coreg_edge.utils import torchrun_rank
-
     if nproc > 1 and torchrun_rank() is not None:
         raise UserError("--nproc starts its own processes: drop it under torchrun")
     if not resume and not annotation:
@@ -60,6 +57,7 @@ def _train(annotation, out, overrides, resume, as_json, nproc, device, seed, qui
     stored = _refuse_changes_on_resume(click.get_current_context(), out) if resume else None
     coreg = parse_overrides(overrides)
     if nproc > 1:  # the command line, the folder and the annotation are checked here once, then each worker runs it
+        # lazy: CLI start-up (torch-side modules); tests patch training.launch.launch
         from coreg_edge.training.launch import check_nproc, launch, worker_args
         from coreg_edge.training.trainer import check_before_launch
 
@@ -70,11 +68,11 @@ def _train(annotation, out, overrides, resume, as_json, nproc, device, seed, qui
         check_before_launch(annotation, out, resume)
         argv = worker_args(click.get_current_context().find_root().obj["argv"])
         raise SystemExit(launch(nproc, argv, device))
-    from coreg_edge.training.trainer import train as run_train
+    from coreg_edge.training.trainer import train as run_train  # lazy: CLI start-up (torch)
 
     call = {"device": device, "seed": seed, "coreg": coreg, **options}
     if resume:  # only what was typed now: a default must not override what the run stored (--amp off ...)
-        from coreg_edge.recipe import parse_override
+        from coreg_edge.recipe import parse_override  # lazy: CLI start-up
 
         given = {parse_override(pair)[0] for pair in overrides}
         call["coreg"] = {key: value for key, value in coreg.items() if key in given}
@@ -101,8 +99,7 @@ def _typed(ctx: click.Context) -> set[str]:
 def _refuse_changes_on_resume(ctx: click.Context, out: str) -> dict:
     """--resume continues the stored run exactly: options that would change what it computes are an error
     (silently ignoring them would train something else than the user asked for). Returns the run's config."""
-    from coreg_edge.errors import UserError
-    from coreg_edge.training import run_folder
+    from coreg_edge.training import run_folder  # lazy: CLI start-up (the torch-side training layer)
 
     config = run_folder.read_config(out)  # first: is there a run to resume at all?
 
@@ -130,9 +127,7 @@ def _refuse_changes_on_resume(ctx: click.Context, out: str) -> dict:
 def parse_overrides(pairs: tuple[str, ...]) -> dict:
     """KEY=VALUE strings -> the full CoRegConfig as a dict, each value typed by the recipe's parser (one
     --set parser for train and run); the dataclass validates ranges."""
-    from coreg_edge.algorithm import CoRegConfig
-    from coreg_edge.errors import UserError
-    from coreg_edge.recipe import parse_setting
+    from coreg_edge.recipe import parse_setting  # lazy: CLI start-up (--help imports every command module)
 
     values = dict(parse_setting("train.coreg", pair) for pair in pairs)
     try:

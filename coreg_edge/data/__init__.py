@@ -9,6 +9,7 @@ from typing import Any
 from coreg_edge.data.builtin import DATASETS, DatasetInfo, default_data_dir, open_builtin, parse_builtin
 from coreg_edge.data.sources import FolderSource, ImageSource
 from coreg_edge.errors import UserError
+from coreg_edge.runtime.image import set_max_image_pixels
 
 __all__ = [
     "DATASETS",
@@ -61,8 +62,6 @@ def reopen(
     if isinstance(block, str):
         block = {"root": block, "source": None}
     if block.get("max_image_pixels"):  # annotated with a raised limit: decode them under the same one
-        from coreg_edge.runtime.image import set_max_image_pixels
-
         set_max_image_pixels(int(block["max_image_pixels"]))
     recorded = data is None
     if recorded:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from coreg_edge import errors
 from coreg_edge.data.sources import ArraySource, DatasetSource, ImageSource
 from coreg_edge.errors import UserError
 from coreg_edge.utils import resolve_function
@@ -156,7 +157,7 @@ def _fixed_split(n: int, split: str) -> np.ndarray:
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 digits, all 1797, as uint8 images (0-16 scaled to 0-255) and labels."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: optional dependency (train extra), slow import
 
     bunch = load_digits()
     return np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8), bunch.target
@@ -197,10 +198,8 @@ def open_torchvision(
     info: DatasetInfo, split: str, channels: int, data_dir: Path, download: bool
 ) -> DatasetSource:
     """The row's torchvision dataset, whole (open_builtin applies a fixed split), from `data_dir`."""
-    from coreg_edge.errors import require
-
     name = info.name
-    datasets = require("torchvision.datasets", f"the built-in dataset {name}")
+    datasets = errors.require("torchvision.datasets", f"the built-in dataset {name}")
     root = data_dir / name
     try:
         ds = getattr(datasets, info.reader)(root, **split_kwargs(info, split), download=download)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from coreg_edge.annotate.registry import claimed_options, get_annotator
 from coreg_edge.pipeline.fingerprints import _without
 from coreg_edge.pipeline.layout import TEMPLATES_FILE
 from coreg_edge.recipe import Recipe
@@ -38,8 +39,6 @@ def annotate_call(recipe: Recipe, run: Path) -> dict[str, Any]:
 def _annotate_settings(recipe: Recipe, call: Mapping[str, Any]) -> dict[str, Any]:
     """What identifies the annotate stage's output: the settings that change this annotator's labels (its
     registry row's options, and the fields no annotator claims), without the execution ones."""
-    from coreg_edge.annotate.registry import claimed_options, get_annotator
-
     settings = AnnotateSettings(**call)
     annotator = get_annotator(settings.annotator)
     others = claimed_options() - set(annotator.options)  # run folders of other annotators keep theirs

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from coreg_edge.data.builtin import parse_builtin
 from coreg_edge.digests import file_sha256
 from coreg_edge.errors import UserError
 from coreg_edge.pipeline.layout import STATE_FILE, STATE_FORMAT_VERSION
@@ -28,7 +29,6 @@ def input_fingerprint(spec: str | os.PathLike[str] | None) -> str | None:
     a folder by its listing (relative path, size, mtime of every file)."""
     if spec is None:
         return None
-    from coreg_edge.data.builtin import parse_builtin
 
     path = Path(spec).expanduser()
     if not path.exists():

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from coreg_edge.errors import UserError
+from coreg_edge.errors import MissingExtraError, UserError
 from coreg_edge.locks import exclusive, is_lock_file
+from coreg_edge.logs import info, quieted
 from coreg_edge.pipeline.layout import RECIPE_FILE, REPORT_FILE, STAGES, STATE_FILE, SUMMARY_FILE, _read
 from coreg_edge.pipeline.stages import _Run
 from coreg_edge.pipeline.summary import build_summary
 from coreg_edge.recipe import Recipe, load_recipe
-from coreg_edge.utils import write_json
+from coreg_edge.report import write_report
+from coreg_edge.training.trainer import Interrupted
+from coreg_edge.utils import one_line, write_json
 
 
 class PipelineInterrupted(UserError):
@@ -73,7 +75,7 @@ def run_recipe(
     """
     recipe = load_recipe(recipe, overrides)
     out = Path(out) if out is not None else Path("runs") / recipe.name
-    with exclusive(out, "run folder"):  # before the checks: two calls must not both pass them
+    with exclusive(out, "run folder"), quieted(quiet):  # before the checks: two calls must not both pass them
         return _run_locked(recipe, out, quiet)
 
 
@@ -83,11 +85,7 @@ def _run_locked(recipe: Recipe, out: Path, quiet: bool) -> dict[str, Any]:
     if _read(out / RECIPE_FILE) != recipe.to_dict():
         write_json(out / RECIPE_FILE, recipe.to_dict())
 
-    def log(message: str) -> None:
-        if not quiet:
-            print(message, file=sys.stderr, flush=True)
-
-    run = _Run(recipe, out, quiet, log)
+    run = _Run(recipe, out, quiet)
     stage = STAGES[0]
     try:
         with _data_dir(recipe.data.get("data_dir")):
@@ -95,7 +93,7 @@ def _run_locked(recipe: Recipe, out: Path, quiet: bool) -> dict[str, Any]:
                 began = time.perf_counter()
                 try:
                     getattr(run, stage)()
-                except (KeyboardInterrupt, _interrupted_types()) as exc:
+                except (KeyboardInterrupt, Interrupted) as exc:  # the trainer's Ctrl-C (it checkpoints first)
                     run.report[stage] = {
                         "status": "interrupted",
                         "seconds": round(time.perf_counter() - began, 3),
@@ -116,36 +114,26 @@ def _run_locked(recipe: Recipe, out: Path, quiet: bool) -> dict[str, Any]:
     summary = build_summary(out, recipe, run.report)
     write_json(out / SUMMARY_FILE, summary)
     unchanged = all(info["status"] == "skipped" for info in summary["stages"].values())
-    summary["report"] = _write_report(out, log, quiet, keep=unchanged)
+    summary["report"] = _write_report(out, quiet, keep=unchanged)
     write_json(out / SUMMARY_FILE, summary)
     return summary
 
 
-def _write_report(out: Path, log: Any, quiet: bool, keep: bool = False) -> str | None:
+def _write_report(out: Path, quiet: bool, keep: bool = False) -> str | None:
     """RUN/report.html (coreg-edge report), last: its pictures read summary.json and bench.json. Without the
     report extra the run still succeeds and says how to get the page. `keep`: nothing ran, so a report
     already there still describes the run."""
-    from coreg_edge.errors import MissingExtraError
-    from coreg_edge.report import write_report
-
     if keep and (out / REPORT_FILE).is_file():
         return REPORT_FILE
     try:
         written = write_report(out, out / REPORT_FILE, quiet=quiet)
     except MissingExtraError as exc:
-        log(f"report: skipped ({exc})")
+        info(f"report: skipped ({exc})")
         return None
     except Exception as exc:  # noqa: BLE001 - every stage succeeded: a picture must not fail the run
-        from coreg_edge.utils import one_line
 
-        log(f"report: not written ({type(exc).__name__}: {one_line(exc)}); try coreg-edge report {out}")
+        info(f"report: not written ({type(exc).__name__}: {one_line(exc)}); try coreg-edge report {out}")
         return None
-    log(f"report: {written}")
+    info(f"report: {written}")
     return REPORT_FILE
 
-
-def _interrupted_types() -> type[BaseException]:
-    """The trainer's own Ctrl-C error (it checkpoints, then raises it)."""
-    from coreg_edge.training.trainer import Interrupted
-
-    return Interrupted

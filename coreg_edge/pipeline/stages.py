@@ -6,12 +6,20 @@ import dataclasses
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from coreg_edge import __version__
+from coreg_edge.annotate.api import annotate
+from coreg_edge.exporters import (
+    export as exporter,  # exporter.export_run, trainer.train: tests replace them there
+)
+from coreg_edge.exporters.errors import ParityError
+from coreg_edge.exporters.int8 import choose_route
+from coreg_edge.exporters.targets import resolve_target
 from coreg_edge.formats import FILE_NAMES
+from coreg_edge.logs import info
 from coreg_edge.pipeline.calls import _annotate_settings, annotate_call, bench_call, export_call, train_call
 from coreg_edge.pipeline.fingerprints import StageState, _without, fingerprint, input_fingerprint
 from coreg_edge.pipeline.layout import (
@@ -26,19 +34,21 @@ from coreg_edge.pipeline.layout import (
     _read,
 )
 from coreg_edge.recipe import Recipe
+from coreg_edge.runtime.bench_formats import bench_formats
 from coreg_edge.settings import AnnotateSettings, BenchSettings, ExportSettings, TrainSettings
 from coreg_edge.settings.fields import execution_keys, unset_keys
+from coreg_edge.training import run_folder as rf
+from coreg_edge.training import trainer
 from coreg_edge.utils import atomic_path, write_json
 
 
 class _Run:
     """One invocation of run_recipe: the folder, the records, and what this invocation did per stage."""
 
-    def __init__(self, recipe: Recipe, out: Path, quiet: bool, log: Callable[[str], None]):
+    def __init__(self, recipe: Recipe, out: Path, quiet: bool):
         self.recipe = recipe
         self.out = out
-        self.quiet = quiet
-        self.log = log
+        self.quiet = quiet  # the stages' own calls are told too (annotate's and export's progress bars)
         self.state = StageState(out, recipe)
         self.report: dict[str, dict[str, Any]] = {}
 
@@ -73,7 +83,7 @@ class _Run:
 
     def skip(self, stage: str, index: int) -> None:
         self.report[stage] = {"status": "skipped", "seconds": 0.0}
-        self.log(
+        info(
             f"[{index}/{len(STAGES)}] {stage}: skipped (outputs complete; settings and inputs unchanged)"
         )
 
@@ -83,8 +93,6 @@ class _Run:
     # -- annotate ----------------------------------------------------------------------------------------
 
     def annotate(self) -> None:
-        from coreg_edge.annotate.api import annotate
-
         recipe = self.recipe
         call = annotate_call(recipe, self.out)
         settings = _annotate_settings(recipe, call)
@@ -98,7 +106,7 @@ class _Run:
         fp = fingerprint(settings, inputs)
         if self.unchanged("annotate", fp):
             return self.skip("annotate", 1)
-        self.log(f"[1/{len(STAGES)}] annotate: {recipe.data['train']} ({settings.get('annotator', 'clip')})")
+        info(f"[1/{len(STAGES)}] annotate: {recipe.data['train']} ({settings.get('annotator', 'clip')})")
         self.begin("annotate", fp, settings, inputs)
         began = time.perf_counter()
         templates = recipe.section("annotate").get("templates")
@@ -112,9 +120,6 @@ class _Run:
     # -- train (and select) ------------------------------------------------------------------------------
 
     def train(self) -> None:
-        from coreg_edge.training import run_folder as rf
-        from coreg_edge.training.trainer import train
-
         call = train_call(self.recipe)
         settings = _without(TrainSettings(**call).to_dict(), execution_keys(TrainSettings))
         inputs: dict[str, Any] = {"annotation": self.outputs("annotate")}
@@ -139,28 +144,23 @@ class _Run:
         began = time.perf_counter()
         if crashed_after_training:
             status = "recovered"  # finished before the record was written: nothing to redo
-            self.log(f"[2/{len(STAGES)}] train: finished earlier, recording it")
+            info(f"[2/{len(STAGES)}] train: finished earlier, recording it")
         elif resumable:
             status = "resumed"
-            self.log(f"[2/{len(STAGES)}] train: resuming the interrupted run in {folder}")
-            train(self.out / ANNOTATION_FILE, folder, resume=True, quiet=self.quiet)
+            info(f"[2/{len(STAGES)}] train: resuming the interrupted run in {folder}")
+            trainer.train(self.out / ANNOTATION_FILE, folder, resume=True, quiet=self.quiet)
         else:
             status = "ran"
             if folder.exists():
                 shutil.rmtree(folder)
-            self.log(f"[2/{len(STAGES)}] train: {call.get('method', 'coreg')} -> {folder}")
-            train(self.out / ANNOTATION_FILE, folder, TrainSettings(**call), quiet=self.quiet)
+            info(f"[2/{len(STAGES)}] train: {call.get('method', 'coreg')} -> {folder}")
+            trainer.train(self.out / ANNOTATION_FILE, folder, TrainSettings(**call), quiet=self.quiet)
         outputs = [str(Path(TRAIN_DIR) / name) for name in _train_outputs(folder)]
         self.finish("train", outputs, time.perf_counter() - began, status)
 
     # -- export (fp32 + int8, parity) ----------------------------------------------------------------------
 
     def export(self) -> None:
-        from coreg_edge.exporters.errors import ParityError
-        from coreg_edge.exporters.export import export_run
-        from coreg_edge.exporters.int8 import choose_route
-        from coreg_edge.exporters.targets import resolve_target
-
         call = export_call(self.recipe)
         chosen = ExportSettings(**call)
         settings = _without(dataclasses.asdict(chosen), execution_keys(ExportSettings))
@@ -178,11 +178,11 @@ class _Run:
         if self.unchanged("export", fp):
             return self.skip("export", 3)
         folder = self.out / EXPORT_DIR
-        self.log(f"[3/{len(STAGES)}] export: {', '.join(settings['formats'])} -> {folder}")
+        info(f"[3/{len(STAGES)}] export: {', '.join(settings['formats'])} -> {folder}")
         self.begin("export", fp, settings, inputs)
         began = time.perf_counter()
         try:
-            report = export_run(self.out / TRAIN_DIR, folder, ExportSettings(**call), quiet=self.quiet)
+            report = exporter.export_run(self.out / TRAIN_DIR, folder, ExportSettings(**call), quiet=self.quiet)
         except ParityError as exc:
             record = dict(self.state.record("export"), status="failed", reason=str(exc))
             self.state.set("export", record)
@@ -196,8 +196,6 @@ class _Run:
     # -- bench -------------------------------------------------------------------------------------------
 
     def bench(self) -> None:
-        from coreg_edge.runtime.bench_formats import bench_formats
-
         call = bench_call(self.recipe)
         bench = BenchSettings(**call)
         settings = _without(dataclasses.asdict(bench), execution_keys(BenchSettings) | unset_keys(bench))
@@ -205,7 +203,7 @@ class _Run:
         fp = fingerprint(settings, {"models": models})
         if self.unchanged("bench", fp):
             return self.skip("bench", 4)
-        self.log(
+        info(
             f"[4/{len(STAGES)}] bench: {', '.join(Path(rel).name for rel in models)} interleaved, "
             f"batch sizes {', '.join(map(str, settings['batch_sizes']))}"
         )
@@ -220,8 +218,6 @@ class _Run:
 def _train_outputs(folder: Path) -> list[str]:
     """What export reads from a finished training run (metrics and checkpoint are not part of it);
     [] unless selection.json and every peer the method trains are there."""
-    from coreg_edge.training import run_folder as rf
-
     config = _read(folder / rf.CONFIG) or {}
     peers = rf.PEERS if config.get("method") == "coreg" else rf.PEERS[:1]
     names = [rf.CONFIG, rf.SELECTION] + [rf.peer_file(folder, p).name for p in peers]

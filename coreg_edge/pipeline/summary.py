@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from coreg_edge import __version__
+from coreg_edge.annotation_file import load
 from coreg_edge.formats import FORMATS, file_passed
 from coreg_edge.pipeline.layout import (
     ANNOTATION_FILE,
@@ -21,8 +22,6 @@ from coreg_edge.recipe import Recipe
 
 
 def _annotation_summary(path: Path) -> dict[str, Any]:
-    from coreg_edge.annotation_file import load
-
     stats = load(path).stats()
     return {
         "path": ANNOTATION_FILE,

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from coreg_edge.data import reopen
 from coreg_edge.errors import UserError
+from coreg_edge.exporters.images import run_labels
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,7 @@ class EvalAnswers:
 
 def eval_answers(run: Path, quiet: bool = True) -> tuple[EvalAnswers | None, str | None]:
     """(answers, None), or (None, why there are none): no evaluation split, no labels, images moved."""
-    from coreg_edge.data import reopen
-    from coreg_edge.exporters.images import run_labels
+    # lazy: runs loads torch, and the report package imports torch-free (`coreg-edge info` on a device)
     from coreg_edge.runs import FinishedRun
 
     trained = FinishedRun(run)

@@ -16,10 +16,13 @@ from typing import Any
 import numpy as np
 
 from coreg_edge import __version__
+from coreg_edge.annotation_file import load
 from coreg_edge.errors import MissingExtraError, UserError
 from coreg_edge.formats import FORMATS, REJECTED_SUFFIX, file_passed
 from coreg_edge.locks import check_writable
+from coreg_edge.report.evaluation import eval_answers
 from coreg_edge.report.sources import ReportSources, find_sources
+from coreg_edge.runtime.describe import describe_onnx
 from coreg_edge.utils import atomic_path, one_line
 
 CSS = """
@@ -97,8 +100,6 @@ def _training(sources: ReportSources, plots: Any, quiet: bool) -> list[str]:
                              "per epoch and network: loss, held-out hit rate, test accuracy, share of items in P"))  # fmt: skip
     else:
         parts.append(_missing("metrics.jsonl is empty: no finished epoch"))
-    from coreg_edge.report.evaluation import eval_answers
-
     answers, why = eval_answers(sources.run, quiet=quiet)
     if answers is None:
         parts.append(_missing(f"no confusion matrix: {why}"))
@@ -167,8 +168,6 @@ def _deployable(sources: ReportSources, summary: dict[str, Any]) -> list[str]:
 
 
 def _annotation(sources: ReportSources, plots: Any) -> list[str]:
-    from coreg_edge.annotation_file import load
-
     parts = ["<h2>Annotation</h2>"]
     if sources.annotation is None:
         return [*parts, _missing("the annotation file this run trained on is not here")]
@@ -263,8 +262,6 @@ def _latency(bench: dict[str, Any], p50: dict[Any, dict[int, float]], plots: Any
 def _files_without_parity(sources: ReportSources, plots: Any) -> list[str]:
     """An export folder with its model files but no parity.json: each file's size and the test accuracy its
     own metadata records, parity unknown."""
-    from coreg_edge.runtime.describe import describe_onnx
-
     folder = sources.export
     assert folder is not None
     bench = sources.read("bench") or {}
@@ -292,7 +289,7 @@ def _files_without_parity(sources: ReportSources, plots: Any) -> list[str]:
 def build_page(sources: ReportSources, quiet: bool = True) -> str:
     """The whole HTML text."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  # lazy: optional dependency (the report extra)
 
         from coreg_edge.report import plots
     except ImportError as exc:
@@ -362,7 +359,5 @@ def _probe_writable(target: Path, shown: str) -> None:
 
 def figure_ids(page: str) -> list[str]:
     """The pictures a page holds, by id (tests and the CLI's summary line)."""
-    import re
-
     return re.findall(r'<figure id="([^"]+)">', page)
 

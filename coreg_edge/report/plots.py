@@ -1,5 +1,9 @@
 """The report's pictures, each a pure function of plain data -> PNG bytes (matplotlib's object API, no
-pyplot state, the Agg canvas: no display needed)."""
+pyplot state, the Agg canvas: no display needed).
+
+matplotlib is the report extra: only page.build_page imports this module, and it turns a missing matplotlib
+into one MissingExtraError line.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 PEER_COLOURS = {"a": "#1f77b4", "b": "#ff7f0e", "ensemble": "#2ca02c"}
 DPI = 100
 
 
 def _figure(width: float, height: float, rows: int = 1, cols: int = 1) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     return figure, figure.subplots(rows, cols, squeeze=False)
 
 
 def _png(figure: Any) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

@@ -25,7 +25,7 @@ from coreg_edge.runtime.metadata import MetadataOverrides, named_value, setting_
 from coreg_edge.runtime.preprocess import PreprocessConfig
 from coreg_edge.runtime.session import LoadedModel, load_model
 from coreg_edge.settings.bench import BenchSettings
-from coreg_edge.settings.fields import build
+from coreg_edge.settings.fields import SettingError, build
 
 
 @dataclass(frozen=True)
@@ -159,8 +159,6 @@ def _check_fixed_batch(batch_sizes: Sequence[int], models: Sequence[LoadedModel]
 def bench_settings(settings: BenchSettings | None, options: dict[str, Any], caller: str = "python") -> BenchSettings:
     """The settings from an object and/or keywords; a bad keyword's error names the keyword (threads=),
     not the flag: the command line checked its own values when it built the object."""
-    from coreg_edge.settings.fields import SettingError
-
     try:
         return build(BenchSettings, settings, options)
     except SettingError as exc:

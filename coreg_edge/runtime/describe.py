@@ -10,10 +10,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from coreg_edge.cpu import kernel_family
 from coreg_edge.runtime.metadata import METADATA_KEY, NotOnnxError, parse_metadata
+from coreg_edge.utils import one_line
 
 # ModelProto field numbers (onnx.proto3).
 _IR_VERSION, _PRODUCER_NAME, _PRODUCER_VERSION, _OPSET_IMPORT, _METADATA_PROPS = 1, 2, 3, 8, 14
@@ -93,15 +96,13 @@ def is_ort_format(path: str | os.PathLike[str]) -> bool:
 def _ort_header(path: Path) -> dict[str, Any]:
     """The header of an ORT-format file, read by onnxruntime itself (a flatbuffer, not a protobuf; the
     graph is optimised already, so a session opens fast). ORT files record no ir_version or opsets here."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: runtime rule, onnxruntime loads on first use (headers need none)
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises bare pybind exceptions
-        from coreg_edge.utils import one_line
-
         raise NotOnnxError(f"{path}: not a readable ORT-format model ({one_line(exc)})") from exc
     meta = session.get_modelmeta()
     return {"ir_version": None, "producer": meta.producer_name, "opsets": {},
@@ -167,8 +168,6 @@ def describe_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
         summary["other_opsets"] = other
     summary.update(meta or {})
     if isinstance(summary.get("quantization"), dict):  # an int8 file: which kernels it would meet here
-        from coreg_edge.cpu import kernel_family
-
         summary["int8_kernels_here"] = kernel_family()
     extra = {k: v for k, v in header["metadata_props"].items() if k != METADATA_KEY}
     if extra:
@@ -177,8 +176,6 @@ def describe_onnx(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def main() -> None:  # pragma: no cover - debugging aid: python -m coreg_edge.runtime.describe FILE
-    import sys
-
     print(json.dumps(describe_onnx(sys.argv[1]), indent=2))
 
 

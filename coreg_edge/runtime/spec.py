@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from coreg_edge import __version__
 from coreg_edge.runtime.metadata import METADATA_FORMAT_VERSION, MetadataError
 from coreg_edge.runtime.preprocess import PreprocessConfig
 
@@ -49,8 +50,6 @@ class ModelSpec:
     def to_metadata(self) -> dict[str, Any]:
         """The contract's JSON object: format_version, class_names, the preprocessing keys, the info keys
         (INFO_KEYS first, null when absent, then coreg_edge_version, then the rest in the order given)."""
-        from coreg_edge import __version__
-
         info = dict(self.info)
         meta: dict[str, Any] = {"format_version": METADATA_FORMAT_VERSION, "class_names": list(self.class_names)}
         meta.update(self.preprocess.to_metadata())

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from coreg_edge.choices import DEVICES
 from coreg_edge.errors import UserError
 
 
@@ -134,8 +135,6 @@ def seed_field() -> Any:
 
 
 def device_field(**spec: Any) -> Any:
-    from coreg_edge.choices import DEVICES
-
     spec = {"recipe": "the top-level device", **spec}
     return option("auto", help=DEVICE_HELP, choices=DEVICES, common=True, **spec)
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from coreg_edge.algorithm.config import CoRegConfig
+from coreg_edge.algorithm.schedule import warmup_bounds
 from coreg_edge.choices import IMAGE_CACHES, ON_OFF, STRONG_AUGMENT
 from coreg_edge.errors import UserError
 from coreg_edge.settings.fields import check_fields, device_field, option, resume_keys, seed_field
@@ -125,8 +126,6 @@ class TrainSettings:
         if self.warmup is not None:
             return self.warmup
         # Automatic: the most it may last; it usually ends earlier, on a label-free signal (training/auto.py).
-        from coreg_edge.algorithm.schedule import warmup_bounds
-
         low, high = warmup_bounds(self.epochs)
         return high if high >= low else self.epochs
 

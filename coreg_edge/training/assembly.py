@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from coreg_edge import backbones
-from coreg_edge.algorithm import PrototypeBank
+from coreg_edge.algorithm import PrototypeBank, estimate_prior_from_votes
 from coreg_edge.annotation_file import load as load_annotation
 from coreg_edge.data import DATASETS, reopen
 from coreg_edge.errors import UserError
@@ -66,7 +66,7 @@ class Run:
     hooks: dict[str, list[Callable[..., None]]] = field(default_factory=hooks.default_hooks)
 
 
-def prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, stored: dict | None = None,
+def prepare(settings: TrainSettings, annotation: str | Path, stored: dict | None = None,
             group: Group = ONE_PROCESS) -> Run:  # fmt: skip
     """Data (training set, --eval, --val), the held-out split, networks and the method's state.
 
@@ -85,15 +85,15 @@ def prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, stored
         # A pretrained backbone: a trial load fails fast (before the images load); its pretrained_cfg sets the
         # preprocessing (mean, std, interpolation, crop_pct, size unless --image-size); None from scratch.
         if stored is None:
-            pretrained = backbones.check(settings, settings.channels or source.channels, quiet, ann.num_classes)
+            pretrained = backbones.check(settings, settings.channels or source.channels, ann.num_classes)
             pre = preprocess_for(source, settings.image_size, settings.channels, pretrained)
         else:
             pretrained, pre = None, PreprocessConfig.from_metadata(stored["preprocess"])
-        data = load_training_set(ann, source, pre, settings.seed, device, cache=settings.cache, quiet=quiet,
+        data = load_training_set(ann, source, pre, settings.seed, device, cache=settings.cache,
                                  workers=settings.workers)  # fmt: skip
         eval_set, val_set = (
             load_eval_set(spec, ann.class_names, pre, device, cache=settings.cache, download=settings.download,
-                          quiet=quiet, workers=settings.workers, option=option)  # fmt: skip
+                          workers=settings.workers, option=option)  # fmt: skip
             if spec
             else None
             for spec, option in ((settings.eval_data, "--eval"), (settings.val_data, "--val"))
@@ -147,8 +147,6 @@ def prepare(settings: TrainSettings, annotation: str | Path, quiet: bool, stored
     warmup_end = auto.WarmupEnd(*auto.warmup_bounds(settings.epochs)) if "warmup" in chosen else None
     prior = None
     if method.co_training and not settings.coreg.uniform_prior and ann.votes.shape[1]:
-        from coreg_edge.algorithm import estimate_prior_from_votes
-
         prior = estimate_prior_from_votes(
             torch.as_tensor(ann.votes, dtype=torch.long), c, settings.coreg.prior_temperature
         ).to(device)

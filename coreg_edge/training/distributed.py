@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import inspect
 import os
 import warnings
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from coreg_edge.errors import FollowerExit, UserError
 from coreg_edge.utils import one_line, torchrun_world
@@ -243,7 +245,6 @@ def wrap(
         return net, net
     if sync_bn:
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)  # the same Parameter objects, new BN modules
-    from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index if device.index is not None else group.local_rank] if device.type == "cuda" else None
     # Buffers synced once at the start, not at every forward (newer torch names that forward_sync_buffers).
@@ -256,8 +257,6 @@ def wrap(
 def weights_fingerprint(state: dict[str, Any]) -> str:
     """A digest of every tensor in `state` (nested dicts of state_dicts), to check after training that all
     ranks hold one run: networks, key encoders, queues, tables, the prototype bank."""
-    import hashlib
-
     digest = hashlib.sha256()
 
     def add(prefix: str, value: Any) -> None:

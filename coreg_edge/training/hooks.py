@@ -38,7 +38,6 @@ class HookArgs:
     out: Path
     run: Run
     settings: TrainSettings
-    quiet: bool
     epoch: int = -1
     record: dict[str, Any] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)

@@ -34,9 +34,10 @@ import torch
 
 from coreg_edge.data import ImageSource
 from coreg_edge.errors import UserError
+from coreg_edge.logs import info
 from coreg_edge.runtime.image import ImageDecodeError
 from coreg_edge.runtime.preprocess import PreprocessConfig, resize_and_crop
-from coreg_edge.utils import log, progress, read_json_object
+from coreg_edge.utils import progress, read_json_object
 
 #: `--cache auto` keeps the images in memory up to this many bytes (uint8 at the input size), else on disk.
 MEMORY_LIMIT = 2 * 1024**3
@@ -286,10 +287,12 @@ def build_store(
     kind, why = choose_cache(cache, len(indices), config)
     if kind == "memory":
         images = decode_to_memory(source, indices, config, quiet=quiet, what=what, workers=workers)
-        log(f"{what}: {len(indices)} in memory ({why})", quiet)
+        if not quiet:
+            info(f"{what}: {len(indices)} in memory ({why})")
         return MemoryStore(images.to(device))
     path = decode_to_disk(source, indices, config, quiet=quiet, what=what, workers=workers)
-    log(f"{what}: {len(indices)} on disk, read batch by batch from {path} ({why})", quiet)
+    if not quiet:
+        info(f"{what}: {len(indices)} on disk, read batch by batch from {path} ({why})")
     return DiskStore(path, len(indices), config.shape, device)
 
 

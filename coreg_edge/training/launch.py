@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
+from coreg_edge.cpu import available_cpus
 from coreg_edge.errors import UserError
 
 LAUNCHER_PID = "COREG_EDGE_LAUNCHER_PID"
@@ -56,14 +57,13 @@ def worker_args(argv: Sequence[str]) -> list[str]:
 def devices_for_processes(device: str) -> tuple[int, str]:
     """(how many processes this machine can run, what they are): one per GPU for CUDA (nccl: a GPU each,
     as distributed.py refuses two on one), one per CPU core this process may use for gloo."""
-    from coreg_edge.utils import resolve_device
+    from coreg_edge.utils import resolve_device  # lazy: tests replace coreg_edge.utils.resolve_device
 
     if resolve_device(device).startswith("cuda"):
-        import torch
+        import torch  # lazy: `train --nproc` checks its arguments before torch loads
 
         count = torch.cuda.device_count()
         return count, f"{count} GPU{'s' if count != 1 else ''}"
-    from coreg_edge.cpu import available_cpus
 
     count = available_cpus()
     return count, f"{count} CPU core{'s' if count != 1 else ''} (gloo)"
@@ -88,6 +88,7 @@ def worker_command(argv: Sequence[str]) -> tuple[str, ...]:
 def launch(nproc: int, argv: Sequence[str], device: str = "auto") -> int:
     """Run `python -m coreg_edge ARGV...` in `nproc` processes on this machine; the exit code of the run."""
     check_nproc(nproc, device)
+    # lazy: torch.distributed's launcher, only when `train --nproc N` launches
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -100,7 +101,7 @@ def launch(nproc: int, argv: Sequence[str], device: str = "auto") -> int:
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
         rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
     )  # fmt: skip
-    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.api import SignalException  # lazy: as above
 
     try:
         elastic_launch(config, sys.executable)(*worker_command(argv))
@@ -146,7 +147,7 @@ def _parent_death_signal(signum: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        import ctypes
+        import ctypes  # lazy: Linux only (prctl)
 
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0

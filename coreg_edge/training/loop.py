@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from coreg_edge.errors import UserError
+from coreg_edge.logs import info
 from coreg_edge.settings.train import TrainSettings
 from coreg_edge.training import run_folder as rf
 from coreg_edge.training.checkpoint import rank_state, save_checkpoint
@@ -25,7 +26,6 @@ from coreg_edge.training.launch import LAUNCHER_PID
 from coreg_edge.training.methods import EpochInputs
 from coreg_edge.training.resume import diverged
 from coreg_edge.training.scores import evaluate
-from coreg_edge.utils import log
 
 if TYPE_CHECKING:
     from coreg_edge.training.assembly import Run
@@ -36,7 +36,7 @@ class Interrupted(UserError):
 
 
 
-def fit(out: Path, run: Run, settings: TrainSettings, start: int, quiet: bool,
+def fit(out: Path, run: Run, settings: TrainSettings, start: int,
         save: Callable[..., None] = save_checkpoint) -> None:  # fmt: skip
     """The epochs: the method's epoch, evaluation, the epoch-end hooks (label-free rules, metrics line), the
     checkpoint (`save`); Ctrl-C and divergence leave a resumable folder and one line."""
@@ -59,7 +59,7 @@ def fit(out: Path, run: Run, settings: TrainSettings, start: int, quiet: bool,
             )
             record = run.group.share(record)  # one record, so that every rank takes the same decisions
             _check_weights(run.peers, epoch)  # a finite loss can still leave NaN weights: never checkpoint them
-            args = HookArgs(out, run, settings, quiet, epoch, record)
+            args = HookArgs(out, run, settings, epoch, record)
             run_hooks(run, "on_fit_epoch_end", args)  # the label-free decisions: warm-up end, best-epoch guard
             if args.events:
                 record["events"] = args.events
@@ -68,9 +68,9 @@ def fit(out: Path, run: Run, settings: TrainSettings, start: int, quiet: bool,
             run_hooks(run, "on_model_save", args)  # the metrics line first (hooks.metrics_log)
             if run.group.is_main:
                 save(out / rf.CHECKPOINT, epoch + 1, run.ctx, run.peers, run.bank, checkpoint_extra(run), ranks)
-            log(epoch_line(record, settings.epochs), quiet)
+            info(epoch_line(record, settings.epochs))
             for line in record.get("events", []):
-                log(line, quiet)
+                info(line)
     except KeyboardInterrupt as exc:
         if not run.group.is_main:
             raise FollowerExit(Interrupted.exit_code) from exc

@@ -20,13 +20,13 @@ from coreg_edge.data import absolute_data
 from coreg_edge.digests import content_id
 from coreg_edge.errors import UserError
 from coreg_edge.locks import exclusive, is_lock_file
+from coreg_edge.logs import info
 from coreg_edge.settings.train import RESUME_OVERRIDES, TrainSettings
 from coreg_edge.training import auto
 from coreg_edge.training import run_folder as rf
 from coreg_edge.training.checkpoint import checkpoint_bytes, load_checkpoint
 from coreg_edge.training.context import Diverged, TrainingError
 from coreg_edge.training.hooks import restore_extra
-from coreg_edge.utils import log
 
 if TYPE_CHECKING:
     from coreg_edge.training.assembly import Run
@@ -122,7 +122,7 @@ def _resume_lr(out: Path, coreg: dict[str, Any], settings: TrainSettings) -> flo
 
 def settings_for_call(
     out: Path, annotation: str | Path | None, resume: bool, settings: TrainSettings | None,
-    options: dict[str, Any], quiet: bool,
+    options: dict[str, Any],
 ) -> tuple[TrainSettings, dict[str, Any] | None, str | Path, float | None]:  # fmt: skip
     """Resume or new: (settings, the stored config when resuming, the annotation file, a new lr)."""
     config, new_lr = None, None
@@ -137,16 +137,13 @@ def settings_for_call(
         _refuse_changed_weights(out, config, settings)
         new_lr = _resume_lr(out, options.get("coreg") or {}, settings)
         if new_lr is not None:
-            log(f"resuming a diverged run with lr {new_lr:g} (was {settings.coreg.lr:g})", quiet)
+            info(f"resuming a diverged run with lr {new_lr:g} (was {settings.coreg.lr:g})")
             settings = dataclasses.replace(settings, coreg={**settings.coreg.to_dict(), "lr": new_lr})
         annotation = config["annotation"]
-        log(
-            f"resuming {out} with its stored settings ({settings.method}, {settings.backbone}, {settings.epochs} epochs)",
-            quiet,
-        )
+        info(f"resuming {out} with its stored settings ({settings.method}, {settings.backbone}, {settings.epochs} epochs)")
     else:
         if _saved_nothing(out):
-            log(f"the run in {out} stopped before its first epoch was saved: starting it over", quiet)
+            info(f"the run in {out} stopped before its first epoch was saved: starting it over")
             for name in (rf.CONFIG, rf.METRICS, rf.DIVERGED):
                 (out / name).unlink(missing_ok=True)
         _refuse_used_out(out)
@@ -168,7 +165,6 @@ def start_run(
     config: dict[str, Any] | None,
     annotation: str | Path,
     new_lr: float | None,
-    quiet: bool,
 ) -> int:
     """Restore the checkpoint (resume; config.json then says what this call changed) or write config.json
     (new). Returns the first epoch to train."""
@@ -192,8 +188,8 @@ def start_run(
             )
         if before != run.group.world:
             config.setdefault("world_changes", []).append({"epoch": start, **processes})
-            log(f"resuming on {run.group.world} process(es) (the run had {before}): the global batch stays "
-                 f"{processes['global_batch']}, {processes['batch_per_process']} per process", quiet)  # fmt: skip
+            info(f"resuming on {run.group.world} process(es) (the run had {before}): the global batch stays "
+                 f"{processes['global_batch']}, {processes['batch_per_process']} per process")  # fmt: skip
         rf.write_json(out / rf.CONFIG, config)
         return start
     if not run.group.is_main:
@@ -211,15 +207,14 @@ def start_run(
     })  # fmt: skip
     n_train, n_hold = len(run.train_rows), len(run.holdout_rows)
     if run.chosen:
-        log(auto.describe(run.chosen), quiet)
+        info(auto.describe(run.chosen))
     warmup = f"auto, {run.warmup_end.low}-{run.warmup_end.high}" if run.warmup_end else run.warmup
     batch = f"batch {settings.batch_size}"
     if run.group.active:
         batch += (f" per process x {run.group.world} processes ({run.group.backend}; global batch "
                   f"{processes['global_batch']})")  # fmt: skip
-    log(f"training {settings.method} on {n_train} items ({n_hold} held out), {settings.backbone} at "
-         f"{run.pre.input_size[0]} px, {settings.epochs} epochs (warm-up {warmup}), {batch}, {device}",
-         quiet)  # fmt: skip
+    info(f"training {settings.method} on {n_train} items ({n_hold} held out), {settings.backbone} at "
+         f"{run.pre.input_size[0]} px, {settings.epochs} epochs (warm-up {warmup}), {batch}, {device}")  # fmt: skip
     return 0
 
 

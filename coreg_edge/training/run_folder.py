@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 from coreg_edge.errors import UserError
-from coreg_edge.utils import atomic_path, one_line, write_json  # noqa: F401 - write_json: rf.write_json for callers
+from coreg_edge.locks import lock_path, process_alive
+from coreg_edge.runtime.preprocess import PreprocessConfig
+from coreg_edge.utils import atomic_path, one_line, read_json_object, write_json  # noqa: F401 - write_json: rf.write_json for callers
 
 RUN_FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -79,12 +83,6 @@ def training_now(run: str | os.PathLike[str]) -> str | None:
     on this machine holds the run folder's lock. A lock file left by a killed run keeps its dead owner's pid,
     which a new process may have taken since: where the kernel lists its locks (/proc/locks), the file must
     be locked too."""
-    import socket
-    import time
-
-    from coreg_edge.locks import lock_path, process_alive
-    from coreg_edge.utils import read_json_object
-
     try:
         path = lock_path(run)
         inode = path.stat().st_ino
@@ -130,7 +128,7 @@ def read_metrics(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def save_weights(module, path: str | os.PathLike[str]) -> None:
     """A module's state_dict as safetensors, atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: `info RUN` reads run folders on a device without torch
 
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     with atomic_path(path) as tmp:
@@ -139,7 +137,7 @@ def save_weights(module, path: str | os.PathLike[str]) -> None:
 
 def load_network(run: str | os.PathLike[str], peer: str = "a"):
     """Rebuild a peer (CoRegNetwork, eval mode, CPU) from the run's config and safetensors weights."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError  # lazy: `info RUN` reads run folders on a device without torch
     from safetensors.torch import load_file
 
     from coreg_edge.models import NetworkConfig, network_from_config
@@ -166,8 +164,6 @@ def load_network(run: str | os.PathLike[str], peer: str = "a"):
 
 def preprocess_config(run: str | os.PathLike[str]):
     """The runtime PreprocessConfig training evaluated with (export writes it into the ONNX metadata)."""
-    from coreg_edge.runtime.preprocess import PreprocessConfig
-
     return PreprocessConfig.from_metadata(read_config(run)["preprocess"])
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coreg_edge.logs import info
 from coreg_edge.settings.train import TrainSettings
 from coreg_edge.training import distributed
 from coreg_edge.training import run_folder as rf
@@ -15,13 +16,12 @@ from coreg_edge.training.evaluation import select_peer
 from coreg_edge.training.hooks import HookArgs, restore_best, run_hooks
 from coreg_edge.training.resume import process_summary
 from coreg_edge.training.scores import evaluate
-from coreg_edge.utils import log
 
 if TYPE_CHECKING:
     from coreg_edge.training.assembly import Run
 
 
-def finish(out: Path, run: Run, settings: TrainSettings, quiet: bool) -> dict:
+def finish(out: Path, run: Run, settings: TrainSettings) -> dict:
     """Keep each peer's final or best-epoch weights (guard.py), save both, pick one without clean labels (or
     by --val), write selection.json last."""
     ctx, peers, holdout_rows, group = run.ctx, run.peers, run.holdout_rows, run.group
@@ -46,7 +46,7 @@ def finish(out: Path, run: Run, settings: TrainSettings, quiet: bool) -> dict:
     else:
         selected, reason = "a", f"{settings.method} trains a single network"
     identical = _identical_across_ranks(run)
-    ended = HookArgs(out, run, settings, quiet)
+    ended = HookArgs(out, run, settings)
     run_hooks(run, "on_train_end", ended)  # every rank: the reject thresholds gather the held-out logits
     if not group.is_main:
         return group.share(None)  # rank 0 writes the folder and says what it selected
@@ -80,11 +80,8 @@ def finish(out: Path, run: Run, settings: TrainSettings, quiet: bool) -> dict:
     rf.write_json(out / rf.SELECTION, summary)
     acc = summary["test_accuracy"]["selected"]
     if kept and kept[selected]["source"] == "best":
-        log(f"peer {selected} keeps epoch {kept[selected]['epoch'] + 1}: {kept[selected]['why']}", quiet)
-    log(
-        f"selected peer {selected}: {reason}" + (f"; test accuracy {acc:.4f}" if acc is not None else ""),
-        quiet,
-    )
+        info(f"peer {selected} keeps epoch {kept[selected]['epoch'] + 1}: {kept[selected]['why']}")
+    info(f"selected peer {selected}: {reason}" + (f"; test accuracy {acc:.4f}" if acc is not None else ""))
     return group.share(summary)
 
 

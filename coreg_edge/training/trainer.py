@@ -21,6 +21,7 @@ from typing import Any
 
 from coreg_edge.errors import UserError
 from coreg_edge.locks import exclusive
+from coreg_edge.logs import quieted
 from coreg_edge.settings.fields import build
 from coreg_edge.settings.train import TrainSettings
 from coreg_edge.training import distributed
@@ -62,28 +63,26 @@ def train(
     out = Path(out)
     if resume and settings is not None:
         raise UserError("resume=True continues the stored settings: pass only where it runs, as keywords")
-    with distributed.joined() as group, contextlib.ExitStack() as held:
-        quiet = quiet or not group.is_main
-
+    with distributed.joined() as group, contextlib.ExitStack() as held, quieted(quiet):
         def checks() -> tuple[TrainSettings, dict[str, Any] | None, str | Path, float | None]:
             held.enter_context(exclusive(out, "run folder"))
             call = settings if resume else build(TrainSettings, settings, options)
-            return settings_for_call(out, annotation, resume, call, options, quiet)
+            return settings_for_call(out, annotation, resume, call, options)
 
         chosen, config, annotation, new_lr = group.decide(checks)
-        run = prepare(chosen, annotation, quiet, config, group)
+        run = prepare(chosen, annotation, config, group)
         if config is not None:
             run.chosen = config.get("chosen", {})  # what the run chose when it started (stored resolved since)
-        start = start_run(out, run, run.settings, config, annotation, new_lr, quiet)
-        _fit(out, run, run.settings, start, quiet)
-        return _finish(out, run, run.settings, quiet)
+        start = start_run(out, run, run.settings, config, annotation, new_lr)
+        _fit(out, run, run.settings, start)
+        return _finish(out, run, run.settings)
 
 
-def _fit(out: Path, run: Run, settings: TrainSettings, start: int, quiet: bool) -> None:
+def _fit(out: Path, run: Run, settings: TrainSettings, start: int) -> None:
     """The epochs (loop.py), checkpointed through this module's `save_checkpoint`."""
-    fit(out, run, settings, start, quiet, save=save_checkpoint)
+    fit(out, run, settings, start, save=save_checkpoint)
 
 
-def _finish(out: Path, run: Run, settings: TrainSettings, quiet: bool) -> dict:
+def _finish(out: Path, run: Run, settings: TrainSettings) -> dict:
     """Keep the best weights, save both peers, pick one, write selection.json (selection.py)."""
-    return finish(out, run, settings, quiet)
+    return finish(out, run, settings)

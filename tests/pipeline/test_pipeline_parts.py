@@ -107,10 +107,10 @@ def test_the_run_re_annotates_over_its_own_stale_annotation(tmp_path):
     from coreg_edge.pipeline.stages import _Run
 
     first = load_recipe("digits", ["annotate.partial_rate=0.1", "device=cpu"])
-    _Run(first, tmp_path, True, lambda line: None).annotate()
+    _Run(first, tmp_path, True).annotate()
     before = load(tmp_path / ANNOTATION_FILE).candidates.sum()
     with pytest.raises(UserError, match="exists"):
         annotate("digits", tmp_path / ANNOTATION_FILE, AnnotateSettings(**annotate_call(first, tmp_path)), quiet=True)
     changed = load_recipe("digits", ["annotate.partial_rate=0.5", "device=cpu"])
-    _Run(changed, tmp_path, True, lambda line: None).annotate()
+    _Run(changed, tmp_path, True).annotate()
     assert load(tmp_path / ANNOTATION_FILE).candidates.sum() > before

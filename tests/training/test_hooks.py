@@ -19,8 +19,8 @@ def test_default_hooks_run_in_order_and_take_more():
     run = SimpleNamespace(hooks={"on_x": [lambda a: calls.append(("first", a.epoch))]})
     hooks.add_hook(run, "on_x", lambda a: calls.append(("second", a.epoch)))
     hooks.add_hook(run, "on_y", lambda a: calls.append(("y", a.epoch)))
-    hooks.run_hooks(run, "on_x", hooks.HookArgs(None, run, None, True, epoch=3))
-    hooks.run_hooks(run, "on_nothing", hooks.HookArgs(None, run, None, True))
+    hooks.run_hooks(run, "on_x", hooks.HookArgs(None, run, None, epoch=3))
+    hooks.run_hooks(run, "on_nothing", hooks.HookArgs(None, run, None))
     assert calls == [("first", 3), ("second", 3)]
 
 
@@ -63,7 +63,7 @@ def test_warmup_end_hook_ends_the_warmup_and_tells_the_guard(tmp_path, monkeypat
     written = {}
     monkeypatch.setattr(hooks, "_update_config", lambda out, values: written.update(values))
     record = {"holdout": {"a": {"hit_rate": 0.4}, "b": {"hit_rate": 0.6}}}
-    args = hooks.HookArgs(tmp_path, run, settings, True, epoch=1, record=record)
+    args = hooks.HookArgs(tmp_path, run, settings, epoch=1, record=record)
     hooks.warmup_end(args)
     assert run.warmup == 2 and run.guard.act_from == 2
     assert record["warmup_ended"] == {"epochs": 2, "why": "flat"} == written["warmup_ended"]
@@ -74,8 +74,8 @@ def test_warmup_end_hook_ends_the_warmup_and_tells_the_guard(tmp_path, monkeypat
 
 def test_metrics_log_writes_one_line_on_the_main_process(tmp_path):
     run = SimpleNamespace(group=SimpleNamespace(is_main=True))
-    hooks.metrics_log(hooks.HookArgs(tmp_path, run, None, True, epoch=0, record={"epoch": 0, "lr": 0.1}))
+    hooks.metrics_log(hooks.HookArgs(tmp_path, run, None, epoch=0, record={"epoch": 0, "lr": 0.1}))
     run.group.is_main = False
-    hooks.metrics_log(hooks.HookArgs(tmp_path, run, None, True, epoch=1, record={"epoch": 1}))
+    hooks.metrics_log(hooks.HookArgs(tmp_path, run, None, epoch=1, record={"epoch": 1}))
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == [{"epoch": 0, "lr": 0.1}]

@@ -51,7 +51,7 @@ def test_coreg_run_writes_metrics_checkpoint_selection(runner, cli, digits_annot
 
 
 def test_resume_continues_exactly(runner, cli, digits_annotation, tmp_path, monkeypatch):
-    args = [str(digits_annotation), "--epochs", "3", "--warmup", "1", "--set", "queue_size=128", *TINY]
+    args = [str(digits_annotation), "--epochs", "3", "--warmup", "1", "--set", "queue_size=128", *TINY_8PX]
     straight = tmp_path / "straight"
     assert _train(runner, cli, *args, "--out", str(straight)).exit_code == 0
 

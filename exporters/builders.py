@@ -13,6 +13,7 @@ import io
 import logging
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from coreg_edge.exporters.metadata import set_metadata
 from coreg_edge.exporters.onnx_export import check_onnx, to_onnx
 from coreg_edge.exporters.parity import Logits, Thresholds, collect_logits
 from coreg_edge.exporters.quantize import QuantSettings, pre_process
+from coreg_edge.exporters.speed import int8_speed, speed_note
 from coreg_edge.exporters.staging import Staging
 from coreg_edge.formats import ExportFormat, get_format
 from coreg_edge.logs import info
@@ -183,6 +185,10 @@ def build_int8(ctx: ExportContext, row: ExportFormat) -> Built:
     except ExportError as exc:  # int8 could not be made at all: fp32 still stands on its own checks
         return _int8_error(target, str(exc))
     shipped = outcome.settings
+    speed = int8_speed(ctx.stage.path(row.file_name), ctx.stage.path(fp32_file), route)
+    note = speed_note(speed, len(shipped.nodes_to_exclude) if shipped is not None else 0)
+    if note is not None and outcome.shipped is not None:
+        warnings.warn(note, UserWarning, stacklevel=2)
     calibration = {
         **ctx.plan.calibration.describe(),
         "used": used_count,
@@ -195,7 +201,7 @@ def build_int8(ctx: ExportContext, row: ExportFormat) -> Built:
         header={
             "calibration": calibration,
             "quantization": None if shipped is None else {**shipped.to_dict(), "target": target.name},
-            "int8": {"target": target.to_dict(), **outcome.to_dict()},
+            "int8": {"target": target.to_dict(), **outcome.to_dict(), "speed": speed},
         },
     )
 

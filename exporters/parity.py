@@ -274,4 +274,7 @@ def summary_line(int8: dict[str, Any]) -> str:
         if not int8.get("faithful"):
             text += "; on this CPU's kernels, not the target's, where the target's own settings may pass"
         text += ")"
+    speed = int8.get("speed") or {}
+    if speed.get("ratio") is not None:  # exporters/speed.py: timed where this CPU runs the target's kernels
+        text += f"; int8 at {speed['ratio']:.2f}x fp32's latency (batch {speed['batch_size']}, this CPU)"
     return f"{text}; {int8.get('note')}"

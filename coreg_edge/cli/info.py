@@ -110,6 +110,8 @@ def _format_value(value) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, (list, dict)):
+        if not value:
+            return "none"
         text = json.dumps(value)
         return text if len(text) <= 80 else text[:77] + "..."
     return str(value)

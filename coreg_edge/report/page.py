@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import re
 import time
@@ -23,6 +22,7 @@ from coreg_edge.locks import check_writable
 from coreg_edge.report.evaluation import eval_answers
 from coreg_edge.report.sources import ReportSources, find_sources
 from coreg_edge.runtime.describe import describe_onnx
+from coreg_edge.training.run_folder import metrics_rows
 from coreg_edge.utils import atomic_path, one_line
 
 CSS = """
@@ -81,7 +81,7 @@ def _training(sources: ReportSources, plots: Any, quiet: bool) -> list[str]:
             return [*parts, _missing("no training run here (without parity.json, an export folder does not say "
                                      "which run it came from)")]  # fmt: skip
         return [*parts, _missing("no training run here (its folder, named in parity.json, is gone)")]
-    metrics, skipped = read_metrics(sources.run / "metrics.jsonl")
+    metrics, skipped = metrics_rows(sources.run / "metrics.jsonl")
     if skipped:
         note = f"{sources.run / 'metrics.jsonl'}: left out {describe_skipped(skipped)}"
         warnings.warn(note, UserWarning, stacklevel=2)
@@ -111,35 +111,6 @@ def _training(sources: ReportSources, plots: Any, quiet: bool) -> list[str]:
 
 # Marks a page as this command's: a report rewrites its own page, never another file (README: outputs).
 GENERATOR = '<meta name="generator" content="coreg-edge report">'
-CUT_SHORT = "cut short: the last line of a run still training, or of one stopped mid-write"
-
-
-def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
-    """metrics.jsonl's rows, and the (line number, why) of each line left out: the report shows what it can
-    (a torn last line is normal while a run trains), and says what it skipped (never silently)."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        return [], [(0, f"unreadable ({exc.strerror or type(exc).__name__})")]
-    lines = text.splitlines()
-    last = max((number for number, line in enumerate(lines, 1) if line.strip()), default=0)
-    rows, skipped = [], []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            cut = number == last and not text.endswith("\n")
-            skipped.append((number, CUT_SHORT if cut else "not JSON"))
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            skipped.append((number, "not a JSON object"))
-    return rows, skipped
-
-
 def describe_skipped(skipped: list[tuple[int, str]]) -> str:
     """'line 3 (not JSON), line 9 (cut short: ...)', lines with the same reason grouped."""
     reasons: dict[str, list[int]] = {}

@@ -126,6 +126,36 @@ def read_metrics(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return metrics
 
 
+CUT_SHORT = "cut short: the last line of a run still training, or of one stopped mid-write"
+
+
+def metrics_rows(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """metrics.jsonl's rows, and the (line number, why) of each line left out, for readers of a run that may
+    still be training (report, `info RUN`): a torn last line is normal then, so they show what they can and
+    say what they skipped (never silently). Training itself reads its file strictly (read_metrics)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return [], [(0, f"unreadable ({exc.strerror or type(exc).__name__})")]
+    lines = text.splitlines()
+    last = max((number for number, line in enumerate(lines, 1) if line.strip()), default=0)
+    rows, skipped = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            cut = number == last and not text.endswith("\n")
+            skipped.append((number, CUT_SHORT if cut else "not JSON"))
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            skipped.append((number, "not a JSON object"))
+    return rows, skipped
+
+
 def save_weights(module, path: str | os.PathLike[str]) -> None:
     """A module's state_dict as safetensors, atomically."""
     from safetensors.torch import save_file  # lazy: `info RUN` reads run folders on a device without torch
@@ -170,7 +200,7 @@ def preprocess_config(run: str | os.PathLike[str]):
 def describe_run(run: str | os.PathLike[str]) -> dict[str, Any]:
     """The `info RUN --json` summary: method, backbone, epochs, selected peer, test accuracy, best epoch."""
     config = read_config(run)
-    metrics = read_metrics(run)
+    metrics, skipped = metrics_rows(Path(run) / METRICS) if (Path(run) / METRICS).exists() else ([], [])
     finished = (Path(run) / SELECTION).exists()
     selection = read_selection(run) if finished else {}
     test = selection.get("test_accuracy") or {"a": None, "b": None, "ensemble": None, "selected": None}
@@ -182,6 +212,7 @@ def describe_run(run: str | os.PathLike[str]) -> dict[str, Any]:
         "image_size": config["network"]["image_size"],
         "epochs": config["settings"]["epochs"],
         "epochs_done": len(metrics),
+        "metrics_lines_skipped": [f"line {number} ({why})" for number, why in skipped],
         "finished": finished,
         "selected": selection.get("selected"),
         "reason": selection.get("reason"),

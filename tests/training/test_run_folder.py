@@ -84,3 +84,24 @@ def test_metrics_never_hold_a_bare_nan(tmp_path):
     }
     write_json(tmp_path / "x.json", {"loss": float("nan")})
     assert json.loads((tmp_path / "x.json").read_text(), parse_constant=lambda name: 1 / 0) == {"loss": None}
+
+
+def test_info_on_a_run_still_training_reads_past_a_cut_last_line(tmp_path, runner, cli):
+    """metrics.jsonl's last line is cut while an epoch is being written: `info RUN` shows the finished
+    epochs and names the line it left out, as the report does (one reader: rf.metrics_rows)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"format_version": rf.RUN_FORMAT_VERSION, "method": "coreg", "class_names": ["a", "b"],
+              "network": {"backbone": "test_resnet", "image_size": 8}, "settings": {"epochs": 5},
+              "annotator": {"kind": "synthetic"}}  # fmt: skip
+    (run / rf.CONFIG).write_text(json.dumps(config))
+    (run / rf.METRICS).write_text('{"epoch": 0}\n{"epoch": 1}\n{"epoch": 2, "lo')
+    result = runner.invoke(cli, ["info", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["epochs_done"] == 2 and not summary["finished"]
+    assert summary["metrics_lines_skipped"] == [f"line 3 ({rf.CUT_SHORT})"]
+    rows, skipped = rf.metrics_rows(run / rf.METRICS)
+    assert [row["epoch"] for row in rows] == [0, 1] and skipped == [(3, rf.CUT_SHORT)]
+    with pytest.raises(UserError, match="corrupt JSON on line 3"):
+        rf.read_metrics(run)  # training's own reader stays strict

@@ -204,13 +204,14 @@ def describe_run(run: str | os.PathLike[str]) -> dict[str, Any]:
     finished = (Path(run) / SELECTION).exists()
     selection = read_selection(run) if finished else {}
     test = selection.get("test_accuracy") or {"a": None, "b": None, "ensemble": None, "selected": None}
+    network, settings = config.get("network") or {}, config.get("settings") or {}  # absent: shown as n/a
     return {
         "kind": "run",
-        "method": config["method"],
-        "backbone": config["network"]["backbone"],
-        "pretrained_backbone": config["settings"].get("pretrained_backbone"),  # None: from scratch
-        "image_size": config["network"]["image_size"],
-        "epochs": config["settings"]["epochs"],
+        "method": config.get("method"),
+        "backbone": network.get("backbone"),
+        "pretrained_backbone": settings.get("pretrained_backbone"),  # None: from scratch
+        "image_size": network.get("image_size"),
+        "epochs": settings.get("epochs"),
         "epochs_done": len(metrics),
         "metrics_lines_skipped": [f"line {number} ({why})" for number, why in skipped],
         "finished": finished,
@@ -218,8 +219,8 @@ def describe_run(run: str | os.PathLike[str]) -> dict[str, Any]:
         "reason": selection.get("reason"),
         "test_accuracy": test,
         "best_epoch": selection.get("best_epoch"),
-        "class_names": config["class_names"],
-        "annotator": config["annotator"],
+        "class_names": config.get("class_names"),
+        "annotator": config.get("annotator"),
         "eval_data": config.get("eval_data"),
     }
 

@@ -4,14 +4,15 @@ One job per module, composable like onnxruntime's own quantization tools:
 
     export        export_run / check_export: the library functions behind `coreg-edge export`
     builders      how each format's file is made and measured (the `build` functions formats.py names)
-    onnx_export   PyTorch peer(s) -> fp32 ONNX (dynamic batch, full onnx.checker check)
-    metadata      write / read the one `coreg_edge` metadata entry (the runtime's make_metadata)
+    onnx_export   a run's network (runs.FinishedRun.network) -> fp32 ONNX (dynamic batch, full onnx.checker check)
+    metadata      write / read the one `coreg_edge` metadata entry (runtime.spec.ModelSpec.to_metadata)
     images        which real images calibrate and which check parity (disjoint), read by index
     calibration   an onnxruntime CalibrationDataReader over the runtime's own preprocessing
     targets       int8 targets: the quantization settings (QuantSettings) per CPU, and the recovery ladder
     quantize      onnxruntime pre-processing, then static QDQ quantization with explicit settings
     int8          int8 for a target CPU: quantize, check on the target's kernels, recover when a check fails
     sensitivity   which nodes lose the most in int8 (nodes kept in float when recovering)
+    speed         the kept int8 file's latency against fp32 on this CPU (the trade float nodes make)
     emulation     another CPU's int8 kernels: onnxruntime under qemu user-mode emulation
     parity        PyTorch vs ONNX (through the runtime's Classifier): the checks, parity.json, a table
     staging       outputs written under temporary names, published only when parity passes

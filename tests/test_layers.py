@@ -194,3 +194,12 @@ def test_every_package_is_installed():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     packages = {m for m, path in module_files().items() if path.name == "__init__.py"}
     assert packages - listed == set()
+
+
+def test_the_exporter_package_docstring_lists_its_modules():
+    """exporters/__init__.py is the exporter's table of contents: one line per module, none missing."""
+    import coreg_edge.exporters as exporters
+
+    listed = {line.split()[0] for line in (exporters.__doc__ or "").splitlines() if line.startswith("    ")}
+    modules = {path.stem for path in PACKAGE_DIRS["coreg_edge.exporters"].glob("*.py") if path.stem != "__init__"}
+    assert modules - listed == set()

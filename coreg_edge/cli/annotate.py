@@ -8,8 +8,9 @@ import warnings
 
 import click
 
-from coreg_edge.cli.common import common_options, echo, handle_errors, settings_options
+from coreg_edge.cli.common import common_options, handle_errors, settings_options
 from coreg_edge.errors import UserError
+from coreg_edge.logs import info
 from coreg_edge.settings.annotate import AnnotateSettings
 from coreg_edge.settings.fields import cli_flag
 
@@ -71,11 +72,10 @@ def annotate(data: tuple[str, ...], out: str, resume: bool, merge: bool, as_json
         return
     coverage = "n/a" if stats["coverage"] is None else f"{stats['coverage']:.1%}"
     zero_shot = "n/a" if stats["zero_shot_accuracy"] is None else f"{stats['zero_shot_accuracy']:.1%}"
-    echo(
+    info(
         f"wrote {out}: {stats['num_items']} items, {stats['num_classes']} classes, "
         f"mean set size {stats['mean_candidates']:.2f}, coverage {coverage}, zero-shot accuracy {zero_shot}"
-        + (f", {stats['skipped_items']} unreadable skipped" if stats["skipped_items"] else ""),
-        quiet,
+        + (f", {stats['skipped_items']} unreadable skipped" if stats["skipped_items"] else "")
     )
 
 

@@ -14,7 +14,7 @@ import click
 
 from coreg_edge.choices import DEVICES
 from coreg_edge.errors import UserError
-from coreg_edge.logs import info, quieted
+from coreg_edge.logs import quieted
 from coreg_edge.settings.fields import DEVICE_HELP, SEED_HELP, cli_flag, field_kinds, option_fields
 
 # What the `train` extra brings; the device install (numpy, onnxruntime, pillow, click) lacks these.
@@ -173,12 +173,6 @@ def _unexpected(exc: BaseException) -> None:
         err=True,
     )
     sys.exit(1)
-
-
-def echo(message: str, quiet: bool = False) -> None:
-    """A command's closing line for people, through the one logger (stderr: stdout stays scriptable)."""
-    if not quiet:
-        info(message)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001

@@ -7,10 +7,11 @@ import json
 import click
 from click.core import ParameterSource
 
-from coreg_edge.cli.common import common_options, echo, handle_errors, settings_options
+from coreg_edge.cli.common import common_options, handle_errors, settings_options
 from coreg_edge.errors import require
 from coreg_edge.exporters.targets import table
 from coreg_edge.formats import table as formats_table
+from coreg_edge.logs import info
 from coreg_edge.settings.export import ExportSettings
 
 EPILOG = """\b
@@ -82,6 +83,6 @@ def export(run: str, out: str, check_only: bool, as_json: bool, device: str, see
         raise
     show(report)
     if check_only:
-        echo(f"checked {', '.join(report['files'])} in {out}; updated parity.json", quiet)
+        info(f"checked {', '.join(report['files'])} in {out}; updated parity.json")
     else:
-        echo(f"wrote {', '.join(report['files'])} and parity.json to {out}", quiet)
+        info(f"wrote {', '.join(report['files'])} and parity.json to {out}")

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from coreg_edge.cli.common import common_options, echo, handle_errors, settings_options
+from coreg_edge.cli.common import common_options, handle_errors, settings_options
+from coreg_edge.logs import info
 from coreg_edge.settings.labels import LabelsSettings
 
 
@@ -39,8 +40,7 @@ def labels(path: str, out: str, as_json: bool, device: str, seed: int, quiet: bo
         click.echo(json.dumps(summary, indent=2))
         return
     classes = ", ".join(f"{name} {count}" for name, count in summary["per_class"].items())
-    echo(
+    info(
         f"wrote {summary['manifest']}: {summary['labelled']} of {summary['items']} items labelled by "
-        f"{summary['labelled_by']} ({classes}); {summary['unlabelled']} unlabelled",
-        quiet,
+        f"{summary['labelled_by']} ({classes}); {summary['unlabelled']} unlabelled"
     )

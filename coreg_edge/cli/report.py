@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from coreg_edge.cli.common import echo, handle_errors
+from coreg_edge.cli.common import handle_errors
+from coreg_edge.logs import info
 
 
 @click.command(
@@ -32,4 +33,4 @@ def report(path: str, out: str | None, quiet: bool) -> None:
 
     written = write_report(path, out, quiet=quiet)
     click.echo(str(written))
-    echo(f"open it in a browser: file://{written.resolve()}", quiet)
+    info(f"open it in a browser: file://{written.resolve()}")

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from coreg_edge.cli.common import common_options, echo, handle_errors, settings_options
+from coreg_edge.cli.common import common_options, handle_errors, settings_options
+from coreg_edge.logs import info
 from coreg_edge.settings.labels import ReviewSettings
 
 
@@ -39,5 +40,5 @@ def review(run: str, out: str, as_json: bool, device: str, seed: int, quiet: boo
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    echo(f"wrote {summary['items']} items to {out} (open {summary['page']}); move wrong ones into their right "
-         f"class folder, then train with --val {out}", quiet)  # fmt: skip
+    info(f"wrote {summary['items']} items to {out} (open {summary['page']}); move wrong ones into their right "
+         f"class folder, then train with --val {out}")  # fmt: skip

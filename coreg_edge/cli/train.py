@@ -7,8 +7,9 @@ import json
 import click
 
 from coreg_edge.algorithm import CoRegConfig
-from coreg_edge.cli.common import common_options, echo, handle_errors, settings_options
+from coreg_edge.cli.common import common_options, handle_errors, settings_options
 from coreg_edge.errors import FollowerExit, UserError
+from coreg_edge.logs import info
 from coreg_edge.settings.train import RESUME_OVERRIDES, TrainSettings
 from coreg_edge.utils import torchrun_rank
 
@@ -84,7 +85,7 @@ def _train(annotation, out, overrides, resume, as_json, nproc, device, seed, qui
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        echo(f"run folder: {out} (selected peer {summary['selected']})", quiet)
+        info(f"run folder: {out} (selected peer {summary['selected']})")
 
 
 def _typed(ctx: click.Context) -> set[str]:

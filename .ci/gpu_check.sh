@@ -3,7 +3,8 @@
 #   device run, command "bash .ci/gpu_check.sh", timeout_s 540 (carry ".whl" when open_clip's wheels are
 #   needed: docs/ENVIRONMENT.md#the-gpu-machine). What it writes under $OUT comes back: log.txt, summary.json.
 # It checks the CUDA paths the CPU tests cannot: training with --compile/--amp/--channels-last auto (on for
-# CUDA), the ensemble and selection on CUDA, export from a CUDA-trained run (fp32, fp16 parity), and the
+# CUDA), the ensemble and selection on CUDA, export from a CUDA-trained run (fp32, fp16 parity), int8's
+# quantization-aware fine-tuning on CUDA, and the
 # pytest suite's CUDA-marked tests. Each step's time is in the log; nothing here is a benchmark.
 set -o pipefail
 export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/gpu-check-out}
@@ -31,6 +32,9 @@ PY
   time coreg-edge train "$work/ann.npz" --backbone resnet18 --image-size 32 --epochs 6 --warmup 3 \
     --device cuda --eval digits:test --out "$work/run" --json > "$OUT/summary.json"
   time coreg-edge export "$work/run" --formats fp32,fp16,int8 --out "$work/dist"
+  # quantization-aware fine-tuning on CUDA (exporters/qat.py): forced, on the same run
+  time coreg-edge export "$work/run" --int8 --qat force --qat-epochs 1 --device cuda --out "$work/dist-qat" --json \
+    | python3 -c "import json,sys; a=json.load(sys.stdin)['int8']['attempts'][-1]; print('qat', a['settings_text'], a['prepared']['device'], a['ok'])"
   coreg-edge info "$work/run" --json
   time pytest -q -p no:cacheprovider -x tests -k "cuda or gpu or amp or compile" --durations=10
 } 2>&1 | tee "$OUT/log.txt"

@@ -13,6 +13,7 @@ EXPORT_PEERS = ("selected", "a", "b", "ensemble")
 ACTIVATION_TYPES = ("uint8", "int8")
 WEIGHT_TYPES = ("int8", "uint8")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+QAT_MODES = ("auto", "off", "force")  # coreg-edge export --qat (exporters/qat.py)
 IMAGE_CACHES = ("auto", "memory", "disk")  # --cache: where training images wait (training/image_store.py)
 LABEL_FORMATS = ("csv", "jsonl", "imagefolder")  # coreg-edge labels --format
 PREDICT_FORMATS = ("table", "json", "csv")  # coreg-edge predict --format

@@ -12,6 +12,10 @@ One job per module, composable like onnxruntime's own quantization tools:
     quantize      onnxruntime pre-processing, then static QDQ quantization with explicit settings
     int8          int8 for a target CPU: quantize, check on the target's kernels, recover when a check fails
     sensitivity   which nodes lose the most in int8 (nodes kept in float when recovering)
+    simulation    onnxruntime's int8 rounding simulated in PyTorch (what the two copies below build on)
+    bias_correction  a copy whose biases cancel the mean shift rounding adds (a recovery step)
+    qat           a copy fine-tuned under the target's rounding, no labels (the last recovery step, --qat)
+    int8_sources  those copies, one row each, exported and pre-processed for quantization
     speed         the kept int8 file's latency against fp32 on this CPU (the trade float nodes make)
     emulation     another CPU's int8 kernels: onnxruntime under qemu user-mode emulation
     parity        PyTorch vs ONNX (through the runtime's Classifier): the checks, parity.json, a table

@@ -23,6 +23,7 @@ import onnxruntime
 import torch
 
 from coreg_edge.exporters import calibration as calibration_step  # tests replace its ArrayCalibrationReader
+from coreg_edge.exporters import int8_sources
 from coreg_edge.exporters.errors import ExportError
 from coreg_edge.exporters.images import ImagePlan
 from coreg_edge.exporters.int8 import choose_route, quantize_for_target, route_outputs
@@ -56,6 +57,7 @@ class ExportContext:
     quant: Any  # its QuantSettings with the explicit overrides (None without int8)
     keep_inputs: bool  # other formats follow fp32: keep the preprocessed parity inputs
     quiet: bool = False
+    run_config: dict[str, Any] = field(default_factory=dict)  # the run's config.json (QAT's budget)
     measured: Logits | None = None  # set by build_fp32
     fp32: Classifier | None = None
     opset: int | None = None
@@ -173,11 +175,13 @@ def build_int8(ctx: ExportContext, row: ExportFormat) -> Built:
             check_onnx(path)
 
         pre_process(ctx.stage.path(fp32_file), ctx.stage.path("model.pre.onnx"))
+        qat_mode = s.qat if s.recover or s.qat == "force" else "off"  # auto QAT is a recovery step
         try:
             outcome = quantize_for_target(
                 ctx.stage.path("model.pre.onnx"), ctx.stage.folder, settings=ctx.quant, route=route,
                 reference=ctx.measured.reference, inputs=ctx.measured.inputs, labels=ctx.measured.check_labels,
-                limits=ctx.limits, reader=reader, finish=finish, recover=s.recover,
+                limits=ctx.limits, reader=reader, finish=finish, recover=s.recover, qat=qat_mode,
+                prepare=lambda used: int8_sources.prepare_source(ctx, images.array, used),
                 log=(lambda _: None) if ctx.quiet else info,
             )  # fmt: skip
         finally:

@@ -35,12 +35,13 @@ def preprocess_calibration(
     path: str | os.PathLike[str],
     batch_size: int = 32,
     quiet: bool = False,
+    desc: str = "calibrate",
 ) -> CalibrationImages:
     """Decode and preprocess `subset` once into the .npy file `path`; unreadable images are skipped."""
     skipped: list[str] = []
     stored: np.ndarray | None = None
     filled = 0
-    with progress(None, desc="calibrate", total=len(subset), quiet=quiet, unit="img") as bar:
+    with progress(None, desc=desc, total=len(subset), quiet=quiet, unit="img") as bar:
         for images, _, _ in iter_batches([subset], batch_size, skipped):
             batch = classifier.preprocess(images)
             if stored is None:

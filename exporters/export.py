@@ -145,7 +145,8 @@ def export_run(
     transform = trained.preprocess
     plan = plan_images(
         config, run, calibration_images=s.calibration_images, parity_images=s.parity_images, seed=s.seed,
-        calibrate=int8, data=s.data, eval_data=s.eval_data,
+        calibrate=int8, fine_tune_images=s.qat_images if int8 and s.qat != "off" else 0, data=s.data,
+        eval_data=s.eval_data,
     )  # fmt: skip
     limits = Thresholds(min_images=s.parity_images)
     spec = trained.spec(resolved)
@@ -153,6 +154,7 @@ def export_run(
         ctx = ExportContext(
             stage=stage, module=module, input_shape=transform.shape, spec=spec, settings=s, plan=plan,
             limits=limits, target=chosen, keep_inputs=len(rows) > 1, quiet=quiet,
+            run_config=config,
             quant=apply_overrides(chosen.settings, **s.quantization_overrides()) if int8 else None,
         )  # fmt: skip
         errors: dict[str, str] = {}  # by file name: why that format's file was not made

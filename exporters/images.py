@@ -24,7 +24,7 @@ from coreg_edge.data import ImageSource, reopen
 from coreg_edge.errors import UserError
 from coreg_edge.runtime.image import ImageDecodeError
 
-EVALUATION, HELD_OUT, CALIBRATION = "evaluation", "held-out training", "calibration"
+EVALUATION, HELD_OUT, CALIBRATION, FINE_TUNE = "evaluation", "held-out training", "calibration", "fine-tuning"
 
 
 @dataclass(frozen=True)
@@ -54,17 +54,20 @@ class Subset:
 
 @dataclass(frozen=True)
 class ImagePlan:
-    """Calibration items (None when not quantizing) and the parity items, one Subset per source."""
+    """Calibration items (None when not quantizing), the parity items (one Subset per source), and the
+    training items quantization-aware fine-tuning may use (None unless asked for; never parity's)."""
 
     calibration: Subset | None
     parity: tuple[Subset, ...]
+    fine_tune: Subset | None = None
 
     @property
     def disjoint(self) -> bool:
         if self.calibration is None:
             return True
         parity_keys = set().union(*(part.keys() for part in self.parity)) if self.parity else set()
-        return not (self.calibration.keys() & parity_keys)
+        tuned = self.fine_tune.keys() if self.fine_tune is not None else set()
+        return not ((self.calibration.keys() | tuned) & parity_keys)
 
     @property
     def num_parity(self) -> int:
@@ -102,6 +105,7 @@ def plan_images(
     parity_images: int = 256,
     seed: int = 0,
     calibrate: bool = True,
+    fine_tune_images: int = 0,
     data: str | None = None,
     eval_data: str | None = None,
 ) -> ImagePlan:
@@ -109,7 +113,8 @@ def plan_images(
     training items); the two never share an item. The training data is opened only when it is needed
     (calibrate, or a top-up), so an fp32 export works where only the evaluation split is at hand. `data`:
     where the training images are now, when they moved since training; `eval_data` likewise for the
-    evaluation split."""
+    evaluation split. `fine_tune_images`: that many training items (parity's never) for quantization-aware
+    fine-tuning, a superset of the calibration items."""
     if calibration_images < 1:
         raise UserError(f"--calibration-images must be >= 1 (got {calibration_images})")
     class_names = config["class_names"]
@@ -130,11 +135,14 @@ def plan_images(
     if held:
         tail = np.sort(order[len(order) - held :])
         parity.append(Subset(train, train_name, HELD_OUT, tail, train_labels[tail]))
-    calibration = None
+    calibration = fine_tune = None
     if calibrate:
         chosen = np.sort(order[: len(order) - held][:calibration_images])
         calibration = Subset(train, train_name, CALIBRATION, chosen, train_labels[chosen])
-    plan = ImagePlan(calibration, tuple(parity))
+        if fine_tune_images > 0:
+            chosen = np.sort(order[: len(order) - held][:fine_tune_images])
+            fine_tune = Subset(train, train_name, FINE_TUNE, chosen, train_labels[chosen])
+    plan = ImagePlan(calibration, tuple(parity), fine_tune)
     if not plan.disjoint:  # only when eval_data names the training data itself
         raise UserError(
             f"{run}: eval_data {recorded_eval or eval_data!r} is the training data; calibration and parity images must be disjoint"

@@ -4,7 +4,10 @@ route      where int8 logits come from: this CPU's kernels when they are the tar
            emulator's (emulation.py), else this CPU's with a plain note that they are not the target's
 attempts   the target's settings, then (unless --no-recover) the recovery ladder (targets.py), then
            the same with the most sensitive nodes kept in float (sensitivity.py); the first attempt
-           that passes every int8 check ships, each attempt is recorded (settings, checks, seconds)
+           that passes every int8 check ships, each attempt is recorded (settings, checks, seconds).
+           Before nodes are kept in float: a bias-corrected copy (bias_correction.py). Last (--qat,
+           qat.py): a copy fine-tuned under the target's rounding, when nothing passed or what passed
+           keeps nodes in float; when it passes it ships instead (no float node)
 """
 
 from __future__ import annotations
@@ -121,6 +124,20 @@ class Int8Outcome:
         }
 
 
+#: Prepares the copy an attempt quantizes when its settings name another source than "trained":
+#: returns that copy's pre-processed ONNX file and a record of what was done (builders.prepare_source).
+Prepare = Callable[[QuantSettings], tuple[Path, dict[str, Any]]]
+
+
+def wants_fine_tuning(mode: str, outcome: Int8Outcome) -> bool:
+    """--qat: force always; auto when no attempt passed, or the one that passed keeps nodes in float."""
+    if mode == "force":
+        return True
+    if mode != "auto":
+        return False
+    return outcome.shipped is None or bool(outcome.attempts[outcome.shipped]["_settings"].nodes_to_exclude)
+
+
 def quantize_for_target(
     pre_processed: Path,
     folder: Path,
@@ -134,6 +151,8 @@ def quantize_for_target(
     reader: Callable[[QuantSettings], Any],
     finish: Callable[[Path, QuantSettings], None],
     recover: bool = True,
+    prepare: Prepare | None = None,
+    qat: str = "off",
     log: Callable[[str], None] = lambda _: None,
     output_name: str = "logits",
 ) -> Int8Outcome:
@@ -142,65 +161,86 @@ def quantize_for_target(
     Each candidate is written to `folder`; `finish(path, settings)` adds metadata and checks the file. The
     shipped candidate ends as `folder/model.int8.onnx`; when none passes, the best one (highest mean
     cosine) stays there for inspection. `reader(settings)` returns a fresh calibration reader.
+    `prepare` makes the copies the last steps quantize: bias-corrected (before nodes are kept in float)
+    and, per `qat` (wants_fine_tuning), fine-tuned after every other step; a fine-tuned file that passes
+    ships in place of one that keeps nodes in float.
     """
     outcome = Int8Outcome(route)
     target = folder / get_format("int8").file_name
     steps: list[QuantSettings | int] = list(recovery_ladder(settings) if recover else [settings])
+    if recover and prepare is not None:
+        steps.append(replace(settings, source="bias-corrected"))
     if recover:
         steps += list(EXCLUDE_STEPS)
     best_cosine = -np.inf
     ranked: list[dict[str, Any]] = []
+
+    def attempt(step: QuantSettings) -> bool:
+        """One quantization of `source`, checked; it replaces the kept file when it passes, or when nothing
+        passed yet and it is the closest so far. True when it passes."""
+        nonlocal best_cosine, ranked
+        number = len(outcome.attempts) + 1
+        record: dict[str, Any] = {"attempt": number, "settings": step.to_dict(), "settings_text": step.describe()}
+        record.update(checks={}, ok=False, reason=None, _settings=step)
+        candidate = folder / f"model.int8.attempt{number}.onnx"
+        began = time.perf_counter()
+        try:  # a setting onnxruntime cannot build or run is recorded; the ladder goes on
+            source = pre_processed
+            if step.source != "trained":
+                assert prepare is not None
+                source, record["prepared"] = prepare(step)
+            quantize(source, candidate, reader(step), step)
+            finish(candidate, step)
+            logits = route_outputs(route, candidate, inputs, [output_name])[output_name]
+        except EmulatorFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
+            if not recover and step.source == "trained":
+                raise ExportError(f"int8 ({step.describe()}): {one_line(exc)}") from exc
+            record.update(reason=f"failed: {one_line(exc)}", seconds=round(time.perf_counter() - began, 3))
+            outcome.attempts.append(record)
+            log(f"int8 attempt {number}: {step.describe()}: {record['reason']}")
+            candidate.unlink(missing_ok=True)
+            return False
+        record["checks"] = limits.of("int8").run(reference, logits, labels)
+        record["reason"] = failed_check(record["checks"])
+        record["ok"] = record["reason"] is None
+        if step.nodes_to_exclude:
+            record["excluded"] = [row for row in ranked if row["node"] in step.nodes_to_exclude]
+        if number == 1 and not record["ok"] and recover:  # diagnose the target's own file once
+            try:
+                ranked = _rank(pre_processed, candidate, route, inputs[:SENSITIVITY_IMAGES])
+                record["most_sensitive"] = ranked[: max(EXCLUDE_STEPS)]
+            except Exception as exc:  # noqa: BLE001 - a diagnosis that fails only loses its steps
+                record["sensitivity_error"] = one_line(exc)
+        record["seconds"] = round(time.perf_counter() - began, 3)
+        outcome.attempts.append(record)
+        log(f"int8 attempt {number}: {step.describe()}: {'ok' if record['ok'] else record['reason']}")
+        mean_cosine = (
+            float(np.nan_to_num(cosine(reference, logits).mean(), nan=-1.0)) if len(logits) else -1.0
+        )
+        closest = outcome.shipped is None and (outcome.best is None or mean_cosine > best_cosine)
+        if record["ok"] or closest:
+            best_cosine = mean_cosine
+            outcome.best, outcome.logits = len(outcome.attempts) - 1, logits
+            os.replace(candidate, target)
+        else:
+            candidate.unlink(missing_ok=True)
+        if record["ok"]:
+            outcome.shipped = len(outcome.attempts) - 1
+        return record["ok"]
+
     for step in steps:
         if isinstance(step, int):  # the target's settings, the `step` most sensitive nodes kept in float
             chosen = tuple(row["node"] for row in ranked[:step])
             if not chosen or chosen == outcome.attempts[-1]["_settings"].nodes_to_exclude:
                 continue
             step = replace(settings, nodes_to_exclude=chosen)
-        number = len(outcome.attempts) + 1
-        attempt = {"attempt": number, "settings": step.to_dict(), "settings_text": step.describe()}
-        attempt.update(checks={}, ok=False, reason=None, _settings=step)
-        candidate = folder / f"model.int8.attempt{number}.onnx"
-        began = time.perf_counter()
-        try:  # a setting onnxruntime cannot build or run is recorded; the ladder goes on
-            quantize(pre_processed, candidate, reader(step), step)
-            finish(candidate, step)
-            logits = route_outputs(route, candidate, inputs, [output_name])[output_name]
-        except EmulatorFailed:
-            raise
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
-            if not recover:
-                raise ExportError(f"int8 ({step.describe()}): {one_line(exc)}") from exc
-            attempt.update(reason=f"failed: {one_line(exc)}", seconds=round(time.perf_counter() - began, 3))
-            outcome.attempts.append(attempt)
-            log(f"int8 attempt {number}: {step.describe()}: {attempt['reason']}")
-            candidate.unlink(missing_ok=True)
-            continue
-        attempt["checks"] = limits.of("int8").run(reference, logits, labels)
-        attempt["reason"] = failed_check(attempt["checks"])
-        attempt["ok"] = attempt["reason"] is None
-        if step.nodes_to_exclude:
-            attempt["excluded"] = [row for row in ranked if row["node"] in step.nodes_to_exclude]
-        if number == 1 and not attempt["ok"] and recover:  # diagnose the target's own file once
-            try:
-                ranked = _rank(pre_processed, candidate, route, inputs[:SENSITIVITY_IMAGES])
-                attempt["most_sensitive"] = ranked[: max(EXCLUDE_STEPS)]
-            except Exception as exc:  # noqa: BLE001 - a diagnosis that fails only loses its steps
-                attempt["sensitivity_error"] = one_line(exc)
-        attempt["seconds"] = round(time.perf_counter() - began, 3)
-        outcome.attempts.append(attempt)
-        log(f"int8 attempt {number}: {step.describe()}: {'ok' if attempt['ok'] else attempt['reason']}")
-        mean_cosine = (
-            float(np.nan_to_num(cosine(reference, logits).mean(), nan=-1.0)) if len(logits) else -1.0
-        )
-        if attempt["ok"] or outcome.best is None or mean_cosine > best_cosine:
-            best_cosine = mean_cosine
-            outcome.best, outcome.logits = len(outcome.attempts) - 1, logits
-            os.replace(candidate, target)
-        else:
-            candidate.unlink(missing_ok=True)
-        if attempt["ok"]:
-            outcome.shipped = len(outcome.attempts) - 1
+        if attempt(step):
             break
+    if prepare is not None and wants_fine_tuning(qat, outcome):
+        log(f"int8: fine-tuning a copy with {settings.describe()} rounding (--qat {qat})")
+        attempt(replace(settings, source="fine-tuned"))
     if outcome.best is None:
         reasons = "; ".join(f"{a['settings_text']}: {a['reason']}" for a in outcome.attempts)
         raise ExportError(f"int8: no attempt produced a file that runs ({reasons})")

@@ -24,6 +24,8 @@ from coreg_edge.cpu import ARM64, UNKNOWN, X86_AVX2, X86_VNNI, kernel_family
 from coreg_edge.errors import UserError
 
 AUTO, PORTABLE = "auto", "portable"
+#: What an attempt quantizes: the network as trained, or a copy made for int8 (and how `describe` says so).
+SOURCES = {"trained": "", "bias-corrected": "bias-corrected", "fine-tuned": "fine-tuned (QAT)"}
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,14 @@ class QuantSettings:
     calibration_method: str = "minmax"
     reduce_range: bool = False  # 7-bit weights: u8 x s7 pair sums fit in 16 bits (no AVX2 saturation)
     nodes_to_exclude: tuple[str, ...] = ()  # nodes kept in float (the most sensitive ones, when recovering)
+    source: str = "trained"  # which network is quantized: SOURCES (a bias-corrected or fine-tuned copy)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
             ("--activation-type", self.activation_type, ACTIVATION_TYPES),
             ("--weight-type", self.weight_type, WEIGHT_TYPES),
             ("--calibration-method", self.calibration_method, CALIBRATION_METHODS),
+            ("source", self.source, tuple(SOURCES)),
         ):
             if value not in allowed:
                 raise UserError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
@@ -68,6 +72,8 @@ class QuantSettings:
         if self.nodes_to_exclude:
             count = len(self.nodes_to_exclude)
             text += f", {count} node{'s' if count > 1 else ''} in float"
+        if self.source != "trained":
+            text += f", {SOURCES[self.source]}"
         return text
 
 
@@ -150,7 +156,8 @@ def recovery_ladder(first: QuantSettings) -> list[QuantSettings]:
     1. reduce_range: 7-bit weights, no 16-bit saturation (the AVX2 case), fast kernel kept;
     2. U8U8: uint8 weights take another kernel without pair sums (slower on VNNI, exact everywhere);
     3. percentile calibration: activation ranges that ignore rare outliers;
-    the last step, keeping the most sensitive nodes in float, needs a measurement and is added by the caller.
+    the steps that quantize a copy made for int8 (bias-corrected, fine-tuned) and keep the most sensitive
+    nodes in float are added by the caller (int8.py): they need the network or a measurement.
     """
     steps = [
         first,

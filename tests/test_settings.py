@@ -176,7 +176,7 @@ def test_execution_and_resume_keys_come_from_the_fields():
     # may have moved
     assert resume_keys(TrainSettings) == execution_keys(TrainSettings) | {"amp", "sync_bn", "data"}
     assert execution_keys(AnnotateSettings) == {"device", "batch_size", "workers", "strict", "download", "data_dir"}
-    assert execution_keys(ExportSettings) == frozenset()
+    assert execution_keys(ExportSettings) == {"device"}  # where --qat fine-tunes
 
 
 def test_the_bench_default_is_one_constant():

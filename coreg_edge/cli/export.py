@@ -31,7 +31,7 @@ split (else held-out training images never used to calibrate) through the same r
 each file judged by its own format's checks. A file whose check fails is left as NAME.rejected and the export exits 1; the files that
 passed are published, and an earlier export's good file is never deleted by a failed one (a complete
 export leaves exactly its own files: fp32 only after an int8 export removes the old model.int8.onnx).
-Export runs on the CPU whatever --device says.
+Export and parity run on the CPU; --device is where quantization-aware fine-tuning runs (--qat).
 
 \b
 formats (--formats):
@@ -45,7 +45,9 @@ __TABLE__
 A parity check proves the kernels of the machine that runs it: for another target it uses an emulator
 when one is installed (x86-avx2: qemu-user-static), else this CPU's kernels, and parity.json and the
 output say so. When the target's settings fail, the recovery steps are tried in order (7-bit weights,
-U8U8, percentile calibration, the most sensitive nodes kept in float); parity.json records each attempt.
+U8U8, percentile calibration, the most sensitive nodes kept in float), then quantization-aware
+fine-tuning (--qat auto: when nothing passed, or what passed keeps nodes in float; a fine-tuned file
+that passes ships instead). parity.json records each attempt.
 """
 
 
@@ -71,7 +73,7 @@ def export(run: str, out: str, check_only: bool, as_json: bool, device: str, see
     def show(report: dict) -> None:
         click.echo(json.dumps(report, indent=2) if as_json else format_table(report))
 
-    settings = ExportSettings(seed=seed, **options)
+    settings = ExportSettings(seed=seed, device=device, **options)
     try:
         if check_only:  # the peer the file's metadata names, unless one is typed
             typed = click.get_current_context().get_parameter_source("peer") == ParameterSource.COMMANDLINE

@@ -68,7 +68,9 @@ def train_call(recipe: Recipe) -> dict[str, Any]:
 
 
 def export_call(recipe: Recipe) -> dict[str, Any]:
-    return {**recipe.section("export"), "seed": recipe.seed}
+    """Keyword arguments for export_run() (ExportSettings fields): [export], the seed, and the device
+    quantization-aware fine-tuning runs on."""
+    return {**recipe.section("export"), "seed": recipe.seed, "device": recipe.device}
 
 
 def bench_call(recipe: Recipe) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from coreg_edge.choices import ACTIVATION_TYPES, CALIBRATION_METHODS, EXPORT_PEERS, WEIGHT_TYPES
+from coreg_edge.choices import ACTIVATION_TYPES, CALIBRATION_METHODS, EXPORT_PEERS, QAT_MODES, WEIGHT_TYPES
 from coreg_edge.exporters.targets import AUTO, TARGET_NAMES
 from coreg_edge.formats import (
     FORMAT_NAMES,
@@ -15,7 +15,7 @@ from coreg_edge.formats import (
     needs_int8,
     resolve_formats,
 )
-from coreg_edge.settings.fields import check_fields, option, seed_field
+from coreg_edge.settings.fields import check_fields, device_field, option, seed_field
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,20 @@ class ExportSettings:
         help="When the target's int8 settings fail parity, try the recovery steps and ship the first that "
         "passes (--no-recover: fail at once).",
     )
+    qat: str = option(
+        "auto",
+        help="Quantization-aware fine-tuning, the last int8 step: a copy of the network fine-tuned with the "
+        "target's rounding towards its own predictions (no labels). auto: when no other attempt passes, or "
+        "the one that passes keeps nodes in float (and --recover is on); force: always, and it ships when "
+        "it passes; off: never.",
+        choices=QAT_MODES,
+    )
+    qat_epochs: int = option(
+        3, help="Epochs of quantization-aware fine-tuning (fewer when they would cost over 30% of the "
+        "training's image passes).", low=1,
+    )
+    qat_images: int = option(2048, help="Training images quantization-aware fine-tuning uses.", low=1)
+    device: str = device_field(execution=True)
     emulate: bool = option(
         True,
         help="Check a target this CPU cannot run with an emulator when one is installed (x86-avx2 on any "

@@ -179,7 +179,7 @@ def test_when_nothing_passes_every_attempt_is_recorded(run_copy, runner, cli, tm
 
     impossible_limits("int8", min_cosine=1.01)
     out = tmp_path / "never"
-    result = _export(runner, cli, run_copy, out, "--target", "x86-vnni", "--quiet", "--json")
+    result = _export(runner, cli, run_copy, out, "--target", "x86-vnni", "--quiet", "--json", "--qat-epochs", "1")
     assert result.exit_code == 1
     attempts = _parity(out)["int8"]["attempts"]
     assert json.loads(result.stdout)["int8"]["attempts"] == attempts  # nothing else on stdout
@@ -191,12 +191,17 @@ def test_when_nothing_passes_every_attempt_is_recorded(run_copy, runner, cli, tm
         "U8S8 per-channel percentile reduce-range",
     ]
     assert texts[4:] == [
+        "U8S8 per-channel minmax, bias-corrected",
         "U8S8 per-channel minmax, 2 nodes in float",
         "U8S8 per-channel minmax, 5 nodes in float",
+        "U8S8 per-channel minmax, fine-tuned (QAT)",  # --qat auto: nothing passed
     ]
-    assert attempts[4]["settings"]["nodes_to_exclude"] == [
+    assert attempts[5]["settings"]["nodes_to_exclude"] == [
         n["node"] for n in attempts[0]["most_sensitive"][:2]
     ]
+    assert attempts[4]["prepared"]["layers"] >= 10 and attempts[4]["settings"]["source"] == "bias-corrected"
+    tuned = attempts[7]["prepared"]
+    assert tuned["epochs"] >= 1 and len(tuned["loss"]) == tuned["epochs"] and tuned["device"] == "cpu"
     assert not any(a["ok"] for a in attempts)
     # the file left for inspection is the best attempt, and the report describes that one
     report = _parity(out)
@@ -275,3 +280,80 @@ def test_each_calibration_method_gives_its_own_ranges(exported, tmp_path):
     for method in ("entropy", "percentile"):
         changed = [k for k in scales["minmax"] if scales[method][k] != scales["minmax"][k]]
         assert changed, f"{method} gave minmax's ranges"
+
+
+class _OnlyCopiesCalibrateRight:
+    """(The tests below use the portable target: 7-bit weights, exact on this CPU whichever x86 kind it is.)
+    Every attempt whose settings `passes(settings)` rejects calibrates on images shrunk 50x (its int8
+    file fails parity for real); the others see the true images. Wraps the ladder's quantize step."""
+
+    def __init__(self, monkeypatch, passes):
+        import coreg_edge.exporters.int8 as int8
+
+        real = int8.quantize
+
+        class Shrunk:
+            def __init__(self, reader):
+                self.reader = reader
+
+            def get_next(self):
+                batch = self.reader.get_next()
+                return None if batch is None else {k: v * 0.02 for k, v in batch.items()}
+
+            def rewind(self):
+                self.reader.rewind()
+
+        def quantize(src, dst, reader, settings):
+            return real(src, dst, reader if passes(settings) else Shrunk(reader), settings)
+
+        monkeypatch.setattr(int8, "quantize", quantize)
+
+
+def test_when_only_the_fine_tuned_copy_passes_it_ships(run_copy, runner, cli, tmp_path, monkeypatch):
+    _OnlyCopiesCalibrateRight(monkeypatch, lambda settings: settings.source == "fine-tuned")
+    out = tmp_path / "qat"
+    result = _export(runner, cli, run_copy, out, "--target", "portable", "--qat-epochs", "1")
+    assert result.exit_code == 0, result.output
+    report = _parity(out)
+    attempts = report["int8"]["attempts"]
+    assert [a["ok"] for a in attempts] == [False] * (len(attempts) - 1) + [True]
+    assert attempts[-1]["settings"]["source"] == "fine-tuned" and report["int8"]["shipped"] == len(attempts) - 1
+    assert attempts[-1]["prepared"]["epochs"] == 1
+    assert report["quantization"]["source"] == "fine-tuned"
+    assert "fine-tuning a copy" in result.stderr
+    from coreg_edge.exporters.metadata import get_metadata
+
+    assert get_metadata(out / "model.int8.onnx")["quantization"]["settings"].endswith("fine-tuned (QAT)")
+
+
+def test_a_fine_tuned_file_is_preferred_to_one_with_nodes_in_float(run_copy, runner, cli, tmp_path, monkeypatch):
+    _OnlyCopiesCalibrateRight(monkeypatch, lambda s: s.source == "fine-tuned" or bool(s.nodes_to_exclude))
+    out = tmp_path / "preferred"
+    result = _export(runner, cli, run_copy, out, "--target", "portable", "--qat-epochs", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    attempts = _parity(out)["int8"]["attempts"]
+    float_nodes = [a for a in attempts if a["settings"]["nodes_to_exclude"]]
+    assert float_nodes[0]["ok"] is True and len(float_nodes) == 1  # passed: the ladder stopped there
+    assert attempts[-1]["settings"]["source"] == "fine-tuned" and attempts[-1]["ok"] is True
+    assert _parity(out)["int8"]["shipped"] == len(attempts) - 1
+
+
+@pytest.mark.parametrize("options", [("--qat", "off"), ("--no-recover",)], ids=["off", "no-recover"])
+def test_no_fine_tuning_when_off_or_not_recovering(options, run_copy, runner, cli, tmp_path, monkeypatch):
+    _OnlyCopiesCalibrateRight(monkeypatch, lambda settings: settings.source == "fine-tuned")
+    out = tmp_path / "off"
+    result = _export(runner, cli, run_copy, out, "--target", "portable", "--quiet", *options)
+    assert result.exit_code == 1
+    assert all(a["settings"]["source"] != "fine-tuned" for a in _parity(out)["int8"]["attempts"])
+
+
+def test_force_fine_tunes_even_when_the_first_attempt_passes(trained_run, runner, cli, tmp_path):
+    out = tmp_path / "force"
+    result = _export(runner, cli, trained_run, out, "--target", "portable", "--qat", "force", "--qat-epochs", "1",
+                     "--emulate", "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    attempts = _parity(out)["int8"]["attempts"]
+    assert attempts[0]["ok"] is True
+    assert [a["settings"]["source"] for a in attempts] == ["trained", "fine-tuned"]
+    shipped = attempts[_parity(out)["int8"]["shipped"]]
+    assert shipped["settings"]["source"] == ("fine-tuned" if attempts[1]["ok"] else "trained")

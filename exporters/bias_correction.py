@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,15 @@ from coreg_edge.exporters.simulation import QUANTIZED_LAYERS, Simulation
 from coreg_edge.exporters.targets import QuantSettings
 
 
-def channel_means(output: torch.Tensor) -> torch.Tensor:
-    """Mean of each channel (dimension 1) over the batch and any spatial positions."""
-    return output.float().transpose(0, 1).reshape(output.shape[1], -1).mean(1)
+def channel_dim(layer: nn.Module) -> int:
+    """Where a layer's output channels are: dimension 1 for a convolution (N, C, ...), the last for a
+    linear layer (N, C) or (N, T, C)."""
+    return -1 if isinstance(layer, nn.Linear) else 1
+
+
+def channel_means(output: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Mean of each channel (dimension `dim`) over the batch and any other positions."""
+    return output.float().movedim(dim, 0).reshape(output.shape[dim], -1).mean(1)
 
 
 def correct_bias(
@@ -35,7 +42,7 @@ def correct_bias(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A copy of `network` whose convolutions and linear layers carry a bias that cancels the mean output
     shift of `settings`' rounding, measured on `calibration` (preprocessed images, N x C x H x W); with
-    what it did (layers corrected, the largest shift relative to its channel's spread)."""
+    what it did (layers corrected, the largest shift)."""
     began = time.perf_counter()
     reference = copy.deepcopy(network).eval()
     corrected = copy.deepcopy(network).eval()
@@ -48,20 +55,20 @@ def correct_bias(
     float_layers = [m for m in reference.modules() if isinstance(m, QUANTIZED_LAYERS)]
     layers = [m for m in corrected.modules() if isinstance(m, QUANTIZED_LAYERS)]
     float_means: dict[int, torch.Tensor] = {}
-    shifts = [torch.zeros(0) for _ in layers]
-    spreads = [torch.zeros(0) for _ in layers]
+    totals: dict[int, torch.Tensor] = {}  # by layer position: the shift summed over images
 
-    def record(position: int):
-        def hook(_module: nn.Module, _args: Any, out: torch.Tensor) -> None:
-            float_means[position] = channel_means(out)
-            spreads[position] = out.float().transpose(0, 1).reshape(out.shape[1], -1).std(1)
+    def record(position: int) -> Callable[..., None]:
+        def hook(module: nn.Module, _args: Any, out: torch.Tensor) -> None:
+            float_means[position] = channel_means(out, channel_dim(module))
         return hook
 
-    def correct(position: int):
-        def hook(_module: nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
-            shift = channel_means(out) - float_means[position]
-            shifts[position] = shifts[position] + shift * len(out) if len(shifts[position]) else shift * len(out)
-            view = (1, -1) + (1,) * (out.dim() - 2)
+    def correct(position: int) -> Callable[..., torch.Tensor]:
+        def hook(module: nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
+            dim = channel_dim(module)
+            shift = channel_means(out, dim) - float_means[position]
+            totals[position] = totals.get(position, 0) + shift * len(out)
+            view = [1] * out.dim()
+            view[dim] = -1
             return out - shift.view(view).to(out.dtype)
         return hook
 
@@ -79,19 +86,17 @@ def correct_bias(
     count = sum(len(batch) for batch in batches)
     largest = 0.0
     with torch.no_grad():
-        for layer, total, spread in zip(layers, shifts, spreads, strict=True):
-            if not len(total):  # a layer the forward pass never runs (a training-only head)
-                continue
-            shift = total / max(count, 1)
+        for position, total in totals.items():  # a layer the forward pass never runs has none
+            layer, shift = layers[position], total / max(count, 1)
             if layer.bias is None:
                 layer.bias = nn.Parameter(torch.zeros_like(shift))
             layer.bias -= shift.to(layer.bias.dtype)
-            largest = max(largest, float((shift.abs() / spread.clamp_min(1e-12)).max()))
+            largest = max(largest, float(shift.abs().max()))
     for parameter in corrected.parameters():
         parameter.requires_grad_(False)
     return corrected, {
-        "layers": sum(1 for total in shifts if len(total)),
+        "layers": len(totals),
         "images": count,
-        "largest_shift_in_spreads": round(largest, 4),
+        "largest_shift": round(largest, 6),
         "seconds": round(time.perf_counter() - began, 3),
     }

@@ -175,7 +175,7 @@ def build_int8(ctx: ExportContext, row: ExportFormat) -> Built:
             check_onnx(path)
 
         pre_process(ctx.stage.path(fp32_file), ctx.stage.path("model.pre.onnx"))
-        qat_mode = s.qat if s.recover or s.qat == "force" else "off"  # auto QAT is a recovery step
+        qat_mode = s.qat if s.fine_tunes else "off"  # auto QAT is a recovery step
         try:
             outcome = quantize_for_target(
                 ctx.stage.path("model.pre.onnx"), ctx.stage.folder, settings=ctx.quant, route=route,

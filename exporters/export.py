@@ -37,7 +37,7 @@ from coreg_edge.runs import FinishedRun
 from coreg_edge.runtime.metadata import ModelError
 from coreg_edge.settings.export import ExportSettings
 from coreg_edge.settings.fields import build
-from coreg_edge.utils import one_line, read_json_object, resolve_function, write_json
+from coreg_edge.utils import one_line, read_json_object, resolve_device, resolve_function, write_json
 
 
 def _problems(folder: Path, names: list[str], config: dict[str, Any], batch_size: int) -> list[str]:
@@ -145,9 +145,11 @@ def export_run(
     transform = trained.preprocess
     plan = plan_images(
         config, run, calibration_images=s.calibration_images, parity_images=s.parity_images, seed=s.seed,
-        calibrate=int8, fine_tune_images=s.qat_images if int8 and s.qat != "off" else 0, data=s.data,
+        calibrate=int8, fine_tune_images=s.qat_images if int8 and s.fine_tunes else 0, data=s.data,
         eval_data=s.eval_data,
     )  # fmt: skip
+    if int8 and s.fine_tunes:
+        resolve_device(s.device)  # --device cuda without a GPU: one line now, not a failed attempt later
     limits = Thresholds(min_images=s.parity_images)
     spec = trained.spec(resolved)
     with Staging(out) as stage:

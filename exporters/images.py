@@ -114,7 +114,7 @@ def plan_images(
     (calibrate, or a top-up), so an fp32 export works where only the evaluation split is at hand. `data`:
     where the training images are now, when they moved since training; `eval_data` likewise for the
     evaluation split. `fine_tune_images`: that many training items (parity's never) for quantization-aware
-    fine-tuning, a superset of the calibration items."""
+    fine-tuning, drawn in the same order as the calibration items (which it holds when it is larger)."""
     if calibration_images < 1:
         raise UserError(f"--calibration-images must be >= 1 (got {calibration_images})")
     class_names = config["class_names"]

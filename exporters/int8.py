@@ -117,7 +117,7 @@ class Int8Outcome:
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.route.to_dict(),
-            "recovered": self.shipped is not None and self.shipped > 0,
+            "recovered": self.shipped is not None and self.shipped > 0 and not self.attempts[0]["ok"],
             "shipped": self.shipped,
             "best": self.best,
             "attempts": [{k: v for k, v in a.items() if not k.startswith("_")} for a in self.attempts],
@@ -125,7 +125,7 @@ class Int8Outcome:
 
 
 #: Prepares the copy an attempt quantizes when its settings name another source than "trained":
-#: returns that copy's pre-processed ONNX file and a record of what was done (builders.prepare_source).
+#: returns that copy's pre-processed ONNX file and a record of what was done (int8_sources.prepare_source).
 Prepare = Callable[[QuantSettings], tuple[Path, dict[str, Any]]]
 
 
@@ -176,18 +176,20 @@ def quantize_for_target(
     ranked: list[dict[str, Any]] = []
 
     def attempt(step: QuantSettings) -> bool:
-        """One quantization of `source`, checked; it replaces the kept file when it passes, or when nothing
-        passed yet and it is the closest so far. True when it passes."""
+        """One quantization (of the network, or of the copy `step.source` names), checked; its file
+        replaces the kept one when it passes, or when nothing passed yet and it is the closest so far.
+        True when it passes."""
         nonlocal best_cosine, ranked
         number = len(outcome.attempts) + 1
         record: dict[str, Any] = {"attempt": number, "settings": step.to_dict(), "settings_text": step.describe()}
         record.update(checks={}, ok=False, reason=None, _settings=step)
         candidate = folder / f"model.int8.attempt{number}.onnx"
         began = time.perf_counter()
+        if step.source != "trained" and prepare is None:
+            raise ExportError(f"int8: no way to make the {step.source} copy an attempt asks for")
         try:  # a setting onnxruntime cannot build or run is recorded; the ladder goes on
             source = pre_processed
-            if step.source != "trained":
-                assert prepare is not None
+            if step.source != "trained" and prepare is not None:
                 source, record["prepared"] = prepare(step)
             quantize(source, candidate, reader(step), step)
             finish(candidate, step)

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coreg_edge.errors import UserError
 from coreg_edge.exporters import bias_correction, qat
 from coreg_edge.exporters import calibration as calibration_step
 from coreg_edge.exporters.errors import ExportError
 from coreg_edge.exporters.onnx_export import to_onnx
 from coreg_edge.exporters.quantize import QuantSettings, pre_process
+from coreg_edge.training.methods import get_method
 from coreg_edge.utils import progress, resolve_device
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,8 +50,7 @@ def fine_tuned(ctx: ExportContext, calibration: np.ndarray, settings: QuantSetti
     store = ctx.stage.path("qat-inputs.npy")
     images = calibration_step.preprocess_calibration(ctx.fp32, subset, store, ctx.batch_size, ctx.quiet, desc="qat images")
     try:
-        training = ctx.run_config.get("settings") or {}
-        passes = training.get("epochs") * len(subset.source) * 2 if training.get("epochs") else None  # two peers
+        passes = training_image_passes(ctx.run_config, len(subset.source))
         epochs = qat.epochs_within_budget(s.qat_epochs, images.count, passes)
         with progress(None, desc="qat", total=epochs * images.count, quiet=ctx.quiet, unit="img") as bar:
             tuned = qat.fine_tune(
@@ -61,6 +62,19 @@ def fine_tuned(ctx: ExportContext, calibration: np.ndarray, settings: QuantSetti
         store.unlink(missing_ok=True)
     tuned.record.update(asked_epochs=s.qat_epochs, budget_share=qat.BUDGET_SHARE, training_image_passes=passes)
     return tuned.network, tuned.record
+
+
+def training_image_passes(config: dict[str, Any], items: int) -> int | None:
+    """What the training cost in image passes: epochs x the training data's items x the method's peers
+    (Co-Reg trains two networks, the baselines one); None when the run's config does not say."""
+    epochs = (config.get("settings") or {}).get("epochs")
+    if not epochs:
+        return None
+    try:
+        peers = len(get_method(config.get("method") or "coreg").peers)
+    except (KeyError, ValueError, UserError):  # a method this install does not know: count two networks
+        peers = 2
+    return int(epochs) * items * peers
 
 
 #: How each source other than the trained network is made (targets.SOURCES names them).

@@ -268,7 +268,9 @@ def summary_line(int8: dict[str, Any]) -> str:
     if shipped is None:
         return f"int8 target {target}: none of {len(attempts)} attempts passed parity; {int8.get('note')}"
     text = f"int8 target {target}: {attempts[shipped]['settings_text']}"
-    if shipped:
+    if shipped and attempts[0].get("ok"):  # --qat force: the fine-tuned file shipped though the first passed
+        text += f" (attempt {shipped + 1}; {attempts[0]['settings_text']} passed too)"
+    elif shipped:
         first = attempts[0]
         text += f" (recovered at attempt {shipped + 1}; {first['settings_text']} failed: {first['reason']}"
         if not int8.get("faithful"):

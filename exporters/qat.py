@@ -3,8 +3,9 @@
 Post-training quantization rounds a network that never saw rounding. Here a copy of the exported network
 is fine-tuned for a few epochs while its weights and tensors are rounded as onnxruntime's static
 quantization will round them (simulation.py, the target's settings; gradients pass straight through the
-rounding), towards the fp32 network's own outputs (self-distillation: its probabilities, and its logits,
-on the training images and on MixUp blends of them, which cover more of its function): no label. The copy
+rounding), towards the fp32 network's own outputs (self-distillation: its probabilities and its logits,
+on MixUp blends of the training images, which cover more of its function than the images alone): no
+label. The copy
 then goes through the same onnxruntime pre-processing, quantization and parity gate as every attempt,
 judged against the fp32 network, not against itself.
 
@@ -15,6 +16,7 @@ The targets are not restricted to the candidate sets: measured on an undertraine
 
     distillation_loss              KL to the fp32 probabilities + logit error (cosine is measured on logits)
     fine_tune                      the loop: a copy of the network back, with what it did
+    mixup                          the inputs: blends of two training images
     epochs_within_budget           how many epochs stay within a share of the training's own cost
 """
 
@@ -24,6 +26,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +87,48 @@ def fine_tune(
     statistics (the file folds them into the convolutions), so the network stays in eval mode throughout.
     `step(n)` is told each batch's size (a progress bar)."""
     began = time.perf_counter()
-    torch.manual_seed(seed)
+    with _exact_float32(device):
+        tuned, losses = _fine_tune(network, images, calibration, settings, epochs, batch_size, lr, seed, device, step)
+    record = {
+        "epochs": epochs,
+        "images": len(images),
+        "calibration_images": len(calibration),
+        "targets": "the fp32 network's probabilities and logits, on MixUp blends of the images",
+        "loss": losses,
+        "lr": lr,
+        "device": device,
+        "seconds": round(time.perf_counter() - began, 3),
+    }
+    return FineTuned(tuned, record)
+
+
+@contextmanager
+def _exact_float32(device: str) -> Iterator[None]:
+    """No TF32 on CUDA while fine-tuning: the simulated rounding decisions need float32 products."""
+    if not device.startswith("cuda"):
+        yield
+        return
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+def mixup(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image blended with another of the batch, in a random share: inputs between the ones the
+    network knows, where its function is as much the file's to match."""
+    partner = torch.randperm(len(batch), generator=generator).to(batch.device)
+    share = torch.rand(len(batch), *(1,) * (batch.dim() - 1), generator=generator).to(batch.device)
+    return share * batch + (1 - share) * batch[partner]
+
+
+def _fine_tune(
+    network: nn.Module, images: np.ndarray, calibration: np.ndarray, settings: QuantSettings, epochs: int,
+    batch_size: int, lr: float, seed: int, device: str, step: Callable[[int], None],
+) -> tuple[nn.Module, list[float]]:  # fmt: skip
     teacher = copy.deepcopy(network).eval().to(device)
     student = copy.deepcopy(network).eval().to(device)
     simulation = Simulation(student, settings, torch.as_tensor(np.ascontiguousarray(calibration[:batch_size])).to(device))
@@ -97,10 +141,7 @@ def fine_tune(
         simulation.calibrate(_batches(calibration, batch_size, device))
         total, count = 0.0, 0
         for index in torch.randperm(len(images), generator=generator).split(batch_size):
-            batch = torch.as_tensor(np.ascontiguousarray(images[index.numpy()])).to(device)
-            partner = torch.randperm(len(index), generator=generator).to(device)
-            share = torch.rand(len(index), *(1,) * (batch.dim() - 1), generator=generator).to(device)
-            batch = share * batch + (1 - share) * batch[partner]  # MixUp: between the images it knows
+            batch = mixup(torch.as_tensor(np.ascontiguousarray(images[index.numpy()])).to(device), generator)
             with torch.no_grad():
                 teacher_logits = teacher(batch).float()
             loss = distillation_loss(student(batch).float(), teacher_logits)
@@ -113,17 +154,7 @@ def fine_tune(
     tuned = simulation.finish().cpu().eval()
     for parameter in tuned.parameters():
         parameter.requires_grad_(False)
-    record = {
-        "epochs": epochs,
-        "images": len(images),
-        "calibration_images": len(calibration),
-        "targets": "the fp32 network's probabilities and logits (MixUp blends of the images)",
-        "loss": losses,
-        "lr": lr,
-        "device": device,
-        "seconds": round(time.perf_counter() - began, 3),
-    }
-    return FineTuned(tuned, record)
+    return tuned, losses
 
 
 def _batches(images: np.ndarray, batch_size: int, device: str) -> Iterator[torch.Tensor]:

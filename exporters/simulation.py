@@ -33,7 +33,10 @@ ACTIVATIONS = (
 )  # fmt: skip
 #: Ops whose output onnxruntime rounds with its input's scale and zero point (their values stay within the
 #: input's range, so one observed range serves both).
-SHARED = (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
+SHARED = (nn.AvgPool2d, nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
+#: Ops whose output gets a range of its own (a global average pool: GlobalAveragePool's output is
+#: calibrated, not shared; measured on a quantized residual block).
+OWN_RANGE = (nn.AdaptiveAvgPool2d,)
 #: Activations onnxruntime removes after a rounded tensor (Relu, Clip): only their output is rounded.
 REMOVED = (nn.ReLU, nn.ReLU6)
 #: Activations exported as x * gate(x) (opset 17 has no HardSwish kernel to fuse): the input, the gate
@@ -110,7 +113,7 @@ def _per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class RoundedWeight(nn.Module):
     """A parametrization: the weight as onnxruntime stores it (per output channel, or one scale)."""
 
-    def __init__(self, grid: Grid, per_channel: bool):
+    def __init__(self, grid: Grid, per_channel: bool) -> None:
         super().__init__()
         self.grid, self.per_channel = grid, per_channel
         self.enabled = True  # off while ranges are observed: onnxruntime calibrates the float network
@@ -167,16 +170,17 @@ def folded_producers(network: nn.Module, example: torch.Tensor) -> set[int]:
     """The layers (ids) whose output goes straight into a norm or a Relu: onnxruntime folds the norm into
     the convolution and removes a Relu after it, so it rounds only the last tensor of such a run. Found by
     running `example` once and following each output tensor to the module that takes it."""
-    produced: dict[int, tuple[nn.Module, torch.Tensor]] = {}  # the tensors stay alive: ids are not reused
+    produced: dict[int, tuple[nn.Module, torch.Tensor, int]] = {}  # tensors kept alive: ids are not reused
     folded: set[int] = set()
 
     def after(module: nn.Module, _args: Any, out: Any) -> None:
         if isinstance(out, torch.Tensor):
-            produced[id(out)] = (module, out)
+            produced[id(out)] = (module, out, out._version)
 
     def before(_module: nn.Module, args: Any) -> None:
-        if args and isinstance(args[0], torch.Tensor) and id(args[0]) in produced:
-            folded.add(id(produced[id(args[0])][0]))
+        found = produced.get(id(args[0])) if args and isinstance(args[0], torch.Tensor) else None
+        if found is not None and found[2] == args[0]._version:  # not changed in place since (x += shortcut)
+            folded.add(id(found[0]))
 
     hooks = []
     for module in network.modules():
@@ -196,8 +200,8 @@ def folded_producers(network: nn.Module, example: torch.Tensor) -> set[int]:
 class Simulation:
     """`network` (changed in place) with the rounding of its int8 file. onnxruntime's static QDQ rounds
     every weight (per channel) and nearly every tensor between operators (per tensor); here: each
-    convolution's and linear layer's weight and input; the output of every activation, a pooling
-    layer's input and output on the input's grid (SHARED),
+    convolution's and linear layer's weight and input; the output of every activation and global average
+    pool, a pooling layer's input and output on the input's grid (SHARED),
     and of every convolution, linear layer or norm whose output does not go straight into a norm or a Relu
     (folded_producers); the input of every other activation, and inside a gated one (hard-swish, SiLU) its
     gate; and the logits. A tensor already rounded with the same range rounds to itself, so overlapping
@@ -208,7 +212,7 @@ class Simulation:
         weights, activations = weight_grid(settings), activation_grid(settings)
         self.points: list[RoundedActivation] = []
         self.weights: list[RoundedWeight] = []
-        self._rounded_by: dict[int, tuple[RoundedActivation, torch.Tensor]] = {}  # this pass's rounded tensors
+        self._rounded_by: dict[int, tuple[RoundedActivation, torch.Tensor, int]] = {}  # this pass's rounded tensors
         self._hooks: list[Any] = [network.register_forward_pre_hook(lambda _m, _args: self._rounded_by.clear())]
         folded = folded_producers(network, example)
         for module in network.modules():
@@ -222,19 +226,27 @@ class Simulation:
                 self._round_shared(module, self._point(activations))
             elif module is not network and (
                 is_activation(module)
+                or isinstance(module, OWN_RANGE)
                 or (isinstance(module, (*QUANTIZED_LAYERS, *NORMS)) and id(module) not in folded)
             ):
                 self._round_output(module, self._point(activations))
         self._round_output(network, self._point(activations))
+        self._hooks.append(network.register_forward_hook(lambda *_: self._rounded_by.clear(), always_call=True))
 
     def _round(self, point: RoundedActivation, value: torch.Tensor, snap: bool = False) -> torch.Tensor:
         """`value` on `point`'s grid, unless this pass rounded it already (onnxruntime rounds a tensor
         once, however many operators read it). `snap`: as an integer pooling kernel rounds (fake_quantize)."""
-        if id(value) in self._rounded_by:
+        if self._rounded_point(value) is not None:
             return value
         rounded = point(value, snap)
-        self._rounded_by[id(rounded)] = (point, rounded)  # kept alive: ids are not reused within the pass
+        self._rounded_by[id(rounded)] = (point, rounded, rounded._version)  # kept alive: ids stay unique
         return rounded
+
+    def _rounded_point(self, value: torch.Tensor) -> RoundedActivation | None:
+        """The point that rounded `value` in this pass, if it is unchanged since (an in-place sum or
+        activation makes it another tensor under the same id)."""
+        found = self._rounded_by.get(id(value))
+        return found[0] if found is not None and found[2] == value._version else None
 
     def _round_input(self, module: nn.Module, point: RoundedActivation) -> None:
         self._hooks.append(module.register_forward_pre_hook(lambda _m, args: (self._round(point, args[0]), *args[1:])))
@@ -248,8 +260,8 @@ class Simulation:
         chosen: dict[str, RoundedActivation] = {}
 
         def before(_module: nn.Module, args: Any) -> tuple[Any, ...]:
-            source = self._rounded_by.get(id(args[0]))
-            chosen["point"] = source[0] if source is not None else own
+            source = self._rounded_point(args[0])
+            chosen["point"] = source if source is not None else own
             return args if source is not None else (self._round(own, args[0]), *args[1:])
 
         self._hooks.append(module.register_forward_pre_hook(before))
@@ -298,6 +310,7 @@ class Simulation:
                 weight.enabled = True
 
     def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
+        """Observe every point's range on `batches` (onnxruntime's MinMax calibration)."""
         with self.observing(), torch.no_grad():
             for batch in batches:
                 self.network(batch)
@@ -307,6 +320,7 @@ class Simulation:
         onto the same grid: the rounded weight's largest value is the float one's)."""
         for hook in self._hooks:
             hook.remove()
+        self._rounded_by.clear()
         for module in self.network.modules():
             if parametrize.is_parametrized(module, "weight"):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)

@@ -45,7 +45,7 @@ __TABLE__
 A parity check proves the kernels of the machine that runs it: for another target it uses an emulator
 when one is installed (x86-avx2: qemu-user-static), else this CPU's kernels, and parity.json and the
 output say so. When the target's settings fail, the recovery steps are tried in order (7-bit weights,
-U8U8, percentile calibration, the most sensitive nodes kept in float), then quantization-aware
+U8U8, percentile calibration, a bias-corrected copy, the most sensitive nodes kept in float), then quantization-aware
 fine-tuning (--qat auto: when nothing passed, or what passed keeps nodes in float; a fine-tuned file
 that passes ships instead). parity.json records each attempt.
 """

@@ -111,6 +111,11 @@ class ExportSettings:
         return resolve_formats(self.formats, self.int8)
 
     @property
+    def fine_tunes(self) -> bool:
+        """Whether int8 may fine-tune a copy (--qat force, or auto with recovery on)."""
+        return self.qat == "force" or (self.qat == "auto" and self.recover)
+
+    @property
     def makes_int8(self) -> bool:
         return any(row.name == "int8" for row in self.chosen_formats())
 

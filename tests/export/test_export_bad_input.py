@@ -90,3 +90,17 @@ def test_export_never_writes_into_a_folder_of_other_files(trained_run, runner, c
     assert result.exit_code == 1 and "is no export folder (no parity.json)" in line, result.stderr
     assert (out / "model.onnx").read_bytes() == b"the user's own model"
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]
+
+
+def test_fine_tuning_on_a_gpu_that_is_not_there_is_one_line_before_any_work(trained_run, runner, cli, tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(cli, ["export", str(trained_run), "--out", str(tmp_path / "d"), "--int8", "--device", "cuda"])
+    _fails(result, 1, "--device cuda", "no CUDA GPU")
+    assert not (tmp_path / "d").exists()
+    # without int8 (nothing to fine-tune) or with --qat off, --device does not matter to export
+    result = runner.invoke(cli, ["export", str(trained_run), "--out", str(tmp_path / "e"), "--int8", "--device", "cuda",
+                                 "--qat", "off", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output

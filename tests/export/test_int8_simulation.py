@@ -91,6 +91,28 @@ class _Mobile(nn.Module):
         return self.head(self.pw(y) + x)
 
 
+class _Residual(nn.Module):
+    """timm's BasicBlock, in place: conv-bn-relu(inplace)-conv-bn, `out += x`, relu(inplace)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+        self.conv1, self.bn1 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.act1, self.act2 = nn.ReLU(inplace=True), nn.ReLU(inplace=True)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+        for norm in (self.stem[1], self.bn1, self.bn2):
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        x = self.stem(x)
+        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        out += x
+        return self.head(self.act2(out))
+
+
 def _images(count: int = 64, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(count, 3, 8, 8)).astype(np.float32)
 
@@ -124,7 +146,7 @@ def test_rounded_weights_are_the_ones_onnxruntime_stores(settings, tmp_path):
     simulation.finish()
 
 
-@pytest.mark.parametrize("make", [_conv_net, _Mobile], ids=["relu", "mobile"])
+@pytest.mark.parametrize("make", [_conv_net, _Mobile, _Residual], ids=["relu", "mobile", "residual-in-place"])
 def test_the_simulation_gives_onnxruntimes_int8_logits(make, tmp_path):
     settings = QuantSettings(reduce_range=True)
     net, calibration, inputs = make().eval(), _images(128), _images(200, seed=2)
@@ -177,3 +199,10 @@ def test_a_layer_followed_by_a_norm_or_an_activation_is_not_rounded_on_its_own()
     block = _Block().eval()
     folded = folded_producers(block, torch.as_tensor(_images(2)))
     assert folded == {id(block.conv1), id(block.bn1), id(block.conv2)}  # bn2 feeds the sum: rounded
+
+
+def test_a_sum_made_in_place_is_not_mistaken_for_the_norm_before_it():
+    block = _Residual().eval()
+    folded = folded_producers(block, torch.as_tensor(_images(2)))
+    # bn2's output is summed in place (`out += x`) before act2 reads it: the sum is another tensor
+    assert id(block.bn2) not in folded and id(block.bn1) in folded and id(block.stem[1]) in folded

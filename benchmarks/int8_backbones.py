@@ -12,8 +12,8 @@ synthetic --partial-rate 0.3 --noise-rate 0.2 --seed S`, `coreg-edge train ANN -
 accuracy, the step that shipped (or none), and for the shipped (else best) file mean cosine, top-1
 agreement, accuracy drop and the int8/fp32 latency ratio at batch 32 (measured only where this CPU runs the
 target's kernels), with every attempt's settings and checks. A target this CPU checks on other kernels
-(x86-vnni on an AVX2-only CPU) says so in its row (`faithful`). Rows are written as they finish, and a row
-already in --out is not run again (resume after a stop).
+(x86-vnni on an AVX2-only CPU) says so in its row (`faithful`). Rows are written as they finish; after a
+stop, `--resume` with that result file keeps its rows and runs only the others.
 """
 
 from __future__ import annotations
@@ -115,10 +115,11 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--resume", type=Path, default=None, metavar="PATH",
+                   help="a stopped run's result file: its rows are kept and not run again")  # fmt: skip
     args = p.parse_args()
     print(machine_line(load=True))
-    out = Path(args.out)
-    rows: list[dict[str, Any]] = json.loads(out.read_text())["rows"] if out.exists() else []
+    rows: list[dict[str, Any]] = json.loads(args.resume.read_text())["rows"] if args.resume else []
     done = {(r["backbone"], r["seed"], r["target"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="int8-backbones-") as tmp:
         folder = Path(tmp)
@@ -134,7 +135,7 @@ def main() -> None:
                            "epochs": args.epochs, "test_accuracy": accuracy,
                            **export_row(run, target, folder / f"dist_{backbone}_{seed}_{target}")}  # fmt: skip
                     rows.append(row)
-                    write_result(out, {"rows": rows}, args)
+                    write_result(args.out, {"rows": rows}, args)
                     log(table([row]).splitlines()[-1])
     print(table(rows))
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from coreg_edge.exporters.simulation import QUANTIZED_LAYERS, Simulation
+from coreg_edge.exporters.simulation import QUANTIZED_LAYERS, Simulation, batches
 from coreg_edge.exporters.targets import QuantSettings
 
 
@@ -46,12 +46,9 @@ def correct_bias(
     began = time.perf_counter()
     reference = copy.deepcopy(network).eval()
     corrected = copy.deepcopy(network).eval()
-    batches = [
-        torch.as_tensor(np.ascontiguousarray(calibration[start : start + batch_size]))
-        for start in range(0, len(calibration), batch_size)
-    ]
-    simulation = Simulation(corrected, settings, batches[0])
-    simulation.calibrate(batches)
+    inputs = list(batches(calibration, batch_size))
+    simulation = Simulation(corrected, settings, inputs[0])
+    simulation.calibrate(inputs)
     float_layers = [m for m in reference.modules() if isinstance(m, QUANTIZED_LAYERS)]
     layers = [m for m in corrected.modules() if isinstance(m, QUANTIZED_LAYERS)]
     float_means: dict[int, torch.Tensor] = {}
@@ -76,14 +73,14 @@ def correct_bias(
     hooks += [layer.register_forward_hook(correct(i)) for i, layer in enumerate(layers)]
     try:
         with torch.no_grad():
-            for batch in batches:
+            for batch in inputs:
                 reference(batch)
                 corrected(batch)
     finally:
         for hook in hooks:
             hook.remove()
     corrected = simulation.finish()
-    count = sum(len(batch) for batch in batches)
+    count = sum(len(batch) for batch in inputs)
     largest = 0.0
     with torch.no_grad():
         for position, total in totals.items():  # a layer the forward pass never runs has none

@@ -141,14 +141,14 @@ def export_run(
     resolved = trained.resolve_peer(s.peer)
     chosen = resolve_target(s.target)
     int8 = s.makes_int8
+    fine_tunes = int8 and s.fine_tunes  # --qat may run: its images are planned, its device checked
     module = trained.network(resolved)
     transform = trained.preprocess
     plan = plan_images(
         config, run, calibration_images=s.calibration_images, parity_images=s.parity_images, seed=s.seed,
-        calibrate=int8, fine_tune_images=s.qat_images if int8 and s.fine_tunes else 0, data=s.data,
-        eval_data=s.eval_data,
+        calibrate=int8, fine_tune_images=s.qat_images if fine_tunes else 0, data=s.data, eval_data=s.eval_data,
     )  # fmt: skip
-    if int8 and s.fine_tunes:
+    if fine_tunes:
         resolve_device(s.device)  # --device cuda without a GPU: one line now, not a failed attempt later
     limits = Thresholds(min_images=s.parity_images)
     spec = trained.spec(resolved)

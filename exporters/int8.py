@@ -185,11 +185,9 @@ def quantize_for_target(
         record.update(checks={}, ok=False, reason=None, _settings=step)
         candidate = folder / f"model.int8.attempt{number}.onnx"
         began = time.perf_counter()
-        if step.source != "trained" and prepare is None:
-            raise ExportError(f"int8: no way to make the {step.source} copy an attempt asks for")
         try:  # a setting onnxruntime cannot build or run is recorded; the ladder goes on
             source = pre_processed
-            if step.source != "trained" and prepare is not None:
+            if prepare is not None and step.source != "trained":  # only steps that `prepare` allows name one
                 source, record["prepared"] = prepare(step)
             quantize(source, candidate, reader(step), step)
             finish(candidate, step)

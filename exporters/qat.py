@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from coreg_edge.exporters.simulation import Simulation
+from coreg_edge.exporters.simulation import Simulation, batches
 from coreg_edge.exporters.targets import QuantSettings
 
 #: Fine-tuning may cost at most this share of the training's own image passes (issue #28: "at most 30%").
@@ -131,14 +131,14 @@ def _fine_tune(
 ) -> tuple[nn.Module, list[float]]:  # fmt: skip
     teacher = copy.deepcopy(network).eval().to(device)
     student = copy.deepcopy(network).eval().to(device)
-    simulation = Simulation(student, settings, torch.as_tensor(np.ascontiguousarray(calibration[:batch_size])).to(device))
+    simulation = Simulation(student, settings, next(batches(calibration, batch_size, device)))
     for parameter in student.parameters():
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     for _ in range(epochs):
-        simulation.calibrate(_batches(calibration, batch_size, device))
+        simulation.calibrate(batches(calibration, batch_size, device))
         total, count = 0.0, 0
         for index in torch.randperm(len(images), generator=generator).split(batch_size):
             batch = mixup(torch.as_tensor(np.ascontiguousarray(images[index.numpy()])).to(device), generator)
@@ -155,8 +155,3 @@ def _fine_tune(
     for parameter in tuned.parameters():
         parameter.requires_grad_(False)
     return tuned, losses
-
-
-def _batches(images: np.ndarray, batch_size: int, device: str) -> Iterator[torch.Tensor]:
-    for start in range(0, len(images), batch_size):
-        yield torch.as_tensor(np.ascontiguousarray(images[start : start + batch_size])).to(device)

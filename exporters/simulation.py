@@ -9,6 +9,7 @@ convolution before it and removes a Relu that follows, so only the last tensor o
     weight_grid, activation_grid   onnxruntime's integer ranges for a QuantSettings (quant_utils' rules)
     scale_zero_point               onnxruntime's compute_scale_zp, on tensors (per channel or per tensor)
     fake_quantize                  quantize then dequantize, exactly as its quantizer rounds weights
+    batches                        preprocessed images as tensors, batch by batch
     folded_producers               which layers' outputs onnxruntime never rounds (a norm or a Relu follows)
     Simulation                     a network with those roundings (hooks; `finish` removes them)
 """
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -93,9 +95,9 @@ def fake_quantize(
     """Quantize then dequantize as onnxruntime's quantizer does (divide, round half to even, add the zero
     point, clip); `scale` and `zero` broadcast (per channel: shaped for dimension 0). The gradient passes
     straight through where the value was not clipped (the straight-through estimator). `snap`, as
-    onnxruntime's integer pooling kernels round their outputs (QuantizeLinear does not): a value within 1/1024 of a step from a tie is the
-    tie (an average of four integers meets exact ties float arithmetic misses by a hair), and the tie goes
-    to the even integer after the zero point is added."""
+    onnxruntime's integer pooling kernels round their outputs (QuantizeLinear does not): a value within
+    1/1024 of a step from a tie is the tie (an average of four integers meets exact ties float arithmetic
+    misses by a hair), and the tie goes to the even integer after the zero point is added."""
     ratio = value / scale
     if snap:
         steps = torch.round(torch.round(ratio * 1024) / 1024 + zero)
@@ -104,6 +106,12 @@ def fake_quantize(
     inside = (steps >= grid.qmin) & (steps <= grid.qmax)
     rounded = (steps.clamp(grid.qmin, grid.qmax) - zero) * scale
     return rounded.detach() + (value - value.detach()) * inside
+
+
+def batches(images: np.ndarray, batch_size: int, device: str = "cpu") -> Iterator[torch.Tensor]:
+    """Preprocessed images (N x C x H x W, a memory map or an array) as tensors on `device`, in order."""
+    for start in range(0, len(images), batch_size):
+        yield torch.as_tensor(np.ascontiguousarray(images[start : start + batch_size])).to(device)
 
 
 def _per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -137,20 +145,24 @@ class RoundedActivation:
         self.observing = False
         self.rmin: torch.Tensor | None = None
         self.rmax: torch.Tensor | None = None
+        self._params: tuple[torch.Tensor, torch.Tensor] | None = None  # scale, zero: from the range, once
 
     def reset(self) -> None:
-        self.rmin = self.rmax = None
+        self.rmin = self.rmax = self._params = None
 
     def __call__(self, value: torch.Tensor, snap: bool = False) -> torch.Tensor:
         if self.observing:
             low, high = value.detach().min(), value.detach().max()
             self.rmin = low if self.rmin is None else torch.minimum(self.rmin, low)
             self.rmax = high if self.rmax is None else torch.maximum(self.rmax, high)
+            self._params = None
             return value
         if self.rmin is None or self.rmax is None:
             return value
-        scale, zero = scale_zero_point(self.rmin, self.rmax, self.grid)
-        return fake_quantize(value, scale.to(value.device), zero.float().to(value.device), self.grid, snap=snap)
+        if self._params is None:
+            scale, zero = scale_zero_point(self.rmin, self.rmax, self.grid)
+            self._params = scale.to(value.device), zero.float().to(value.device)
+        return fake_quantize(value, *self._params, self.grid, snap=snap)
 
 
 def is_activation(module: nn.Module) -> bool:
